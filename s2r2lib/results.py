@@ -1,0 +1,134 @@
+"""Where outputs go, how every number says where it came from, and writes that survive a kill.
+
+Output folders (each overridable by an environment variable, which is how the tests keep a test
+run from touching the committed files):
+
+  figures  S2R2_FIGURES_DIR  default <project>/figures
+  results  S2R2_RESULTS_DIR  default <project>/results
+  records  S2R2_RECORDS_DIR  default <project>/build/records   (numbers a notebook records for tests)
+
+<project> is the nearest folder at or above the working directory that holds ``s2r2lib/`` and
+``pyproject.toml`` (notebooks run in ``notebooks/``); outside a checkout it is the working directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+_DIRS = {
+    "figures": ("S2R2_FIGURES_DIR", "figures"),
+    "results": ("S2R2_RESULTS_DIR", "results"),
+    "records": ("S2R2_RECORDS_DIR", "build/records"),
+}
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The checkout that holds s2r2lib/ at or above ``start`` (default: the working directory)."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "s2r2lib").is_dir():
+            return folder
+    return start
+
+
+def output_dir(kind: str) -> Path:
+    """The folder for ``kind`` (figures, results or records), created if missing."""
+    if kind not in _DIRS:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(_DIRS)}")
+    env, default = _DIRS[kind]
+    folder = Path(os.environ[env]) if os.environ.get(env) else project_dir() / default
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def git_commit(short: bool = True) -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    cwd = project_dir()
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"],
+                             cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def device_name(device: Any = "cpu") -> str:
+    """A person-readable name of the device a number was measured on."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu:{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def provenance(device: Any = "cpu") -> dict[str, str]:
+    """Commit, device, library versions and date: the columns every measured row carries."""
+    import torch
+
+    return {
+        "commit": git_commit(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
+              columns: list[str] | None = None) -> Path:
+    """Write ``rows`` (dicts) as a CSV atomically; columns default to the keys in first-seen order."""
+    rows = list(rows)
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def record(notebook: str, **numbers: Any) -> Path:
+    """Save the key numbers a notebook computed, as JSON in the records folder, for the tests to check."""
+    path = output_dir("records") / f"{notebook}.json"
+    return atomic_write_bytes(path, json.dumps(numbers, indent=2, sort_keys=True).encode())
+
+
+def read_record(notebook: str) -> dict[str, Any]:
+    """The numbers :func:`record` saved for ``notebook``."""
+    return json.loads((output_dir("records") / f"{notebook}.json").read_text())
