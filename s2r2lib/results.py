@@ -51,12 +51,14 @@ def output_dir(kind: str) -> Path:
 
 
 def git_commit(short: bool = True) -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """The checkout's commit, ``+dirty`` when tracked code differs from it (outputs in results/ and
+    figures/ do not count); ``unknown`` outside git."""
     cwd = project_dir()
     try:
         rev = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"],
                              cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!results", ":!figures"],
                                cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -132,3 +134,32 @@ def record(notebook: str, **numbers: Any) -> Path:
 def read_record(notebook: str) -> dict[str, Any]:
     """The numbers :func:`record` saved for ``notebook``."""
     return json.loads((output_dir("records") / f"{notebook}.json").read_text())
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV written by :func:`write_csv`; a malformed line raises a ValueError naming it."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            if None in row or any(value is None for value in row.values()):
+                raise ValueError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} fields "
+                                 f"({', '.join(reader.fieldnames)}); fix or delete that line")
+            rows.append(row)
+    return rows
+
+
+def upsert_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], key: tuple[str, ...]) -> Path:
+    """Merge ``rows`` into the CSV at ``path``: a row replaces the old one with the same ``key`` values,
+    every other old row is kept (a CPU run leaves the committed GPU rows alone). Atomic."""
+    rows = [{name: "" if value is None else str(value) for name, value in row.items()} for row in rows]
+    for row in rows:
+        missing = [name for name in key if name not in row]
+        if missing:
+            raise ValueError(f"upsert_csv: row lacks key column(s) {missing}: {row}")
+    old = read_csv(path) if Path(path).exists() else []
+    new_keys = {tuple(row[name] for name in key) for row in rows}
+    kept = [row for row in old if tuple(row.get(name, "") for name in key) not in new_keys]
+    columns = list(dict.fromkeys([*(name for row in old for name in row), *(name for row in rows for name in row)]))
+    return write_csv(path, [*kept, *rows], columns)

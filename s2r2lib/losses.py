@@ -1,0 +1,270 @@
+"""Losses of S2R2 and its baselines, and the exact AP they are judged by.
+
+Conventions shared by every function here (paper, Methodology):
+
+* ``z`` is (N, D): one row per view, N = B * K for B images with K views each. Similarity is the
+  cosine similarity of eq. 2, so ``z`` need not be normalised.
+* ``ids`` is (N,) integers naming each view's source image: any values, any order; the views of one
+  image need not be contiguous, but every image has the same number of views K >= 2, and B >= 2.
+* Every view is a query once. Its positives are the other K - 1 views of its image, its negatives the
+  K (B - 1) views of the other images. The query is never in its own retrieval set.
+
+The official Smooth-AP code (Brown et al., 2020) counts the query as its own positive (it sits at rank
+1 with similarity 1); the paper's S2R2 does not, and neither do we: |P| = K - 1, |N| = K (B - 1).
+``tests/test_losses.py`` shows the two conventions give different numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "ranking_ap", "DEFAULT_MEMORY_BUDGET"]
+
+# Bytes of scratch memory the ranking may use at once; 3 float32 (chunk, K-1, N) tensors live at peak.
+DEFAULT_MEMORY_BUDGET = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The retrieval structure of a batch: who is whose positive."""
+
+    positives: torch.Tensor  # (N, K-1) long: the indices of each query's positives
+    pos_mask: torch.Tensor   # (N, N) bool: j is a positive of query q (never q itself)
+    neg_mask: torch.Tensor   # (N, N) bool: j is a negative of query q
+
+
+def _check_batch(name: str, z: torch.Tensor, ids: torch.Tensor) -> _Groups:
+    """Validate ``z`` and ``ids`` and build the positives of every query, or raise a ValueError."""
+    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+        raise ValueError(f"{name}: z must be a 2-D tensor (views, dim), got shape "
+                         f"{tuple(getattr(z, 'shape', ()))}")
+    ids = torch.as_tensor(ids)
+    if ids.dim() != 1 or ids.shape[0] != z.shape[0]:
+        raise ValueError(f"{name}: ids must have shape ({z.shape[0]},), one per row of z; "
+                         f"got {tuple(ids.shape)}")
+    if ids.device != z.device:
+        raise ValueError(f"{name}: z is on {z.device} but ids on {ids.device}; move both to one device")
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
+        raise ValueError(f"{name}: ids must be integers naming each view's image, got {ids.dtype}")
+    if not z.dtype.is_floating_point:
+        raise ValueError(f"{name}: z must be floating point, got {z.dtype}")
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name}: z holds NaN or inf; check the encoder's output "
+                         f"(learning rate, precision) before the loss")
+    images, counts = torch.unique(ids, return_counts=True)
+    if len(images) < 2:
+        raise ValueError(f"{name} needs at least 2 images in a batch to have negatives; got {len(images)}")
+    if counts.min() < 2:
+        lone = images[counts.argmin()].item()
+        raise ValueError(f"{name} needs at least 2 views per image; image {lone} has 1")
+    if (counts != counts[0]).any():
+        raise ValueError(f"{name} needs the same number of views for every image; got counts from "
+                         f"{counts.min().item()} to {counts.max().item()}")
+    views_per_image = int(counts[0])
+    # Group the view indices by image: row b holds the K views of the b-th image.
+    groups = torch.argsort(ids, stable=True).view(len(images), views_per_image)
+    # others[m] lists the members of a group other than member m.
+    member = torch.arange(views_per_image, device=z.device)
+    others = member.expand(views_per_image, -1)[member[:, None] != member[None, :]]
+    others = others.view(views_per_image, views_per_image - 1)
+    positives = torch.empty(z.shape[0], views_per_image - 1, dtype=torch.long, device=z.device)
+    positives[groups.reshape(-1)] = groups[:, others].reshape(-1, views_per_image - 1)
+    same = ids[:, None] == ids[None, :]
+    eye = torch.eye(len(ids), dtype=torch.bool, device=z.device)
+    return _Groups(positives, same & ~eye, ~same)
+
+
+def _cosine_similarity(z: torch.Tensor) -> torch.Tensor:
+    """s_uv of eq. 2 for all pairs, in float32 or float64 even under autocast: (N, D) -> (N, N)."""
+    z = z if z.dtype == torch.float64 else z.float()
+    with torch.autocast(z.device.type, enabled=False):
+        r = F.normalize(z, dim=1)
+        return r @ r.T
+
+
+def _chunk_size(n: int, positives: int, budget: int, element_bytes: int) -> int:
+    per_query = 3 * positives * n * element_bytes
+    return max(1, min(n, budget // max(per_query, 1)))
+
+
+def _rank_sums(sim: torch.Tensor, groups: _Groups, rows: slice, tau: float | None):
+    """For queries ``rows``: the relaxed indicators g and the ranks of eq. 2.
+
+    g[q, p, j] = phi(s_qj - s_qi) for the p-th positive i of query q (eq. 3; the exact indicator of
+    eq. 2 when ``tau`` is None). Returns g (Q, K-1, N), the rank among positives
+    R(i, P) = 1 + sum_{j in P, j != i} g (Q, K-1), and the count of negatives ranked above i,
+    sum_{j in N} g (Q, K-1). The query itself is in neither mask; j == i is removed below.
+    """
+    s = sim[rows]                                             # (Q, N)
+    s_pos = torch.gather(s, 1, groups.positives[rows])        # (Q, K-1): s_qi
+    d = s[:, None, :] - s_pos[:, :, None]                     # (Q, K-1, N): s_qj - s_qi
+    g = d.div_(tau).sigmoid_() if tau is not None else (d > 0).to(s.dtype)
+    masks = torch.stack([groups.pos_mask[rows], groups.neg_mask[rows]], dim=2).to(s.dtype)  # (Q, N, 2)
+    sums = torch.bmm(g, masks)                                # (Q, K-1, 2)
+    # j == i is among the positives but not in R(i, P): take its own term, phi(0) or 1{0 > 0}, back out.
+    self_term = 0.5 if tau is not None else 0.0
+    return g, 1.0 + sums[..., 0] - self_term, sums[..., 1]
+
+
+class _SmoothAP(torch.autograd.Function):
+    """Per-query smoothed AP (eqs. 1-3) from the similarity matrix, chunked over queries.
+
+    Forward keeps only the (N, N) similarities; backward recomputes each chunk's (Q, K-1, N) terms, so
+    peak memory is set by the chunk, not by N^2 (K-1), in both passes.
+    """
+
+    @staticmethod
+    def forward(ctx, sim, groups, tau, chunk):
+        n, positives = groups.positives.shape
+        ap = sim.new_empty(n)
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
+            _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
+            ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
+        ctx.save_for_backward(sim)
+        ctx.groups, ctx.tau, ctx.chunk = groups, tau, chunk
+        return ap
+
+    @staticmethod
+    def backward(ctx, grad_ap):
+        (sim,) = ctx.saved_tensors
+        groups, tau, chunk = ctx.groups, ctx.tau, ctx.chunk
+        n, positives = groups.positives.shape
+        grad_sim = torch.zeros_like(sim)
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
+            g, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
+            rank_all_sq = (rank_pos + rank_neg) ** 2
+            # d AP_q / d g_qij: +rank_neg / R^2 for a positive j, -rank_pos / R^2 for a negative j,
+            # each scaled by 1 / |P|; times d g / d s = g (1 - g) / tau, and the incoming gradient.
+            scale = grad_ap[rows, None] / (positives * tau)                           # (Q, 1)
+            coef = torch.stack([rank_neg, rank_pos], dim=2) / rank_all_sq[..., None]  # (Q, K-1, 2)
+            coef *= scale[..., None]
+            h = g.mul_(1 - g)                                                          # g (1 - g), in place
+            pos = groups.pos_mask[rows].to(sim.dtype)
+            neg = groups.neg_mask[rows].to(sim.dtype)
+            # d s_qj: sum over the positives i of query q.
+            by_j = torch.bmm(h.transpose(1, 2), coef)                                 # (Q, N, 2)
+            grad_rows = pos * by_j[..., 0] - neg * by_j[..., 1]
+            # d s_qi (the positive being ranked): minus the sum over j. The j == i term is added
+            # above and subtracted here, so it cancels as it must (d = s_qi - s_qi is constant).
+            masks = torch.stack([pos, neg], dim=2)
+            by_i = torch.bmm(h, masks)                                                 # (Q, K-1, 2)
+            grad_pos = coef[..., 0] * by_i[..., 0] - coef[..., 1] * by_i[..., 1]
+            grad_rows.scatter_add_(1, groups.positives[rows], -grad_pos)
+            grad_sim[rows] = grad_rows
+        return grad_sim, None, None, None
+
+
+def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.01,
+                   memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+    """S2R2's objective: 1 - the mean smoothed AP over all N = B*K queries (eqs. 1-3).
+
+    For query q with positives P (the other K - 1 views of its image) and retrieval set I = P + N
+    (every other view), AP_q = 1/|P| sum_{i in P} R(i, P) / R(i, I) (eq. 1), with
+    R(i, X) = 1 + sum_{j in X, j != i} phi(s_qj - s_qi; tau) (eq. 2 with eq. 3's sigmoid
+    phi(d; tau) = 1 / (1 + exp(-d / tau))) and s the cosine similarity. The query is not its own
+    positive (the official Smooth-AP code counts it; see the module docstring).
+
+    Only positives are ranked, so the work is N x (K-1) x N, never N x N x N; it is done in chunks of
+    queries that keep scratch memory under ``memory_budget`` bytes, and recomputed in backward.
+
+    Args:
+        z: (N, D) embeddings, one row per view; need not be normalised.
+        ids: (N,) integers naming each view's source image.
+        tau: sigmoid temperature of eq. 3 (> 0); the paper's Smooth-AP default is 0.01.
+        memory_budget: bytes of scratch memory per chunk of queries.
+
+    Returns:
+        A scalar tensor in [0, 1]; 0 when every query ranks all its positives first (as tau -> 0).
+
+    Example:
+        >>> z = torch.randn(8 * 4, 16, requires_grad=True)
+        >>> ids = torch.arange(8).repeat_interleave(4)
+        >>> loss = smooth_ap_loss(z, ids)
+        >>> loss.backward()
+    """
+    if not tau > 0:
+        raise ValueError(f"smooth_ap_loss needs tau > 0 (the sigmoid temperature of eq. 3), got {tau}")
+    groups = _check_batch("smooth_ap_loss", z, ids)
+    sim = _cosine_similarity(z)
+    n, positives = groups.positives.shape
+    chunk = _chunk_size(n, positives, memory_budget, sim.element_size())
+    return 1.0 - _SmoothAP.apply(sim, groups, float(tau), chunk).mean()
+
+
+@torch.no_grad()
+def average_precision(z: torch.Tensor, ids: torch.Tensor, per_query: bool = False,
+                      memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+    """The exact mean AP over all queries: eqs. 1-2 with the indicator, for evaluation.
+
+    Same conventions as :func:`smooth_ap_loss`. A view tied with positive i does not rank above it
+    (eq. 2's strict ``> 0``); with no ties each query's AP equals
+    ``sklearn.metrics.average_precision_score`` on its retrieval set.
+
+    Returns:
+        The mean AP (a scalar), or the (N,) AP of every query when ``per_query`` is True.
+    """
+    groups = _check_batch("average_precision", z, ids)
+    sim = _cosine_similarity(z)
+    n, positives = groups.positives.shape
+    chunk = _chunk_size(n, positives, memory_budget, sim.element_size())
+    ap = sim.new_empty(n)
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau=None)
+        ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
+    return ap if per_query else ap.mean()
+
+
+def nt_xent_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent (normalised temperature-scaled cross entropy), generalised to K views.
+
+    Every ordered pair (q, p) of distinct views of one image is a classification of p among all other
+    views of the batch:
+        l(q, p) = -log( exp(s_qp / tau) / sum_{j != q} exp(s_qj / tau) ),
+    averaged over all N (K - 1) pairs. The other positives of q stay in the denominator, as in SimCLR,
+    so each pair is the local, pairwise objective the paper contrasts S2R2 with. For K = 2 this is
+    exactly SimCLR's loss over 2B anchors (both directions averaged).
+
+    Args:
+        z: (N, D) embeddings; need not be normalised. ids: (N,) image of each view. tau: temperature.
+
+    Returns:
+        A scalar tensor.
+    """
+    if not tau > 0:
+        raise ValueError(f"nt_xent_loss needs tau > 0, got {tau}")
+    groups = _check_batch("nt_xent_loss", z, ids)
+    logits = _cosine_similarity(z) / tau
+    logits = logits.masked_fill(torch.eye(len(logits), dtype=torch.bool, device=logits.device), -math.inf)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -torch.gather(log_prob, 1, groups.positives).mean()
+
+
+def ranking_ap(scores: torch.Tensor, relevant: torch.Tensor, tau: float | None = None) -> torch.Tensor:
+    """AP of one query's ranked list (eq. 1), exact (``tau`` None) or smoothed by eq. 3.
+
+    The teaching form of the objective: ``scores`` (M,) are the similarities of the M retrieved items
+    to the query (the query itself excluded), ``relevant`` (M,) bool marks the positives. Differentiable
+    in ``scores`` when ``tau`` is given.
+    """
+    scores = torch.as_tensor(scores, dtype=torch.get_default_dtype())
+    relevant = torch.as_tensor(relevant, dtype=torch.bool)
+    if scores.dim() != 1 or scores.shape != relevant.shape:
+        raise ValueError(f"ranking_ap needs scores and relevant of one shape (M,), got "
+                         f"{tuple(scores.shape)} and {tuple(relevant.shape)}")
+    if not relevant.any():
+        raise ValueError("ranking_ap needs at least one relevant item")
+    if tau is not None and not tau > 0:
+        raise ValueError(f"ranking_ap needs tau > 0 or None, got {tau}")
+    d = scores[None, :] - scores[relevant][:, None]          # (|P|, M): s_qj - s_qi
+    g = torch.sigmoid(d / tau) if tau is not None else (d > 0).to(scores.dtype)
+    g = g.masked_fill(torch.arange(len(scores))[None, :] == torch.nonzero(relevant)[:, :1], 0.0)
+    rank_all = 1 + g.sum(1)
+    rank_pos = 1 + g[:, relevant].sum(1)
+    return (rank_pos / rank_all).mean()

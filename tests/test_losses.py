@@ -1,0 +1,205 @@
+"""s2r2lib.losses against references written straight from the paper's equations."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
+
+from s2r2lib.bench.loss import naive_smooth_ap_loss
+from s2r2lib.losses import average_precision, nt_xent_loss, ranking_ap, smooth_ap_loss
+
+
+def reference_ap(z, ids, tau=None, query_is_positive=False):
+    """Per-query AP by loops over queries and positives, eqs. 1-3 as printed (float64).
+
+    ``tau=None`` uses the indicator of eq. 2, else the sigmoid of eq. 3. ``query_is_positive``
+    follows the official Smooth-AP code instead: the query is in its own retrieval set as a positive.
+    """
+    r = F.normalize(z.double(), dim=1)
+    s = r @ r.T
+    n = len(ids)
+    phi = (lambda d: (d > 0).double()) if tau is None else (lambda d: torch.sigmoid(d / tau))
+    aps = []
+    for q in range(n):
+        retrieved = [j for j in range(n) if j != q or query_is_positive]
+        positives = [i for i in retrieved if ids[i] == ids[q]]
+        terms = []
+        for i in positives:
+            rank_pos = 1 + sum(phi(s[q, j] - s[q, i]) for j in positives if j != i)
+            rank_all = 1 + sum(phi(s[q, j] - s[q, i]) for j in retrieved if j != i)
+            terms.append(rank_pos / rank_all)
+        aps.append(torch.stack(terms).mean())
+    return torch.stack(aps)
+
+
+def random_batch(images, views, dim, seed, shuffle=True, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.arange(images).repeat_interleave(views) * 7 - 3  # any integers, not 0..B-1
+    if shuffle:
+        ids = ids[torch.randperm(len(ids), generator=gen)]
+    z = torch.randn(len(ids), dim, generator=gen, dtype=dtype).requires_grad_()
+    return z, ids
+
+
+CASES = [(b, k, d, tau, seed) for seed, (b, k, d, tau) in enumerate(itertools.product(
+    (2, 3, 5), (2, 3, 4), (2, 8), (0.01, 0.1, 1.0)))]
+
+
+@pytest.mark.parametrize("images,views,dim,tau,seed", CASES)
+def test_smooth_ap_loss_matches_loop_reference_in_value_and_gradient(images, views, dim, tau, seed):
+    z, ids = random_batch(images, views, dim, seed)
+    ours = smooth_ap_loss(z, ids, tau)
+    ref = 1 - reference_ap(z, ids, tau).mean()
+    grad_ours, = torch.autograd.grad(ours, z)
+    grad_ref, = torch.autograd.grad(ref, z)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=0, atol=1e-6)
+
+
+def test_smooth_ap_loss_passes_gradcheck():
+    z, ids = random_batch(3, 3, 4, seed=1)
+    assert torch.autograd.gradcheck(lambda x: smooth_ap_loss(x, ids, tau=0.1), (z,))
+
+
+@pytest.mark.parametrize("budget", [1, 5_000, 10**9])
+def test_chunked_and_unchunked_paths_agree(budget):
+    z, ids = random_batch(6, 5, 16, seed=2, dtype=torch.float32)
+    whole = smooth_ap_loss(z, ids, 0.05, memory_budget=10**12)
+    grad_whole, = torch.autograd.grad(whole, z)
+    chunked = smooth_ap_loss(z, ids, 0.05, memory_budget=budget)
+    grad_chunked, = torch.autograd.grad(chunked, z)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(grad_chunked, grad_whole)
+
+
+def test_small_tau_converges_to_exact_average_precision():
+    z, ids = random_batch(4, 5, 8, seed=3)
+    exact = average_precision(z, ids)
+    gaps = [abs(1 - smooth_ap_loss(z, ids, tau).item() - exact.item()) for tau in (1e-1, 1e-2, 1e-3, 1e-6)]
+    assert gaps == sorted(gaps, reverse=True)
+    assert gaps[-1] < 1e-9
+    assert gaps[0] > 1e-3  # the relaxation is visible at a large tau
+
+
+def test_average_precision_matches_loop_reference_and_sklearn():
+    z, ids = random_batch(4, 4, 8, seed=4)
+    per_query = average_precision(z, ids, per_query=True)
+    torch.testing.assert_close(per_query, reference_ap(z, ids, tau=None))
+    r = F.normalize(z.detach(), dim=1)
+    s = (r @ r.T).numpy()
+    for q in range(len(ids)):
+        others = np.arange(len(ids)) != q
+        expected = average_precision_score((ids == ids[q]).numpy()[others], s[q, others])
+        assert per_query[q].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_loss_is_invariant_to_permuting_views_and_to_scaling_z():
+    z, ids = random_batch(5, 4, 8, seed=5)
+    base = smooth_ap_loss(z, ids)
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(smooth_ap_loss(z[perm], ids[perm]), base)
+    scales = torch.rand(len(ids), 1, dtype=z.dtype) * 10 + 0.1  # per-row scaling: cosine ignores it
+    torch.testing.assert_close(smooth_ap_loss(z * scales, ids), base)
+
+
+def test_perfectly_separated_groups_give_ap_one():
+    images, views = 4, 5
+    ids = torch.arange(images).repeat_interleave(views)
+    centres = torch.eye(images, 8, dtype=torch.float64)
+    z = centres[ids] + 1e-3 * torch.randn(len(ids), 8, dtype=torch.float64)
+    assert average_precision(z, ids).item() == 1.0
+    assert smooth_ap_loss(z, ids, tau=1e-3).item() < 1e-12
+
+
+def test_query_counted_as_positive_gives_a_different_value():
+    """The official Smooth-AP convention (query = own positive at rank 1) inflates AP; ours does not."""
+    z, ids = random_batch(3, 3, 4, seed=6)
+    ours = 1 - smooth_ap_loss(z, ids, tau=0.01)
+    official = reference_ap(z, ids, tau=0.01, query_is_positive=True).mean()
+    torch.testing.assert_close(ours, reference_ap(z, ids, tau=0.01).mean())
+    assert official.item() > ours.item() + 0.05
+
+
+def test_naive_benchmark_form_computes_the_same_loss():
+    z, ids = random_batch(4, 3, 8, seed=7, dtype=torch.float32)
+    torch.testing.assert_close(naive_smooth_ap_loss(z, ids, 0.05), smooth_ap_loss(z, ids, 0.05))
+
+
+def test_pytorch_metric_learning_smooth_ap_counts_query_and_groups_by_batch_size():
+    """PML 2.9's SmoothAPLoss: query as own positive, positives in contiguous blocks of B (not K)."""
+    losses = pytest.importorskip("pytorch_metric_learning.losses")
+    images, views = 4, 2  # B != K
+    z, _ = random_batch(images, views, 8, seed=8, shuffle=False, dtype=torch.float32)
+    ids = torch.arange(images).repeat_interleave(views)
+    pml = losses.SmoothAPLoss(temperature=0.01)(z, ids)
+    blocks_of_b = torch.arange(len(ids)) // images  # what PML actually groups together
+    assert pml.item() == pytest.approx(
+        1 - reference_ap(z, blocks_of_b, 0.01, query_is_positive=True).mean().item(), abs=1e-5)
+    assert abs(pml.item() - smooth_ap_loss(z, ids, 0.01).item()) > 0.05
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_nt_xent_matches_simclr_for_two_views_and_pairs_in_general(views):
+    z, ids = random_batch(5, views, 8, seed=9)
+    tau = 0.2
+    r = F.normalize(z, dim=1)
+    logits = (r @ r.T / tau).masked_fill(torch.eye(len(ids), dtype=torch.bool), float("-inf"))
+    pairs = [(q, p) for q in range(len(ids)) for p in range(len(ids)) if p != q and ids[p] == ids[q]]
+    expected = torch.stack([F.cross_entropy(logits[q], torch.tensor(p)) for q, p in pairs]).mean()
+    torch.testing.assert_close(nt_xent_loss(z, ids, tau), expected)
+    if views == 2:  # SimCLR's own layout: rows [x_1..x_B, x'_1..x'_B], label of i is i +- B
+        images = 5
+        order = torch.cat([torch.nonzero(ids == i)[:, 0] for i in ids.unique()]).view(images, 2).T.reshape(-1)
+        rr = r[order]
+        lg = (rr @ rr.T / tau).masked_fill(torch.eye(2 * images, dtype=torch.bool), float("-inf"))
+        labels = torch.cat([torch.arange(images) + images, torch.arange(images)])
+        torch.testing.assert_close(nt_xent_loss(z, ids, tau), F.cross_entropy(lg, labels))
+
+
+def test_ranking_ap_on_a_hand_computed_list():
+    # Ranked: pos, neg, pos, neg, pos -> precisions at the positives 1/1, 2/3, 3/5.
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    relevant = torch.tensor([True, False, True, False, True])
+    assert ranking_ap(scores, relevant).item() == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    assert ranking_ap(scores, relevant, tau=1e-4).item() == pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-6)
+    assert ranking_ap(scores, relevant, tau=1.0).item() != pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-2)
+
+
+def test_bf16_autocast_input_is_ranked_in_float32():
+    z, ids = random_batch(4, 3, 8, seed=10, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = smooth_ap_loss(z.to(torch.bfloat16), ids)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("fn", [smooth_ap_loss, average_precision, nt_xent_loss])
+@pytest.mark.parametrize("z,ids,message", [
+    (torch.randn(4, 3), torch.tensor([0, 0, 0, 0]), "at least 2 images"),
+    (torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 2]), "image 2 has 1"),
+    (torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 1]), "same number of views"),
+    (torch.tensor([[0.0, 1.0], [float("nan"), 1.0], [1.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 0, 1, 1]), "NaN or inf"),
+    (torch.randn(4, 3), torch.tensor([0, 0, 1]), "ids must have shape"),
+    (torch.randn(4), torch.tensor([0, 0, 1, 1]), "2-D tensor"),
+    (torch.randn(4, 3), torch.tensor([0.0, 0.0, 1.0, 1.0]), "integers"),
+])
+def test_bad_input_raises_a_clear_error(fn, z, ids, message):
+    with pytest.raises(ValueError, match=message):
+        fn(z, ids)
+
+
+@pytest.mark.parametrize("fn", [smooth_ap_loss, nt_xent_loss])
+@pytest.mark.parametrize("tau", [0.0, -0.1])
+def test_non_positive_tau_is_refused(fn, tau):
+    z, ids = random_batch(2, 2, 3, seed=0)
+    with pytest.raises(ValueError, match="tau > 0"):
+        fn(z, ids, tau=tau)
+
+
+def test_mismatched_devices_are_refused():
+    with pytest.raises(ValueError, match="one device"):
+        smooth_ap_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1], device="meta"))
