@@ -27,3 +27,146 @@ def save_figure(fig: "matplotlib.figure.Figure", name: str, formats: tuple[str, 
         fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA.get(fmt))
         paths.append(atomic_write_bytes(output_dir("figures") / f"{name}.{fmt}", buffer.getvalue()))
     return paths
+
+
+# --- Notebook 01: the ranking objective -------------------------------------------------------------
+
+def toy_views_2d(images: int = 3, views: int = 4, spread: float = 0.35, seed: int = 0):
+    """A 2-D toy embedding: ``views`` points per image scattered (angle std ``spread`` rad) around
+    evenly spaced directions. Returns z (images*views, 2) float64 and ids (images*views,)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.arange(images).repeat_interleave(views)
+    angle = 2 * torch.pi * ids / images + spread * torch.randn(len(ids), generator=gen, dtype=torch.float64)
+    radius = 1 + 0.15 * torch.rand(len(ids), generator=gen, dtype=torch.float64)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1), ids
+
+
+def descent_directions(loss_fn, z, ids):
+    """-d loss / d z for every view: where one gradient step moves each embedding. (N, D)."""
+    import torch
+
+    z = z.detach().clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss_fn(z, ids), z)
+    return -grad
+
+
+def plot_ranked_list(ax, scores, relevant, title: str = ""):
+    """One query's retrieval list, best first: positives filled, negatives hollow, precision at each positive."""
+    import torch
+
+    order = torch.argsort(torch.as_tensor(scores), descending=True)
+    rel = torch.as_tensor(relevant)[order]
+    hits = 0
+    for rank, is_pos in enumerate(rel.tolist(), start=1):
+        ax.scatter(rank, 0, s=300, marker="o", facecolor="tab:green" if is_pos else "white",
+                   edgecolor="tab:green" if is_pos else "tab:red", linewidth=2)
+        if is_pos:
+            hits += 1
+            ax.annotate(f"{hits}/{rank}", (rank, 0), textcoords="offset points", xytext=(0, 16), ha="center")
+    ax.set_xlim(0.3, len(rel) + 0.7)
+    ax.set_yticks([])
+    ax.set_xlabel("rank by cosine similarity to the query")
+    ax.set_title(title or "precision at each positive: R(i, P) / R(i, I)")
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_relaxation(ax, taus=(0.01, 0.05, 0.2), span: float = 1.0):
+    """The indicator 1{d > 0} of eq. 2 beside its sigmoid relaxation phi(d; tau) of eq. 3."""
+    import torch
+
+    d = torch.linspace(-span, span, 801)
+    ax.plot(d, (d > 0).double(), color="black", linewidth=2.5, label="indicator (eq. 2)")
+    for tau in taus:
+        ax.plot(d, torch.sigmoid(d / tau), label=f"sigmoid, tau = {tau:g}")
+    ax.set_xlabel("d = s_qj - s_qi")
+    ax.set_ylabel("counts j as ranked above i")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def plot_ap_versus_tau(ax, scores, relevant, taus, mark_tau: float | None = None):
+    """Smoothed AP of one ranked list as tau varies, against the exact AP it approximates."""
+    from .losses import ranking_ap
+
+    smooth = [ranking_ap(scores, relevant, tau).item() for tau in taus]
+    ax.semilogx(taus, smooth, marker=".", label="smoothed AP (eqs. 1-3)")
+    ax.axhline(ranking_ap(scores, relevant).item(), color="black", linestyle="--", label="exact AP (eqs. 1-2)")
+    if mark_tau is not None:
+        ax.axvline(mark_tau, color="grey", linewidth=0.8)
+    ax.set_xlabel("tau")
+    ax.set_ylabel("AP")
+    ax.legend(fontsize=8)
+
+
+def plot_descent_field(ax, z, ids, directions, title: str, scale: float | None = None):
+    """Views as points coloured by image, with arrows along ``directions`` (e.g. :func:`descent_directions`)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    colours = plt.get_cmap("tab10")
+    circle = torch.linspace(0, 2 * torch.pi, 200)
+    ax.plot(torch.cos(circle), torch.sin(circle), color="lightgrey", linewidth=0.8)
+    for image in ids.unique().tolist():
+        mine = ids == image
+        ax.scatter(z[mine, 0], z[mine, 1], color=colours(image % 10), s=40, zorder=3, label=f"image {image}")
+        ax.quiver(z[mine, 0], z[mine, 1], directions[mine, 0], directions[mine, 1], color=colours(image % 10),
+                  angles="xy", scale_units="xy", scale=scale, width=0.006, zorder=2)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def relaxation_figure(scores, relevant, tau: float, taus=None):
+    """Two panels for one tau: the indicator and its relaxation, and smoothed vs exact AP over tau."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    taus = torch.logspace(-4, 0, 41).tolist() if taus is None else taus
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    plot_relaxation(axes[0], taus=(tau,))
+    plot_ap_versus_tau(axes[1], scores, relevant, taus, mark_tau=tau)
+    fig.tight_layout()
+    return fig
+
+
+def interactive_relaxation(scores, relevant, tau: float = 0.01):
+    """A tau slider over :func:`relaxation_figure`, for JupyterLab (ipywidgets)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    def draw(tau):
+        relaxation_figure(scores, relevant, tau)
+        plt.show()
+
+    slider = widgets.FloatLogSlider(value=tau, base=10, min=-4, max=0, step=0.05, description="tau",
+                                    continuous_update=False)
+    return widgets.interact(draw, tau=slider)
+
+
+def descent_figure(z, ids, fields: dict):
+    """One :func:`plot_descent_field` panel per loss; ``fields`` maps a title to its directions."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4.5))
+    for ax, (title, directions) in zip(axes, fields.items()):
+        plot_descent_field(ax, z, ids, directions, title)
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_norms(ax, norms: dict):
+    """Bars of each view's gradient norm, one group of bars per loss (log scale)."""
+    import numpy as np
+
+    width = 0.8 / len(norms)
+    for offset, (name, values) in enumerate(norms.items()):
+        positions = np.arange(len(values)) + offset * width
+        ax.bar(positions, np.asarray(values) + 1e-30, width=width, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("view")
+    ax.set_ylabel("|d loss / d z|")
+    ax.legend(fontsize=8)

@@ -1,0 +1,93 @@
+"""Run every notebook headlessly through papermill, in order; they rewrite figures/ and results/.
+
+    python -m s2r2lib.reproduce [--profile quick|default|paper] [--data-root DIR] [--only 01 ...]
+
+This is what ``make reproduce`` runs. Executed copies go to ``build/notebooks/`` (git-ignored), never
+over the sources in ``notebooks/``. A profile is a set of papermill parameters per notebook: ``quick``
+is what the tests run, ``default`` runs on the embedded data on a CPU, ``paper`` at the paper's scale
+(STL10/COCO under ``--data-root``, on a GPU). A notebook receives only the parameters its
+``parameters`` cell declares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .results import project_dir
+
+# notebook stem -> parameters, per profile. A notebook not named here runs on its own defaults.
+PROFILES: dict[str, dict[str, dict]] = {
+    "quick": {},
+    "default": {},
+    "paper": {},
+}
+
+
+def notebook_paths(folder: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in run order, optionally only those whose name
+    starts with one of ``only``."""
+    folder = folder or project_dir() / "notebooks"
+    paths = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.stem.startswith(prefix) for prefix in only)]
+    if not paths:
+        raise FileNotFoundError(f"no notebooks matching {only or 'NN_*.ipynb'} in {folder}")
+    return paths
+
+
+def parameters_for(path: Path, profile: str, data_root: str | None = None) -> dict:
+    """The papermill parameters ``path`` gets under ``profile``, limited to those it declares."""
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    declared = papermill.inspect_notebook(str(path))
+    wanted = dict(PROFILES[profile].get(path.stem, {}))
+    if data_root is not None:
+        wanted["data_root"] = str(Path(data_root).resolve())
+    return {name: value for name, value in wanted.items() if name in declared}
+
+
+def run(profile: str = "default", data_root: str | None = None, only: list[str] | None = None,
+        output: Path | None = None) -> list[Path]:
+    """Execute the notebooks in order; return the executed copies. Stops at the first failure."""
+    import papermill
+
+    output = output or project_dir() / "build" / "notebooks"
+    output.mkdir(parents=True, exist_ok=True)
+    paths = notebook_paths(only=only)
+    executed = []
+    for number, path in enumerate(paths, start=1):
+        params = parameters_for(path, profile, data_root)
+        print(f"[{number}/{len(paths)}] {path.stem} (profile {profile}) ...", flush=True)
+        start = time.perf_counter()
+        target = output / path.name
+        try:
+            papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
+                                       kernel_name="python3", progress_bar=False)
+        except papermill.PapermillExecutionError as error:
+            raise SystemExit(f"{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                             f"the executed copy, with the traceback, is {target}") from None
+        print(f"[{number}/{len(paths)}] {path.stem} done in {time.perf_counter() - start:.0f} s -> {target}",
+              flush=True)
+        executed.append(target)
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m s2r2lib.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    parser.add_argument("--data-root", default=None, help="folder holding STL10/COCO/Fashion-MNIST files")
+    parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 03")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    run(args.profile, args.data_root, args.only)
+    print(f"all notebooks done in {time.perf_counter() - start:.0f} s; figures/ and results/ are up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
