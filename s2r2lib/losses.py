@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "ranking_ap", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "swav_loss", "sinkhorn_knopp", "ranking_ap",
+           "DEFAULT_MEMORY_BUDGET"]
 
 # Bytes of scratch memory the ranking may use at once; 3 float32 (chunk, K-1, N) tensors live at peak.
 DEFAULT_MEMORY_BUDGET = 32 * 2**20
@@ -244,6 +245,77 @@ def nt_xent_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.1) -> torch.
     logits = logits.masked_fill(torch.eye(len(logits), dtype=torch.bool, device=logits.device), -math.inf)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     return -torch.gather(log_prob, 1, groups.positives).mean()
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's codes: soft assignments of B samples to P prototypes with equal shares (Caron et al., 2020).
+
+    Finds Q = diag(u) exp(scores / epsilon) diag(v) whose rows each sum to 1 (one sample, one unit of
+    mass) and whose columns each sum to B / P (every prototype used equally), by ``iterations`` rounds
+    of alternate normalisation, ending on the rows.
+
+    Args:
+        scores: (B, P) prototype scores (cosine similarities) of B samples; the global batch, plus
+            any queue, when training on several processes.
+    Returns:
+        (B, P) codes, each row a distribution over prototypes; no gradient.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"sinkhorn_knopp needs scores of shape (samples, prototypes), got {tuple(scores.shape)}")
+    # Subtracting the max keeps exp finite; a constant factor cancels in the normalisations.
+    q = torch.exp((scores.float() - scores.float().max()) / epsilon).T   # (P, B)
+    prototypes, samples = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * prototypes
+        q /= q.sum(dim=0, keepdim=True) * samples
+    return (q * samples).T
+
+
+def swav_loss(scores, code_crops: int = 2, temperature: float = 0.1, epsilon: float = 0.05,
+              sinkhorn_iterations: int = 3, queue_scores=None) -> torch.Tensor:
+    """SwAV's swapped prediction loss over multi-crop views (Caron et al., 2020, eq. 1 and sec. 3.1).
+
+    Each of the first ``code_crops`` crops (the large ones) gets codes from :func:`sinkhorn_knopp`;
+    every other crop of the same image predicts those codes with a softmax over prototypes at
+    ``temperature``. The loss averages the cross entropies over code crops and predicting crops:
+        L = 1 / (code_crops (C - 1)) sum_{s < code_crops} sum_{t != s} mean_b H(q_s[b], softmax(scores_t[b] / T)).
+
+    Args:
+        scores: a sequence of C >= 2 tensors (B, P): prototype scores of crop c of each of B images,
+            i.e. normalised projections times normalised prototypes.
+        code_crops: how many leading crops give codes (SwAV: the 2 large crops).
+        queue_scores: optional sequence of ``code_crops`` tensors (Q, P): scores of stored embeddings,
+            put beside the batch in Sinkhorn (small batches), their codes then dropped.
+    Returns:
+        A scalar tensor; codes carry no gradient.
+    """
+    scores = list(scores)
+    if len(scores) < 2:
+        raise ValueError(f"swav_loss needs at least 2 crops per image, got {len(scores)}")
+    if not 1 <= code_crops <= len(scores):
+        raise ValueError(f"swav_loss: code_crops must be between 1 and the {len(scores)} crops, got {code_crops}")
+    shape = scores[0].shape
+    if len(shape) != 2 or shape[0] < 2 or any(s.shape != shape for s in scores):
+        raise ValueError(f"swav_loss needs every crop's scores as one (images >= 2, prototypes) shape; "
+                         f"got {[tuple(s.shape) for s in scores]}")
+    if not temperature > 0 or not epsilon > 0:
+        raise ValueError(f"swav_loss needs temperature > 0 and epsilon > 0, got {temperature} and {epsilon}")
+    if queue_scores is not None and len(queue_scores) != code_crops:
+        raise ValueError(f"swav_loss: queue_scores needs one tensor per code crop ({code_crops}), "
+                         f"got {len(queue_scores)}")
+    log_probs = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
+    total = scores[0].new_zeros((), dtype=torch.float32)
+    for s in range(code_crops):
+        batch = scores[s].detach()
+        if queue_scores is not None:
+            batch = torch.cat([batch, queue_scores[s].detach()])
+        codes = sinkhorn_knopp(batch, epsilon, sinkhorn_iterations)[: len(scores[s])]
+        for t in range(len(scores)):
+            if t != s:
+                total = total - (codes * log_probs[t]).sum(dim=1).mean()
+    return total / (code_crops * (len(scores) - 1))
 
 
 def ranking_ap(scores: torch.Tensor, relevant: torch.Tensor, tau: float | None = None) -> torch.Tensor:

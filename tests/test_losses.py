@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from s2r2lib.bench.loss import naive_smooth_ap_loss
-from s2r2lib.losses import average_precision, nt_xent_loss, ranking_ap, smooth_ap_loss
+from s2r2lib.losses import (average_precision, nt_xent_loss, ranking_ap, sinkhorn_knopp, smooth_ap_loss,
+                            swav_loss)
 
 
 def reference_ap(z, ids, tau=None, query_is_positive=False):
@@ -203,3 +204,90 @@ def test_non_positive_tau_is_refused(fn, tau):
 def test_mismatched_devices_are_refused():
     with pytest.raises(ValueError, match="one device"):
         smooth_ap_loss(torch.randn(4, 3), torch.tensor([0, 0, 1, 1], device="meta"))
+
+
+def test_sinkhorn_codes_are_distributions_with_equal_prototype_shares():
+    gen = torch.Generator().manual_seed(11)
+    scores = F.normalize(torch.randn(64, 8, generator=gen), dim=1)
+    codes = sinkhorn_knopp(scores, epsilon=0.05, iterations=50)
+    torch.testing.assert_close(codes.sum(1), torch.ones(64))
+    torch.testing.assert_close(codes.sum(0), torch.full((8,), 64 / 8), rtol=1e-3, atol=1e-3)
+    # Few iterations: rows exact, columns only roughly balanced; still far from the plain softmax.
+    rough = sinkhorn_knopp(scores, epsilon=0.05, iterations=3)
+    torch.testing.assert_close(rough.sum(1), torch.ones(64))
+    softmax_shares = torch.softmax(scores / 0.05, dim=1).sum(0)
+    assert (rough.sum(0) - 8).abs().max() < (softmax_shares - 8).abs().max()
+
+
+def test_sinkhorn_codes_follow_the_scores_when_shares_are_already_equal():
+    scores = torch.eye(4).repeat(2, 1)  # 8 samples, each sure of one of 4 prototypes, 2 per prototype
+    codes = sinkhorn_knopp(scores, epsilon=0.05, iterations=3)
+    assert torch.equal(codes.argmax(1), torch.arange(4).repeat(2))
+
+
+def swav_reference(scores, code_crops, temperature, epsilon, iterations):
+    """SwAV's published pseudo-code, written out loop by loop."""
+    loss = 0.0
+    for s in range(code_crops):
+        q = torch.exp(scores[s].detach().double() / epsilon).T
+        q /= q.sum()
+        prototypes, batch = q.shape
+        for _ in range(iterations):
+            q /= q.sum(dim=1, keepdim=True)
+            q /= prototypes
+            q /= q.sum(dim=0, keepdim=True)
+            q /= batch
+        q = (q * batch).T
+        sub = 0.0
+        for t in range(len(scores)):
+            if t != s:
+                p = torch.softmax(scores[t].double() / temperature, dim=1)
+                sub -= torch.mean(torch.sum(q * torch.log(p), dim=1))
+        loss += sub / (len(scores) - 1)
+    return loss / code_crops
+
+
+@pytest.mark.parametrize("crops,code_crops", [(2, 2), (4, 2), (6, 1)])
+def test_swav_loss_matches_the_published_pseudo_code(crops, code_crops):
+    gen = torch.Generator().manual_seed(crops)
+    scores = [F.normalize(torch.randn(16, 10, generator=gen), dim=1) for _ in range(crops)]
+    ours = swav_loss(scores, code_crops=code_crops)
+    torch.testing.assert_close(ours.double(), swav_reference(scores, code_crops, 0.1, 0.05, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_swav_loss_gradient_flows_through_predictions_only():
+    gen = torch.Generator().manual_seed(12)
+    code = torch.randn(8, 5, generator=gen, requires_grad=True)
+    other = torch.randn(8, 5, generator=gen, requires_grad=True)
+    swav_loss([code, other], code_crops=1).backward()
+    assert code.grad is None and other.grad.abs().sum() > 0
+
+
+def test_swav_loss_is_lower_when_crops_agree():
+    gen = torch.Generator().manual_seed(13)
+    scores = F.normalize(torch.randn(32, 8, generator=gen), dim=1)
+    agree = swav_loss([scores, scores.clone()])
+    disagree = swav_loss([scores, scores[torch.randperm(32, generator=gen)]])
+    assert agree < disagree
+
+
+def test_swav_queue_joins_sinkhorn_but_not_the_loss():
+    gen = torch.Generator().manual_seed(14)
+    scores = [torch.randn(4, 6, generator=gen) for _ in range(3)]
+    queue = [torch.randn(32, 6, generator=gen) for _ in range(2)]
+    with_queue = swav_loss(scores, queue_scores=queue)
+    assert torch.isfinite(with_queue) and with_queue != swav_loss(scores)
+    with pytest.raises(ValueError, match="one tensor per code crop"):
+        swav_loss(scores, queue_scores=queue[:1])
+
+
+@pytest.mark.parametrize("scores,kwargs,message", [
+    ([torch.randn(4, 3)], {}, "at least 2 crops"),
+    ([torch.randn(4, 3), torch.randn(5, 3)], {}, "one \\(images >= 2, prototypes\\) shape"),
+    ([torch.randn(1, 3), torch.randn(1, 3)], {}, "images >= 2"),
+    ([torch.randn(4, 3), torch.randn(4, 3)], {"code_crops": 3}, "code_crops"),
+    ([torch.randn(4, 3), torch.randn(4, 3)], {"temperature": 0}, "temperature > 0"),
+])
+def test_swav_bad_input_raises_a_clear_error(scores, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        swav_loss(scores, **kwargs)
