@@ -1,0 +1,561 @@
+"""Images for pre-training and probing: STL10, MS-COCO and image folders, Fashion-MNIST, the embedded
+default, and the on-disk cache that makes the large ones cheap to reopen.
+
+Every loader returns an :class:`ImageSet`: uint8 images (N, 3, H, W) (grayscale repeated to three
+channels) and, where labelled, int64 labels (N,). The training loop draws image indices; the views
+module turns a uint8 batch into augmented views. ``load(name, ...)`` dispatches to the loaders named
+in ``DATASETS``:
+
+  embedded               procedural shapes, no files needed (s2r2lib.synthetic); 40 px
+  stl10                  <root>/stl10_binary/*.bin; train, test, unlabeled, train+unlabeled; 96 px
+  coco                   <root>/train2017/*.jpg or <root>/val2017/*.jpg, unlabelled; 96 px
+  folder                 any folder of images, recursively; ``labelled=True`` for class_name/* layout
+  fashion_mnist          the idx files, found under <root> or the Debian package's folder; 32 px
+  fashion_mnist_clutter  canvases of several Fashion-MNIST items (see :func:`clutter`); 64 px
+
+Nothing is ever downloaded: a missing file raises FileNotFoundError that says what was expected
+where and how to get it. ``root`` defaults to $S2R2_DATA_DIR or <project>/data.
+
+The cache. Folders (and STL10 at sizes other than its own 96 px, or train+unlabeled) are decoded
+once, each image's shorter side resized to ``size`` and centre-cropped to size x size, into one
+uint8 .npy file under ``cache_dir`` (default $S2R2_CACHE_DIR or <project>/build/cache), written
+through a memory map (never two copies in memory) and renamed into place when complete. Later loads
+memory-map it. The file name holds a fingerprint of the sorted file list with sizes and
+modification times, and ``size``: change, add or remove a file and the next load rebuilds it. Old
+cache files are not deleted. A file that cannot be read as an image is skipped with one warning that
+counts and names them, or, with ``strict=True``, raises ValueError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import struct
+import tempfile
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from s2r2lib import synthetic
+from s2r2lib.results import atomic_write_bytes, project_dir
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+STL10_URL = "https://cs.stanford.edu/~acoates/stl10/"
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+COCO_URL = "https://cocodataset.org/#download"
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
+FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+EMBEDDED_SIZES = {"train": 5000, "test": 2000, "unlabeled": 20000}  # default images per split
+_CACHE_VERSION = 1  # part of every fingerprint; bump when the cached pixels would change
+_CHUNK = 1024  # images resized at once when building a cache from an array
+
+
+@dataclasses.dataclass(eq=False)  # tensors have no single truth value
+class ImageSet:
+    """Images and, where known, their labels.
+
+    images: (N, 3, H, W) uint8; may be a read-only view (memory-mapped cache, or grayscale expanded
+    to three channels without a copy): index it to get a batch, don't write into it.
+    labels: (N,) int64 class indices into ``classes``, -1 for an unlabelled image in a mixed split;
+    None when no image is labelled. name: where the images came from, e.g. ``stl10-train``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    classes: list[str] | None
+    name: str
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"ImageSet {self.name!r} needs uint8 images (N, 3, H, W); got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and (self.labels.dtype != torch.int64
+                                        or self.labels.shape != (len(self.images),)):
+            raise ValueError(f"ImageSet {self.name!r} needs int64 labels of shape ({len(self.images)},); "
+                             f"got {self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        """The same set with images and labels on ``device``: a copy, unless already there (so on the
+        CPU a memory-mapped set stays mapped)."""
+        labels = None if self.labels is None else self.labels.to(device)
+        return dataclasses.replace(self, images=self.images.to(device), labels=labels)
+
+
+def data_root() -> Path:
+    """Where data sets are looked for when no root is given: $S2R2_DATA_DIR or <project>/data."""
+    return Path(os.environ.get("S2R2_DATA_DIR") or project_dir() / "data")
+
+
+def cache_root() -> Path:
+    """Where resized caches go when no cache_dir is given: $S2R2_CACHE_DIR or <project>/build/cache."""
+    return Path(os.environ.get("S2R2_CACHE_DIR") or project_dir() / "build" / "cache")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The cache
+
+
+def _fingerprint(files: list[Path], base: Path, *extra: object) -> str:
+    """A hash of each file's path relative to ``base``, size and mtime, plus ``extra`` settings."""
+    digest = hashlib.sha256(repr((_CACHE_VERSION, extra)).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(base).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _temporary(folder: Path, stem: str) -> Path:
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".npy.tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _keep_rows(path: Path, rows: int) -> None:
+    """Rewrite the .npy at ``path`` with only its first ``rows`` rows, copying in chunks."""
+    full = np.load(path, mmap_mode="r")
+    tmp = _temporary(path.parent, path.stem)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
+    for start in range(0, rows, _CHUNK):
+        stop = min(start + _CHUNK, rows)
+        out[start:stop] = full[start:stop]
+    out.flush()
+    del out, full
+    os.replace(tmp, path)
+
+
+def _cached(stem: str, count: int, size: int, fill: Callable[[np.ndarray], dict],
+            cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, dict]:
+    """The cached array ``<cache_dir>/<stem>.npy`` (N, 3, size, size) uint8, memory-mapped, and its
+    metadata, building both first if missing.
+
+    fill(out) writes up to ``count`` images into the memory map ``out`` (count, 3, size, size) in
+    order and returns JSON-able metadata whose ``n`` says how many rows it wrote.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else cache_root()
+    array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+    if not (array_path.is_file() and meta_path.is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(folder, stem)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, 3, size, size))
+            meta = fill(out)
+            out.flush()
+            del out
+            if meta["n"] < count:
+                _keep_rows(tmp, meta["n"])
+            os.replace(tmp, array_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(meta_path, json.dumps(meta).encode())
+    return np.load(array_path, mmap_mode="c"), json.loads(meta_path.read_text())
+
+
+def _resize_square(images: np.ndarray, size: int) -> np.ndarray:
+    """Square images (M, 3, S, S) uint8 resized to (M, 3, size, size), antialiased bilinear."""
+    batch = torch.from_numpy(np.ascontiguousarray(images)).float()
+    batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return batch.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image folders and MS-COCO
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: 16- and 32-bit grayscale rescaled, alpha composited onto black."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            top = 1.0 if values.max() <= 1 else 255.0
+        else:  # 16-bit samples, also when Pillow widened them to mode I
+            top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255 / top) + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size)
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    return image.convert("RGB")
+
+
+def _decode(path: str, size: int) -> np.ndarray | str:
+    """The image at ``path`` as (3, size, size) uint8, shorter side resized to ``size`` and centre-
+    cropped; or, if it cannot be read, a one-line reason. Never raises for a bad file."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")  # e.g. corrupt EXIF; the caller reports bad files itself
+            scale = size / min(image.size)
+            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+            image = _to_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {err}"
+    side = min(image.size)
+    left, top = (image.width - side) / 2, (image.height - side) / 2
+    image = image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+    return np.asarray(image).transpose(2, 0, 1)
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursively, by extension, any case), sorted by path."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def image_folder(root: str | os.PathLike, size: int = 96, labelled: bool = False, name: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, strict: bool = False,
+                 workers: int = 0) -> ImageSet:
+    """Every image under ``root`` (jpg, jpeg, png, bmp, gif, webp, tif, tiff; recursively), cached.
+
+    Returns images (N, 3, size, size): each file's shorter side resized to ``size``, centre-cropped;
+    grayscale, palette, 16-bit and alpha images converted to RGB. labelled=True reads the
+    ``root/class_name/.../*.jpg`` layout: classes are the sorted sub-folders holding images, labels
+    index them. An unreadable file is skipped with one warning, or raises ValueError if ``strict``.
+    ``workers`` > 0 decodes in that many processes (worth it for COCO's 118k images).
+    """
+    root = Path(root)
+    name = name or f"folder-{root.name}"
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; pass root= the folder holding the images")
+    if labelled:
+        listed = [(d.name, _image_files(d)) for d in sorted(root.iterdir()) if d.is_dir()]
+        classes = [folder for folder, group in listed if group]
+        per_class = [group for _, group in listed if group]
+        files = [f for group in per_class for f in group]
+        file_labels = [c for c, group in enumerate(per_class) for _ in group]
+    else:
+        classes, files, file_labels = None, _image_files(root), None
+    if not files:
+        layout = "class_name/*.jpg sub-folders" if labelled else "files"
+        raise FileNotFoundError(f"no image {layout} ({', '.join(IMAGE_EXTENSIONS)}) under {root}; "
+                                "check the path, or that the images have one of these extensions")
+
+    def fill(out: np.ndarray) -> dict:
+        decode = partial(_decode, size=size)
+        paths = [str(f) for f in files]
+        kept, labels, skipped = 0, [], []
+        with contextlib.ExitStack() as stack:
+            if workers:
+                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+                results = pool.imap(decode, paths, chunksize=16)
+            else:
+                results = map(decode, paths)
+            for i, result in enumerate(tqdm(results, total=len(paths), desc=f"caching {name} at {size}px")):
+                if isinstance(result, str):
+                    if strict:
+                        raise ValueError(f"cannot read image {paths[i]} ({result}); remove or replace "
+                                         "it, or pass strict=False to skip unreadable files")
+                    skipped.append(f"{files[i].relative_to(root).as_posix()} ({result})")
+                    continue
+                out[kept] = result
+                kept += 1
+                if labelled:
+                    labels.append(file_labels[i])
+        if kept == 0:
+            raise ValueError(f"none of the {len(files)} image files under {root} could be read, e.g. "
+                             f"{skipped[0]}; check that they are images")
+        return {"n": kept, "files": len(files), "skipped": skipped, "classes": classes,
+                "labels": labels if labelled else None}
+
+    stem = f"{name}-{size}-{_fingerprint(files, root, size, labelled)}"
+    images, meta = _cached(stem, len(files), size, fill, cache_dir)
+    if meta["skipped"]:
+        skipped = meta["skipped"]
+        message = (f"{len(skipped)} of {meta['files']} files under {root} are not readable images: "
+                   + "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+        if strict:
+            raise ValueError(message + ". Remove or replace them, or pass strict=False to skip them")
+        warnings.warn(message + ". Skipped them; pass strict=True to raise instead", stacklevel=2)
+    labels = None if meta["labels"] is None else torch.tensor(meta["labels"], dtype=torch.int64)
+    return ImageSet(torch.from_numpy(images[:meta["n"]]), labels, meta["classes"], name)
+
+
+def coco(root: str | os.PathLike | None = None, split: str = "train2017", size: int = 96,
+         cache_dir: str | os.PathLike | None = None, strict: bool = False, workers: int = 0) -> ImageSet:
+    """MS-COCO images of ``split`` (train2017: 118k, val2017: 5k) from ``<root>/<split>/*.jpg``,
+    unlabelled, as (N, 3, size, size) through the cache. root defaults to <data_root>/coco."""
+    splits = ("train2017", "val2017")
+    if split not in splits:
+        raise ValueError(f"unknown COCO split {split!r}; expected one of {splits}")
+    root = Path(root) if root is not None else data_root() / "coco"
+    folder = root / split
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise FileNotFoundError(
+            f"MS-COCO {split} images not found: expected {folder}/*.jpg. Download {split}.zip from "
+            f"{COCO_URL} (http://images.cocodataset.org/zips/{split}.zip) and unzip it in {root}, "
+            "or pass root= the folder that holds it")
+    return image_folder(folder, size=size, name=f"coco-{split}", cache_dir=cache_dir, strict=strict,
+                        workers=workers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# STL10
+
+
+def read_stl10_images(path: str | os.PathLike) -> np.ndarray:
+    """The images of an STL10 ``*_X.bin`` file as a memory-mapped (N, 3, 96, 96) uint8 view, upright.
+
+    The file stores each image as three 96 x 96 planes in column-major order, so rows and columns are
+    swapped on reading, as torchvision's STL10 does (reshape to (-1, 3, 96, 96), transpose (0, 1, 3, 2)).
+    """
+    path = Path(path)
+    image_bytes = 3 * 96 * 96
+    nbytes = path.stat().st_size
+    if nbytes == 0 or nbytes % image_bytes:
+        raise ValueError(f"{path} holds {nbytes} bytes, not a whole number of 3x96x96 images "
+                         f"({image_bytes} bytes each); it is truncated or not an STL10 _X.bin file. "
+                         f"Download stl10_binary.tar.gz again from {STL10_URL}")
+    raw = np.memmap(path, dtype=np.uint8, mode="c", shape=(nbytes // image_bytes, 3, 96, 96))
+    return raw.transpose(0, 1, 3, 2)
+
+
+def _stl10_labels(path: Path, count: int) -> np.ndarray:
+    """(count,) int64 labels 0..9 from an STL10 ``*_y.bin`` file (stored as uint8 1..10)."""
+    labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
+    if len(labels) != count or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise ValueError(f"{path} should hold {count} labels in 1..10, one per image of the matching "
+                         f"_X.bin file; it holds {len(labels)} values in "
+                         f"{labels.min(initial=0) + 1}..{labels.max(initial=0) + 1}")
+    return labels
+
+
+def stl10(root: str | os.PathLike | None = None, split: str = "train", size: int = 96,
+          cache_dir: str | os.PathLike | None = None) -> ImageSet:
+    """STL10 from its binary files in ``<root>/stl10_binary/`` (torchvision's layout).
+
+    split: train (5k, labelled), test (8k, labelled), unlabeled (100k), or train+unlabeled (the
+    paper's 105k pre-training set; labels -1 for the unlabelled part, as torchvision). A single split
+    at 96 px is memory-mapped straight from its file; other sizes, and train+unlabeled, go through
+    the cache. Returns images (N, 3, size, size), labels (N,) int64 or None for ``unlabeled``.
+    """
+    parts = split.split("+")
+    if split not in ("train", "test", "unlabeled", "train+unlabeled"):
+        raise ValueError(f"unknown STL10 split {split!r}; expected train, test, unlabeled or train+unlabeled")
+    root = Path(root) if root is not None else data_root()
+    folder = root / "stl10_binary"
+    x_files = [folder / f"{part}_X.bin" for part in parts]
+    y_files = [folder / f"{part}_y.bin" for part in parts if part != "unlabeled"]
+    missing = [p.name for p in x_files + y_files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"STL10 {split} needs {', '.join(missing)} in {folder}. Download stl10_binary.tar.gz "
+            f"(2.6 GB) from {STL10_URL} and unpack it in {root}, or pass root= the folder that holds "
+            "stl10_binary/")
+    names_file = folder / "class_names.txt"
+    classes = names_file.read_text().split() if names_file.is_file() else list(STL10_CLASSES)
+    counts = [(p.stat().st_size // (3 * 96 * 96)) for p in x_files]
+    labels = [_stl10_labels(y, n) for y, n in zip(y_files, counts)]
+    if "unlabeled" in parts:
+        labels.append(np.full(counts[-1], -1, dtype=np.int64))
+    labels = torch.from_numpy(np.concatenate(labels)) if y_files else None
+    name = f"stl10-{split}"
+    if size == 96 and len(parts) == 1:
+        return ImageSet(torch.from_numpy(read_stl10_images(x_files[0])), labels, classes, name)
+
+    def fill(out: np.ndarray) -> dict:
+        row = 0
+        with tqdm(total=sum(counts), desc=f"caching {name} at {size}px") as bar:
+            for path in x_files:
+                images = read_stl10_images(path)
+                for start in range(0, len(images), _CHUNK):
+                    chunk = images[start:start + _CHUNK]
+                    out[row:row + len(chunk)] = _resize_square(chunk, size) if size != 96 else chunk
+                    row += len(chunk)
+                    bar.update(len(chunk))
+        return {"n": row}
+
+    stem = f"{name}-{size}-{_fingerprint(x_files, root, size)}"
+    images, _ = _cached(stem, sum(counts), size, fill, cache_dir)
+    return ImageSet(torch.from_numpy(images), labels, classes, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An idx file of unsigned bytes (MNIST's format; gzip-compressed or not) as a uint8 array."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an idx file of unsigned bytes: it starts {data[:4].hex()}, "
+                         "expected 000008 and the number of dimensions")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = data[4 + 4 * ndim:]
+    if len(body) != math.prod(shape):
+        raise ValueError(f"{path} declares shape {shape} ({math.prod(shape)} bytes) but holds "
+                         f"{len(body)} bytes of data; it is truncated or corrupt, get it again")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _fashion_files(root: Path | None, split: str) -> tuple[Path, Path]:
+    """The (images, labels) idx files of ``split``, from the first folder that holds both."""
+    prefix = "train" if split == "train" else "t10k"
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    base = root if root is not None else data_root()
+    folders = [base / "FashionMNIST" / "raw", base / "fashion-mnist", base]
+    if root is None:
+        folders.append(FASHION_MNIST_DEBIAN_DIR)
+    for folder in folders:
+        found = [next((folder / (s + ext) for ext in ("", ".gz") if (folder / (s + ext)).is_file()), None)
+                 for s in stems]
+        if all(found):
+            return found[0], found[1]
+    raise FileNotFoundError(
+        f"Fashion-MNIST {split} needs {stems[0]}[.gz] and {stems[1]}[.gz] in one of: "
+        f"{', '.join(map(str, folders))}. On Debian/Ubuntu: apt-get install dataset-fashion-mnist "
+        f"(installs them in {FASHION_MNIST_DEBIAN_DIR}); or download them from {FASHION_MNIST_URL} "
+        "into <root>/FashionMNIST/raw/")
+
+
+def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", size: int = 32) -> ImageSet:
+    """Fashion-MNIST (train: 60k, test: 10k; 10 classes) from its idx files, as (N, 3, size, size).
+
+    Files are looked for in <root>/FashionMNIST/raw (torchvision's layout), <root>/fashion-mnist and
+    <root>; with no root, also in the Debian package's folder. At size 28 the images are returned as
+    they are; at any other size the 28 px item is resized to 7/8 of the side and centred on black (at
+    32 px: the classic 2 px border). Grayscale is repeated to three channels without a copy.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected train or test")
+    image_file, label_file = _fashion_files(Path(root) if root is not None else None, split)
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or labels.shape != (len(images),):
+        raise ValueError(f"{image_file} and {label_file} do not match: images {images.shape}, labels "
+                         f"{labels.shape}; expected (N, 28, 28) and (N,)")
+    images = torch.from_numpy(images.copy())[:, None]
+    if size != images.shape[-1]:
+        inner = round(size * 7 / 8)
+        images = F.interpolate(images.float(), size=(inner, inner), mode="bilinear", antialias=True,
+                               align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        before = (size - inner) // 2
+        images = F.pad(images, (before, size - inner - before, before, size - inner - before))
+    return ImageSet(images.expand(-1, 3, -1, -1), torch.from_numpy(labels.astype(np.int64)),
+                    list(FASHION_MNIST_CLASSES), f"fashion_mnist-{split}")
+
+
+def clutter(items: ImageSet, n: int, size: int = 64, per_image: tuple[int, int] = (2, 4),
+            scale: tuple[float, float] = (0.3, 0.5), seed: int = 0) -> ImageSet:
+    """``n`` canvases (n, 3, size, size) uint8, each holding ``per_image`` (min, max) items drawn from
+    ``items`` at random positions and sizes (``scale`` of the side), as in "cluttered MNIST".
+
+    Items are pasted by pixel-wise maximum onto black, which suits items on a black background
+    (Fashion-MNIST); each stays whole inside the canvas. Unlabelled: for pre-training. Same
+    arguments, same bytes.
+    """
+    low, high = per_image
+    if not (1 <= low <= high) or not (0 < scale[0] <= scale[1] <= 1) or len(items) == 0:
+        raise ValueError(f"clutter needs 1 <= per_image[0] <= per_image[1], 0 < scale[0] <= scale[1] "
+                         f"<= 1 and at least one item; got per_image={per_image}, scale={scale}, "
+                         f"{len(items)} items")
+    gen = torch.Generator().manual_seed(seed)
+    count = torch.randint(low, high + 1, (n,), generator=gen)
+    canvas = torch.zeros(n, 3, size, size, dtype=torch.uint8)
+    for slot in range(high):
+        idx = torch.nonzero(count > slot).flatten()
+        m = len(idx)
+        pick = torch.randint(len(items), (m,), generator=gen)
+        side = scale[0] + (scale[1] - scale[0]) * torch.rand(m, generator=gen)  # fraction of the canvas
+        centre = (1 - side)[:, None] * (2 * torch.rand(m, 2, generator=gen) - 1)  # in [-1, 1] coords
+        for start in range(0, m, _CHUNK):
+            rows = slice(start, start + _CHUNK)
+            # affine_grid maps canvas coordinates to item coordinates: (canvas - centre) / side
+            theta = torch.zeros(len(idx[rows]), 2, 3)
+            theta[:, 0, 0] = theta[:, 1, 1] = 1 / side[rows]
+            theta[:, :, 2] = -centre[rows] / side[rows, None]
+            grid = F.affine_grid(theta, [len(theta), 3, size, size], align_corners=False)
+            pasted = F.grid_sample(items.images[pick[rows]].float(), grid, mode="bilinear",
+                                   padding_mode="zeros", align_corners=False)
+            pasted = pasted.round().clamp(0, 255).to(torch.uint8)
+            canvas[idx[rows]] = torch.maximum(canvas[idx[rows]], pasted)
+    return ImageSet(canvas, None, items.classes, f"{items.name}-clutter")
+
+
+def fashion_mnist_clutter(root: str | os.PathLike | None = None, split: str = "train", size: int = 64,
+                          n: int | None = None, seed: int = 0) -> ImageSet:
+    """Cluttered canvases (n, 3, size, size) of 2-4 Fashion-MNIST items of ``split`` each (see
+    :func:`clutter`); n defaults to the number of items."""
+    items = fashion_mnist(root, split, size=28)
+    return clutter(items, len(items) if n is None else n, size=size, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The embedded default and the entry point
+
+
+def _split_seed(seed: int, split: str, mode: str) -> int:
+    """A seed for one (seed, split, mode), so that splits never share images."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{split}/{mode}".encode()).digest()[:8], "big") >> 1
+
+
+def embedded(root: str | os.PathLike | None = None, split: str = "train", size: int = 40,
+             mode: str = "object", n: int | None = None, seed: int = 0) -> ImageSet:
+    """The procedural default data (see s2r2lib.synthetic): images (n, 3, size, size), no files needed.
+
+    mode ``object``: splits train, test (labelled, balanced: the linear probe's), unlabeled (for
+    pre-training; labels None) and train+unlabeled (labels -1 for the unlabelled part). mode
+    ``cluttered``: split unlabeled only, labels None. n defaults to EMBEDDED_SIZES[split] (the sum
+    for train+unlabeled). Each split draws from its own seed. ``root`` is unused; it is accepted so
+    that ``load(name, root=...)`` works for every name.
+    """
+    if mode not in synthetic.MODES:
+        raise ValueError(f"unknown embedded mode {mode!r}; expected one of {synthetic.MODES}")
+    if mode == "cluttered" and split != "unlabeled":
+        raise ValueError(f"cluttered embedded images are for pre-training: use split='unlabeled', not "
+                         f"{split!r}; probe on load('embedded', split='train' or 'test', mode='object')")
+    if split == "train+unlabeled":
+        if n is not None:
+            raise ValueError("embedded train+unlabeled takes the sizes of its parts; pass n to each "
+                             "split separately instead")
+        train, unlabeled = (embedded(split=part, size=size, mode=mode, seed=seed) for part in ("train", "unlabeled"))
+        labels = torch.cat([train.labels, torch.full((len(unlabeled),), -1)])
+        return ImageSet(torch.cat([train.images, unlabeled.images]), labels, train.classes,
+                        f"embedded-{mode}-{split}")
+    if split not in EMBEDDED_SIZES:
+        raise ValueError(f"unknown embedded split {split!r}; expected one of "
+                         f"{[*EMBEDDED_SIZES, 'train+unlabeled']}")
+    n = EMBEDDED_SIZES[split] if n is None else n
+    images, present = synthetic.render(n, size=size, mode=mode, seed=_split_seed(seed, split, mode))
+    labels = present.long().argmax(1) if mode == "object" and split != "unlabeled" else None
+    return ImageSet(images, labels, list(synthetic.CLASSES), f"embedded-{mode}-{split}")
+
+
+DATASETS: dict[str, Callable[..., ImageSet]] = {
+    "embedded": embedded,
+    "stl10": stl10,
+    "coco": coco,
+    "folder": image_folder,
+    "fashion_mnist": fashion_mnist,
+    "fashion_mnist_clutter": fashion_mnist_clutter,
+}
+
+
+def load(name: str, root: str | os.PathLike | None = None, split: str | None = None,
+         size: int | None = None, **kwargs) -> ImageSet:
+    """The data set ``name`` (one of DATASETS) as an ImageSet; arguments left as None keep the
+    loader's defaults, other keywords go to the loader (e.g. mode=, n=, seed= for embedded)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
+    given = {key: value for key, value in (("root", root), ("split", split), ("size", size))
+             if value is not None}
+    return DATASETS[name](**given, **kwargs)

@@ -1,0 +1,433 @@
+"""Data loaders on small files in the real formats, the cache, and the embedded generator."""
+
+import gzip
+import io
+import os
+import struct
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from torchvision.datasets import STL10
+
+from s2r2lib import data, synthetic
+
+# ---------------------------------------------------------------------------------------------------
+# STL10
+
+
+def _upright_stl10(count: int) -> np.ndarray:
+    """(count, 3, 96, 96) uint8 images with an asymmetric pattern: a bright top-left block in red,
+    a horizontal bar (row 10) in green, a vertical bar (column 80) in blue, and the index in pixel (95, 0)."""
+    images = np.zeros((count, 3, 96, 96), dtype=np.uint8)
+    images[:, 0, :30, :20] = 250
+    images[:, 1, 10, :] = 200
+    images[:, 2, :, 80] = 150
+    images[:, 0, 95, 0] = np.arange(count)
+    return images
+
+
+def _write_stl10(root, train=3, test=2, unlabeled=4):
+    """STL10's binary files under root/stl10_binary, planes stored column-major; returns the images."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    written = {}
+    for split, count in (("train", train), ("test", test), ("unlabeled", unlabeled)):
+        images = _upright_stl10(count)
+        (folder / f"{split}_X.bin").write_bytes(images.transpose(0, 1, 3, 2).tobytes())
+        if split != "unlabeled":
+            (folder / f"{split}_y.bin").write_bytes((np.arange(count) % 10 + 1).astype(np.uint8).tobytes())
+        written[split] = images
+    (folder / "class_names.txt").write_text("\n".join(data.STL10_CLASSES) + "\n")
+    return written
+
+
+def test_stl10_reads_images_upright_like_torchvision(tmp_path):
+    written = _write_stl10(tmp_path)
+    train = data.stl10(tmp_path, "train")
+    reference = STL10.__new__(STL10)  # torchvision's own reader, without its md5 checks of full files
+    reference.root = str(tmp_path)
+    tv_images, tv_labels = reference._STL10__loadfile("train_X.bin", "train_y.bin")
+    assert train.images.shape == (3, 3, 96, 96) and train.images.dtype == torch.uint8
+    np.testing.assert_array_equal(train.images.numpy(), written["train"])
+    np.testing.assert_array_equal(train.images.numpy(), tv_images)
+    assert train.images[0, 0, 5, 5] == 250 and train.images[0, 0, 5, 50] == 0  # block is top-left
+    assert train.labels.tolist() == tv_labels.tolist() == [0, 1, 2]
+    assert train.classes == data.STL10_CLASSES
+
+
+def test_stl10_unlabeled_has_no_labels_and_train_plus_unlabeled_marks_them(tmp_path):
+    _write_stl10(tmp_path, train=3, unlabeled=4)
+    assert data.stl10(tmp_path, "unlabeled").labels is None
+    both = data.stl10(tmp_path, "train+unlabeled", cache_dir=tmp_path / "cache")
+    assert both.images.shape == (7, 3, 96, 96)
+    assert both.labels.tolist() == [0, 1, 2, -1, -1, -1, -1]
+    assert both.images[:, 0, 95, 0].tolist() == [0, 1, 2, 0, 1, 2, 3]  # train first, then unlabeled
+
+
+def test_stl10_resized_through_the_cache_keeps_orientation_and_is_reused(tmp_path, monkeypatch):
+    _write_stl10(tmp_path)
+    small = data.stl10(tmp_path, "test", size=48, cache_dir=tmp_path / "cache")
+    assert small.images.shape == (2, 3, 48, 48)
+    assert small.images[0, 0, 2, 2] > 240 and small.images[0, 0, 2, 30] < 10  # still top-left
+    assert small.images[0, 1, 5].float().mean() > 50 and small.images[0, 2, :, 40].float().mean() > 50
+
+    def unreadable(path):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(data, "read_stl10_images", unreadable)
+    again = data.stl10(tmp_path, "test", size=48, cache_dir=tmp_path / "cache")
+    assert torch.equal(again.images, small.images)
+
+
+def test_stl10_missing_or_truncated_files_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train_X\.bin.*train_y\.bin.*cs\.stanford\.edu"):
+        data.stl10(tmp_path, "train")
+    _write_stl10(tmp_path)
+    with (tmp_path / "stl10_binary" / "test_X.bin").open("ab") as handle:
+        handle.write(b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a whole number of 3x96x96 images"):
+        data.stl10(tmp_path, "test")
+    with pytest.raises(ValueError, match="unknown STL10 split"):
+        data.stl10(tmp_path, "validation")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fashion-MNIST
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def _write_fashion(folder, count=6, compress=True):
+    """Fashion-MNIST idx files for both splits in ``folder``; returns the train images and labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            raw = _idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if compress:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (folder / name).write_bytes(raw)
+        if prefix == "train":
+            written = images, labels
+    return written
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_round_trips_plain_and_gzip(tmp_path, compress):
+    images, labels = _write_fashion(tmp_path, compress=compress)
+    suffix = ".gz" if compress else ""
+    np.testing.assert_array_equal(data.read_idx(tmp_path / f"train-images-idx3-ubyte{suffix}"), images)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}"), labels)
+
+
+def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
+    images, _ = _write_fashion(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(path)
+    path.write_bytes(b"PK\x03\x04 not an idx file")
+    with pytest.raises(ValueError, match="not an idx file"):
+        data.read_idx(path)
+
+
+def test_fashion_mnist_found_in_torchvision_layout_and_padded_to_size(tmp_path):
+    images, labels = _write_fashion(tmp_path / "FashionMNIST" / "raw")
+    native = data.fashion_mnist(tmp_path, "train", size=28)
+    np.testing.assert_array_equal(native.images[:, 0].numpy(), images)
+    assert native.labels.tolist() == labels.tolist() and native.labels.dtype == torch.int64
+    padded = data.fashion_mnist(tmp_path, "train", size=32)
+    assert padded.images.shape == (6, 3, 32, 32)
+    assert torch.equal(padded.images[:, 0], padded.images[:, 2])  # grayscale on all channels
+    np.testing.assert_array_equal(padded.images[:, 1, 2:30, 2:30].numpy(), images)  # 2 px border
+    assert padded.images[:, :, :2].max() == 0 and padded.images[:, :, :, 30:].max() == 0
+    assert data.fashion_mnist(tmp_path, "train", size=64).images.shape == (6, 3, 64, 64)
+
+
+def test_fashion_mnist_plain_files_directly_under_root(tmp_path):
+    images, _ = _write_fashion(tmp_path, compress=False)
+    np.testing.assert_array_equal(data.fashion_mnist(tmp_path, size=28).images[:, 0].numpy(), images)
+
+
+def test_fashion_mnist_missing_names_the_files_and_the_debian_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte.*dataset-fashion-mnist"):
+        data.fashion_mnist(tmp_path, "test")
+
+
+@pytest.mark.skipif(not (data.FASHION_MNIST_DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian package dataset-fashion-mnist is not installed")
+def test_fashion_mnist_defaults_to_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_DATA_DIR", str(tmp_path))
+    test = data.load("fashion_mnist", split="test")
+    assert test.images.shape == (10000, 3, 32, 32)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_clutter_places_whole_items_and_is_deterministic():
+    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), torch.zeros(1, dtype=torch.long),
+                          ["square"], "white")
+    one = data.clutter(white, n=20, size=64, per_image=(1, 1), scale=(0.25, 0.25), seed=3)
+    assert one.images.shape == (20, 3, 64, 64) and one.labels is None
+    lit = (one.images[:, 0].float() / 255).sum(dim=(1, 2))
+    assert torch.allclose(lit, torch.full((20,), 16.0 ** 2), rtol=0.1)  # a whole 16 x 16 item each
+    assert torch.equal(one.images, data.clutter(white, n=20, size=64, per_image=(1, 1), scale=(0.25, 0.25),
+                                                seed=3).images)
+    many = data.clutter(white, n=20, size=64, per_image=(4, 4), scale=(0.25, 0.25), seed=3)
+    assert (many.images[:, 0] > 127).sum() > 2 * (one.images[:, 0] > 127).sum()
+
+
+def test_fashion_mnist_clutter_composes_real_items(tmp_path):
+    _write_fashion(tmp_path)
+    composite = data.load("fashion_mnist_clutter", root=tmp_path, n=8, seed=1)
+    assert composite.images.shape == (8, 3, 64, 64) and composite.labels is None
+    assert composite.images.float().mean() > 10  # items were pasted onto the black canvas
+    assert torch.equal(composite.images, data.load("fashion_mnist_clutter", root=tmp_path, n=8, seed=1).images)
+    assert not torch.equal(composite.images, data.load("fashion_mnist_clutter", root=tmp_path, n=8, seed=2).images)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image folders, bad files, the cache
+
+
+def _save(path, array, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, **kwargs).save(path)
+
+
+def _solid(colour, size=(40, 30)):
+    return np.broadcast_to(np.array(colour, dtype=np.uint8), (size[1], size[0], 3)).copy()
+
+
+def _folder_with_bad_files(root):
+    """Four good images, four kinds of odd-but-valid image, four bad files and one non-image file."""
+    _save(root / "a.jpg", _solid((200, 30, 30)))
+    _save(root / "sub" / "b.png", _solid((30, 200, 30)))
+    wide = np.zeros((32, 96, 3), dtype=np.uint8)
+    wide[:, :32, 0], wide[:, 32:64, 1], wide[:, 64:, 2] = 255, 255, 255  # red | green | blue thirds
+    _save(root / "sub" / "deeper" / "wide.PNG", wide)
+    _save(root / "c.bmp", _solid((30, 30, 200)))
+    _save(root / "gray.png", np.full((20, 20), 100, dtype=np.uint8))
+    rgba = np.zeros((20, 20, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[:10, :, 3] = 255, 255  # white, top half opaque, bottom half transparent
+    _save(root / "rgba.png", rgba, mode="RGBA")
+    _save(root / "deep16.png", np.full((20, 20), 40000, dtype=np.uint16))
+    Image.fromarray(_solid((10, 220, 120))).convert("P").save(root / "palette.gif")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (root / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (root / "corrupt.png").write_bytes(os.urandom(300))
+    (root / "empty.jpeg").write_bytes(b"")
+    (root / "notes.jpg").write_text("this is text, not a picture\n")
+    (root / "readme.txt").write_text("ignored: not an image extension\n")
+
+
+def test_folder_skips_bad_files_with_one_warning_and_converts_odd_modes(tmp_path):
+    _folder_with_bad_files(tmp_path / "images")
+    with pytest.warns(UserWarning) as caught:
+        images = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and messages[0].startswith("4 of 12 files")
+    for name in ("truncated.jpg", "corrupt.png", "empty.jpeg", "notes.jpg"):
+        assert name in messages[0]
+    assert images.images.shape == (8, 3, 16, 16) and images.labels is None
+    by_name = dict(zip(["a.jpg", "c.bmp", "deep16.png", "gray.png", "palette.gif", "rgba.png", "sub/b.png",
+                        "sub/deeper/wide.PNG"], images.images))
+    assert by_name["a.jpg"][:, 8, 8].tolist() == pytest.approx([200, 30, 30], abs=8)
+    assert by_name["gray.png"][:, 8, 8].tolist() == [100, 100, 100]
+    assert by_name["deep16.png"][:, 8, 8].tolist() == [round(40000 / 257)] * 3  # scaled, not clipped to 255
+    assert by_name["rgba.png"][:, 2, 8].tolist() == [255] * 3 and by_name["rgba.png"][:, 13, 8].tolist() == [0] * 3
+    assert by_name["palette.gif"][:, 8, 8].tolist() == pytest.approx([10, 220, 120], abs=16)  # quantised
+    wide = by_name["sub/deeper/wide.PNG"]  # centre crop keeps only the green third
+    assert wide[1].min() > 200 and wide[0].max() < 30 and wide[2].max() < 30
+
+
+def test_folder_strict_mode_raises_naming_the_bad_file(tmp_path):
+    _folder_with_bad_files(tmp_path / "images")
+    with pytest.raises(ValueError, match=r"cannot read image .*(corrupt|empty|notes|truncated)"):
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
+    with pytest.warns(UserWarning):
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="4 of 12 files"):  # a cache built leniently still counts them
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
+
+
+def test_folder_cache_is_reused_without_decoding_and_rebuilt_when_files_change(tmp_path, monkeypatch):
+    folder, cache = tmp_path / "images", tmp_path / "cache"
+    for i in range(3):
+        _save(folder / f"{i}.png", _solid((10 * i, 0, 0)))
+    first = data.image_folder(folder, size=8, cache_dir=cache)
+    (cached,) = cache.glob("*.npy")
+    built_at = cached.stat().st_mtime_ns
+    assert np.load(cached).shape == (3, 3, 8, 8)
+
+    real_decode = data._decode
+    monkeypatch.setattr(data, "_decode", lambda *a, **k: pytest.fail("decoded although cached"))
+    again = data.image_folder(folder, size=8, cache_dir=cache)
+    assert torch.equal(again.images, first.images) and cached.stat().st_mtime_ns == built_at
+
+    monkeypatch.setattr(data, "_decode", real_decode)
+    _save(folder / "1.png", _solid((0, 0, 250), size=(41, 30)))
+    changed = data.image_folder(folder, size=8, cache_dir=cache)
+    assert changed.images[1, 2, 4, 4] == 250
+    _save(folder / "3.png", _solid((0, 250, 0)))
+    assert len(data.image_folder(folder, size=8, cache_dir=cache)) == 4
+    assert len(data.image_folder(folder, size=12, cache_dir=cache)) == 4
+    assert len(list(cache.glob("*.npy"))) == 4  # one file per (file list, size)
+    assert not list(cache.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_labelled_folder_reads_class_subfolders(tmp_path):
+    for cls, colour in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))):
+        for i in range(2):
+            _save(tmp_path / "pets" / cls / f"{i}.jpg", _solid(colour))
+    pets = data.load("folder", root=tmp_path / "pets", size=8, labelled=True, cache_dir=tmp_path / "cache")
+    assert pets.classes == ["cat", "dog"] and pets.labels.tolist() == [0, 0, 1, 1]
+    assert (pets.images[pets.labels == 1, 2] > 200).all()
+
+
+def test_coco_reads_its_split_folder_and_explains_a_missing_one(tmp_path):
+    for i in range(2):
+        _save(tmp_path / "val2017" / f"{i:012d}.jpg", _solid((0, 120, 0), size=(64, 48)))
+    val = data.load("coco", root=tmp_path, split="val2017", size=24, cache_dir=tmp_path / "cache")
+    assert val.images.shape == (2, 3, 24, 24) and val.labels is None and val.name == "coco-val2017"
+    with pytest.raises(FileNotFoundError, match=r"train2017.*cocodataset\.org"):
+        data.load("coco", root=tmp_path, split="train2017")
+
+
+def test_empty_or_missing_folder_raises_file_not_found(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "a.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        data.image_folder(tmp_path / "nothing", cache_dir=tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.image_folder(tmp_path / "absent", cache_dir=tmp_path / "cache")
+
+
+def test_folder_of_only_bad_files_raises_and_caches_nothing(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"")
+    (tmp_path / "images" / "b.png").write_text("text")
+    with pytest.raises(ValueError, match="none of the 2 image files"):
+        data.image_folder(tmp_path / "images", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())
+
+
+def test_folder_decoding_in_worker_processes_matches_in_process(tmp_path):
+    _folder_with_bad_files(tmp_path / "images")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        here = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "a")
+        pooled = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "b", workers=2)
+    assert torch.equal(here.images, pooled.images)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The embedded generator
+
+
+def test_embedded_is_deterministic_by_seed_and_split():
+    a = data.load("embedded", split="train", n=50, size=40, seed=0)
+    assert a.images.shape == (50, 3, 40, 40) and a.images.dtype == torch.uint8
+    assert a.labels.dtype == torch.int64 and a.classes == list(synthetic.CLASSES)
+    assert torch.equal(a.images, data.load("embedded", split="train", n=50, seed=0).images)
+    assert not torch.equal(a.images, data.load("embedded", split="train", n=50, seed=1).images)
+    assert not torch.equal(a.images, data.load("embedded", split="test", n=50, seed=0).images)
+
+
+def test_embedded_labels_are_balanced_and_unlabeled_split_has_none(monkeypatch):
+    train = data.embedded(split="train", n=103, size=32)
+    counts = torch.bincount(train.labels, minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 103
+    assert data.embedded(split="unlabeled", n=10).labels is None
+    monkeypatch.setitem(data.EMBEDDED_SIZES, "train", 20)
+    monkeypatch.setitem(data.EMBEDDED_SIZES, "unlabeled", 30)
+    mixed = data.embedded(split="train+unlabeled", size=16)
+    assert len(mixed) == 50 and (mixed.labels[20:] == -1).all() and (mixed.labels[:20] >= 0).all()
+    assert torch.equal(mixed.images[:20], data.embedded(split="train", size=16).images)
+
+
+def test_cluttered_images_hold_more_objects_and_more_edges():
+    objects, one = synthetic.render(200, mode="object", seed=5)
+    scenes, many = synthetic.render(200, mode="cluttered", seed=5)
+    assert (one.sum(1) == 1).all()
+    assert many.sum(1).float().mean() > 2.5  # distinct classes per scene; 3-6 objects each
+
+    def edge_fraction(images):
+        gray = images.float().mean(1)
+        return ((gray[:, 1:] - gray[:, :-1]).abs() > 40).float().mean()
+
+    assert edge_fraction(scenes) > 1.3 * edge_fraction(objects)
+    with pytest.raises(ValueError, match="split='unlabeled'"):
+        data.embedded(split="train", mode="cluttered")
+
+
+def _colour_probe_accuracy(train_images, train_labels, test_images, test_labels) -> float:
+    def colour_stats(images):
+        flat = images.float().flatten(2) / 255
+        return torch.cat([flat.mean(2), flat.std(2)], 1).numpy()
+
+    probe = LogisticRegression(max_iter=1000).fit(colour_stats(train_images), train_labels.numpy())
+    return probe.score(colour_stats(test_images), test_labels.numpy())
+
+
+def test_colour_statistics_do_not_give_the_class():
+    train = data.embedded(split="train", n=2000)
+    test = data.embedded(split="test", n=1000)
+    accuracy = _colour_probe_accuracy(train.images, train.labels, test.images, test.labels)
+    assert accuracy < 0.2  # chance is 0.1
+    # the same probe on a colour-coded variant (each class tinted towards its own hue) reads the class
+    hues = torch.tensor(np.random.default_rng(0).integers(0, 256, (10, 3)), dtype=torch.float32)
+
+    def tinted(s):
+        return (0.5 * s.images.float() + 0.5 * hues[s.labels, :, None, None]).to(torch.uint8)
+
+    assert _colour_probe_accuracy(tinted(train), train.labels, tinted(test), test.labels) > 0.4
+
+
+def test_every_class_covers_the_same_area():
+    grid = torch.linspace(-2, 2, 401)
+    v, u = torch.meshgrid(grid, grid, indexing="ij")
+    scales = synthetic._class_scales()
+    areas = []
+    for c, name in enumerate(synthetic.CLASSES):
+        su, sv = u / scales[c], v / scales[c]
+        freq, phase = torch.full((1, 1, 1), 2.0), torch.zeros(1, 1, 1)
+        areas.append((synthetic._sdf(name, su[None], sv[None], freq, phase, phase) < 0).float().mean())
+    areas = torch.stack(areas)
+    assert areas.max() / areas.min() < 1.1
+
+
+# ---------------------------------------------------------------------------------------------------
+# ImageSet and the entry point
+
+
+def test_imageset_rejects_wrong_dtypes_and_shapes():
+    with pytest.raises(ValueError, match="uint8 images"):
+        data.ImageSet(torch.zeros(2, 3, 4, 4), None, None, "floats")
+    with pytest.raises(ValueError, match="uint8 images"):
+        data.ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), None, None, "gray")
+    with pytest.raises(ValueError, match=r"int64 labels of shape \(2,\)"):
+        data.ImageSet(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), None, "x")
+
+
+def test_imageset_to_moves_images_and_labels():
+    small = data.embedded(split="test", n=4, size=16).to("cpu")
+    assert small.images.device.type == "cpu" and small.labels.device.type == "cpu" and len(small) == 4
+
+
+def test_load_dispatches_and_rejects_unknown_names():
+    assert set(data.DATASETS) == {"embedded", "stl10", "coco", "folder", "fashion_mnist", "fashion_mnist_clutter"}
+    small = data.load("embedded", root="/unused", split="test", size=24, n=12)
+    assert small.images.shape == (12, 3, 24, 24) and small.name == "embedded-object-test"
+    with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
+        data.load("imagenet")

@@ -1,0 +1,280 @@
+"""s2r2lib.views: the cpu and batched backends draw views from the same SimCLR distribution.
+
+Distribution checks use images built so that a view's statistics reveal its random parameters (a
+coordinate ramp shows the crop box and the flip; a flat colour shows the jitter and grayscale), with a
+two-sample Kolmogorov-Smirnov test at level 0.001 and rate checks at 4 standard errors, so the
+tolerance follows from the sample size; each comes with a wrong recipe the same check rejects.
+"""
+
+import dataclasses
+import math
+import pickle
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
+
+from s2r2lib.views import SIMCLR, ViewCollate, make_multicrop_views, make_views
+
+COLOUR_OFF = dataclasses.replace(SIMCLR, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Per-view transforms of tiny images gain nothing from threads, and on a shared 2-core machine
+    two threads can wait on each other for seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest gap between the two samples' empirical CDFs; values are compared to 4 decimals, so that
+    float noise does not split an atom (the views left unchanged) into two."""
+    a, b = (a * 1e4).round(), (b * 1e4).round()
+    grid = torch.cat([a, b]).sort().values
+    cdf_a = torch.searchsorted(a.sort().values, grid, right=True) / len(a)
+    cdf_b = torch.searchsorted(b.sort().values, grid, right=True) / len(b)
+    return (cdf_a - cdf_b).abs().max().item()
+
+
+def ks_critical(n: int, m: int, alpha: float = 1e-3) -> float:
+    return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
+def rates_agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Two boolean samples' rates differ by less than 4 standard errors of their difference."""
+    pooled = torch.cat([a, b]).float().mean().item()
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / len(a) + 1 / len(b)))
+    return abs(a.float().mean().item() - b.float().mean().item()) < 4 * se
+
+
+def ramp_image(height: int, width: int) -> torch.Tensor:
+    """(1, 3, H, W) uint8: red = column, green = row (both 0-255), blue = 128."""
+    x = torch.linspace(0, 255, width).round().expand(height, width)
+    y = torch.linspace(0, 255, height).round()[:, None].expand(height, width)
+    return torch.stack([x, y, torch.full_like(x, 128)]).to(torch.uint8)[None]
+
+
+def crop_geometry(views: torch.Tensor, height: int, width: int):
+    """Crop width/height in source pixels and flip, read off views of a ``ramp_image`` (colour off).
+
+    Column u of a view samples x = left + (u + 0.5) * crop_w / size - 0.5, so the red slope over the
+    interior columns is crop_w / (size * (W - 1)); a flip makes it negative.
+    """
+    size = views.shape[-1]
+    lo, hi = size // 4, 3 * size // 4
+    slope_x = (views[:, 0, :, hi] - views[:, 0, :, lo]).mean(dim=1) / (hi - lo)
+    slope_y = (views[:, 1, hi, :] - views[:, 1, lo, :]).mean(dim=1) / (hi - lo)
+    crop_w = slope_x.abs() * size * (width - 1)
+    crop_h = slope_y * size * (height - 1)
+    return crop_w, crop_h, slope_x < 0
+
+
+def geometry_sample(backend, recipe, seed, height=64, width=64, size=16, images=30, views_per_image=100):
+    source = ramp_image(height, width).expand(images, -1, -1, -1)
+    views, _ = make_views(source, views_per_image, size, backend, torch.Generator().manual_seed(seed), recipe)
+    crop_w, crop_h, flipped = crop_geometry(views, height, width)
+    return crop_w * crop_h / (height * width), crop_w / crop_h, flipped
+
+
+@pytest.fixture(scope="module")
+def cpu_geometry():
+    return geometry_sample("cpu", COLOUR_OFF, seed=0)
+
+
+def test_backends_agree_on_crop_area_aspect_ratio_and_flip_rate(cpu_geometry):
+    cpu_area, cpu_aspect, cpu_flip = cpu_geometry
+    area, aspect, flip = geometry_sample("batched", COLOUR_OFF, seed=1)
+    critical = ks_critical(len(area), len(cpu_area))
+    assert ks_distance(area, cpu_area) < critical
+    assert ks_distance(aspect, cpu_aspect) < critical
+    assert rates_agree(flip, cpu_flip)
+    assert rates_agree(flip, torch.rand(len(flip), generator=torch.Generator().manual_seed(2)) < 0.5)
+    assert cpu_area.min() > 0.08 - 0.02 and cpu_area.max() < 1 + 0.02  # the ramp read-out is accurate
+
+
+def test_crop_comparison_rejects_a_wrong_crop_scale(cpu_geometry):
+    cpu_area, cpu_aspect, _ = cpu_geometry
+    area, aspect, _ = geometry_sample("batched", dataclasses.replace(COLOUR_OFF, crop_scale=(0.5, 1.0)), seed=1)
+    assert ks_distance(area, cpu_area) > ks_critical(len(area), len(cpu_area))
+    area, aspect, _ = geometry_sample("batched", dataclasses.replace(COLOUR_OFF, crop_ratio=(0.9, 1.1)), seed=1)
+    assert ks_distance(aspect, cpu_aspect) > ks_critical(len(aspect), len(cpu_aspect))
+
+
+def test_crop_that_never_fits_falls_back_to_torchvisions_central_crop():
+    # Area >= 90% of a 2:1 image at aspect <= 4/3 never fits, so RandomResizedCrop takes the central
+    # crop of aspect 4/3: height 32, width round(32 * 4/3) = 43, left (64 - 43) // 2 = 10.
+    recipe = dataclasses.replace(COLOUR_OFF, crop_scale=(0.9, 1.0), flip_p=0.0)
+    source = ramp_image(32, 64)
+    expected = TF.resized_crop(source.float() / 255, 0, 10, 32, 43, [64, 64])
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # crop-then-resize clamps at the border
+    for backend, atol in (("cpu", 0.5 / 255 + 1e-6), ("batched", 1e-5)):  # the cpu backend resizes in uint8
+        views, _ = make_views(source, 3, 64, backend, recipe=recipe, allow_upscale=True)
+        torch.testing.assert_close(views[inner], expected.expand_as(views)[inner], atol=atol, rtol=0)
+
+
+def colour_sample(backend, recipe, seed, images=20, views_per_image=100):
+    """Per-view brightness, saturation and hue, and grayscale / unchanged flags, from a flat orange image."""
+    colour = torch.tensor([200, 120, 40], dtype=torch.uint8)
+    source = colour.view(1, 3, 1, 1).expand(images, 3, 8, 8)
+    views, _ = make_views(source, views_per_image, 8, backend, torch.Generator().manual_seed(seed), recipe)
+    rgb = views.mean(dim=(2, 3))  # a flat image stays flat: crop, flip and blur leave it alone
+    high, low = rgb.amax(dim=1), rgb.amin(dim=1)
+    saturation = (high - low) / high.clamp_min(1e-6)
+    hue = torch.atan2(math.sqrt(3) * (rgb[:, 1] - rgb[:, 2]), 2 * rgb[:, 0] - rgb[:, 1] - rgb[:, 2])
+    unchanged = (rgb - colour / 255).abs().amax(dim=1) < 1e-4
+    return rgb.mean(dim=1), saturation, hue, high - low < 1e-6, unchanged
+
+
+@pytest.fixture(scope="module")
+def cpu_colour():
+    return colour_sample("cpu", SIMCLR, seed=0)
+
+
+def test_backends_agree_on_brightness_saturation_hue_and_grayscale_rate(cpu_colour):
+    batched = colour_sample("batched", SIMCLR, seed=1)
+    for cpu_stat, stat in zip(cpu_colour[:3], batched[:3]):
+        assert ks_distance(stat, cpu_stat) < ks_critical(len(stat), len(cpu_stat))
+    gray, unchanged = batched[3:]
+    assert rates_agree(gray, cpu_colour[3]) and rates_agree(unchanged, cpu_colour[4])
+    reference = torch.rand(len(gray), generator=torch.Generator().manual_seed(3))
+    assert rates_agree(gray, reference < SIMCLR.grayscale_p)
+    assert rates_agree(unchanged, reference < (1 - SIMCLR.jitter_p) * (1 - SIMCLR.grayscale_p))
+
+
+def test_colour_comparison_rejects_a_wrong_jitter(cpu_colour):
+    brightness = colour_sample("batched", dataclasses.replace(SIMCLR, brightness=0.2), seed=1)[0]
+    assert ks_distance(brightness, cpu_colour[0]) > ks_critical(len(brightness), len(cpu_colour[0]))
+    hue = colour_sample("batched", dataclasses.replace(SIMCLR, hue=0.05), seed=1)[2]
+    assert ks_distance(hue, cpu_colour[2]) > ks_critical(len(hue), len(cpu_colour[2]))
+    unchanged = colour_sample("batched", dataclasses.replace(SIMCLR, jitter_p=0.6), seed=1)[4]
+    assert not rates_agree(unchanged, cpu_colour[4])
+
+
+def sharpness_sample(backend, recipe, seed, images=10, views_per_image=100):
+    """Mean absolute horizontal difference of views of a checkerboard, whole image, colour jitter off."""
+    board = ((torch.arange(32)[:, None] // 2 + torch.arange(32) // 2) % 2 * 255).to(torch.uint8)
+    source = board.expand(images, 3, 32, 32)
+    views, _ = make_views(source, views_per_image, 32, backend, torch.Generator().manual_seed(seed), recipe)
+    return views.diff(dim=-1).abs().mean(dim=(1, 2, 3))
+
+
+def test_backends_agree_on_blur():
+    whole = dataclasses.replace(SIMCLR, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_p=0.0,
+                                grayscale_p=0.0, blur_kernel_fraction=0.25)  # a 9-tap kernel at 32 px
+    cpu = sharpness_sample("cpu", whole, seed=0)
+    batched = sharpness_sample("batched", whole, seed=1)
+    assert ks_distance(batched, cpu) < ks_critical(len(batched), len(cpu))
+    weaker = sharpness_sample("batched", dataclasses.replace(whole, blur_sigma=(0.1, 1.0)), seed=1)
+    assert ks_distance(weaker, cpu) > ks_critical(len(weaker), len(cpu))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+def test_same_seed_gives_same_views_and_another_seed_other_views(backend):
+    images = torch.randint(0, 256, (2, 3, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    first, _ = make_views(images, 4, 16, backend, torch.Generator().manual_seed(7))
+    again, _ = make_views(images, 4, 16, backend, torch.Generator().manual_seed(7))
+    other, _ = make_views(images, 4, 16, backend, torch.Generator().manual_seed(8))
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+def test_without_a_generator_each_call_draws_new_views(backend):
+    images = torch.randint(0, 256, (2, 3, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    first, _ = make_views(images, 4, 16, backend)
+    second, _ = make_views(images, 4, 16, backend)
+    assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_views_are_float_in_unit_range_with_image_major_ids(backend, channels):
+    images = torch.randint(0, 256, (3, channels, 40, 30), dtype=torch.uint8)
+    views, ids = make_views(images, 5, 24, backend)
+    assert views.shape == (15, 3, 24, 24) and views.dtype == torch.float32
+    assert views.min() >= 0 and views.max() <= 1
+    assert ids.dtype == torch.int64 and torch.equal(ids, torch.arange(3).repeat_interleave(5))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+def test_each_view_comes_from_the_image_its_id_names(backend):
+    levels = torch.tensor([20, 90, 160, 230], dtype=torch.uint8)
+    images = levels.view(4, 1, 1, 1).expand(4, 3, 16, 16)
+    views, ids = make_views(images, 6, 8, backend, recipe=COLOUR_OFF)
+    torch.testing.assert_close(views.mean(dim=(1, 2, 3)), levels[ids].float() / 255)
+
+
+def test_multicrop_gives_one_batch_per_crop_size():
+    images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
+    (large, large_ids), (small, small_ids) = make_multicrop_views(images)
+    assert large.shape == (4, 3, 96, 96) and small.shape == (12, 3, 48, 48)
+    assert torch.equal(large_ids, torch.arange(2).repeat_interleave(2))
+    assert torch.equal(small_ids, torch.arange(2).repeat_interleave(6))
+
+
+def test_multicrop_small_crops_cover_less_of_the_image():
+    source = ramp_image(64, 64).expand(10, -1, -1, -1)
+    crops = ((20, 32, (0.14, 1.0)), (20, 16, (0.05, 0.14)))
+    (large, _), (small, _) = make_multicrop_views(source, crops, recipe=COLOUR_OFF)
+    large_w, large_h, _ = crop_geometry(large, 64, 64)
+    small_w, small_h, _ = crop_geometry(small, 64, 64)
+    assert (small_w * small_h).max() / 64**2 < 0.14 + 0.02 < (large_w * large_h).max() / 64**2
+
+
+def test_view_collate_makes_views_in_dataloader_workers_from_images_of_different_sizes():
+    dataset = [(torch.randint(0, 256, (3, 40 + 8 * i, 36), dtype=torch.uint8), i) for i in range(4)]
+    collate = pickle.loads(pickle.dumps(ViewCollate(3, size=32)))
+    batches = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate))
+    assert len(batches) == 2
+    for views, ids in batches:
+        assert views.shape == (6, 3, 32, 32) and torch.equal(ids, torch.arange(2).repeat_interleave(3))
+
+
+@pytest.mark.parametrize("images, kwargs, message", [
+    (torch.rand(2, 3, 32, 32), {}, "uint8"),
+    (torch.zeros(32, 32, dtype=torch.uint8), {}, r"\(B, C, H, W\)"),
+    (torch.zeros(3, 32, 32, dtype=torch.uint8), {}, r"\(B, C, H, W\)"),
+    (torch.zeros(2, 4, 32, 32, dtype=torch.uint8), {}, "C = 1 or 3"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), {"views_per_image": 0}, "at least 1"),
+    (torch.zeros(2, 3, 32, 48, dtype=torch.uint8), {"size": 40}, "allow_upscale"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), {"backend": "gpu"}, "unknown view backend"),
+])
+def test_bad_input_raises_a_clear_error(images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_views(images, **{"views_per_image": 2, "size": 16, **kwargs})
+
+
+def test_allow_upscale_enlarges_past_the_image():
+    views, _ = make_views(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), 2, 32, allow_upscale=True)
+    assert views.shape == (2, 3, 32, 32)
+
+
+def test_view_collate_rejects_a_float_image():
+    with pytest.raises(ValueError, match="uint8"):
+        ViewCollate(2, size=16)([torch.rand(3, 32, 32)])
+
+
+def test_views_bench_measures_kornia_beside_batched_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from s2r2lib.bench import views as bench
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(bench, "encoder_images_per_second", lambda *args: 100.0)  # the encoder is not under test
+    monkeypatch.setattr(bench, "loader_views_per_second", lambda *args: 100.0)
+    argv = ["--size", "32", "--images", "2", "--views", "2", "--repeats", "1", "--device", "cpu"]
+    pytest.importorskip("kornia")
+    assert bench.main(argv) == 0
+    assert "batched backend at" in capsys.readouterr().out
+    rows = (tmp_path / "bench_views.csv").read_text().splitlines()
+    assert any(",kornia," in row and ",ok," in row for row in rows)
+
+    monkeypatch.setitem(sys.modules, "kornia", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
+    assert bench.main(argv) == 0
+    rows = (tmp_path / "bench_views.csv").read_text().splitlines()
+    assert any(",kornia," in row and bench.NO_KORNIA in row for row in rows)
