@@ -170,3 +170,44 @@ def plot_gradient_norms(ax, norms: dict):
     ax.set_xlabel("view")
     ax.set_ylabel("|d loss / d z|")
     ax.legend(fontsize=8)
+
+
+# --- Notebook 02: views and training -----------------------------------------------------------------
+
+def view_grid(rows: dict, max_views: int = 8):
+    """A grid of images: one row per entry of ``rows`` (title -> (n, 3, H, W) float in [0, 1] or uint8),
+    at most ``max_views`` per row."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), max_views, figsize=(1.3 * max_views, 1.4 * len(rows)), squeeze=False)
+    for row, (title, images) in zip(axes, rows.items()):
+        images = images if images.dtype.is_floating_point else images.float() / 255
+        for col, ax in enumerate(row):
+            ax.axis("off")
+            if col < len(images):
+                ax.imshow(images[col].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        row[0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(log: list[dict], title: str = ""):
+    """Loss, the batch's exact AP and views/s against the step, from a run's per-step log."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = np.array([row["step"] for row in log])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    for ax, key, label in zip(axes, ("loss", "batch_ap", "views_per_s"),
+                              ("training loss", "exact AP of the batch", "views / s")):
+        values = np.array([row[key] for row in log])
+        ax.plot(steps, values, color="lightsteelblue", linewidth=0.8)
+        window = max(1, len(values) // 20)
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, color="tab:blue")
+        ax.set_xlabel("step")
+        ax.set_title(label, fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

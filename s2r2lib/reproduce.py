@@ -12,6 +12,7 @@ is what the tests run, ``default`` runs on the embedded data on a CPU, ``paper``
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,9 +21,17 @@ from .results import project_dir
 
 # notebook stem -> parameters, per profile. A notebook not named here runs on its own defaults.
 PROFILES: dict[str, dict[str, dict]] = {
-    "quick": {},
-    "default": {},
-    "paper": {},
+    "quick": {
+        "02_training": {"images_per_batch": 8, "views_per_image": 4, "max_steps": 20, "data_options": {"n": 512}},
+    },
+    "default": {
+        "02_training": {"images_per_batch": 32, "views_per_image": 8, "max_steps": 300, "data_options": {"n": 10000}},
+    },
+    "paper": {
+        "02_training": {"preset": "paper-resnet18-stl10-s2r2", "max_steps": None, "lr": None, "device": "cuda",
+                        "arch": "resnet18", "data": "stl10", "data_options": {}, "images_per_batch": 64,
+                        "views_per_image": 20},
+    },
 }
 
 
@@ -58,6 +67,10 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
 
     output = output or project_dir() / "build" / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
+    runs = project_dir() / "build" / "runs"
+    if runs.exists():  # the notebooks resume a run they find; the pipeline trains afresh
+        print(f"removing the previous pipeline's training runs in {runs}")
+        shutil.rmtree(runs)
     paths = notebook_paths(only=only)
     executed = []
     for number, path in enumerate(paths, start=1):

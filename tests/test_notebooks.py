@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from s2r2lib import reproduce
 
@@ -17,9 +18,11 @@ def outputs(tmp_path, monkeypatch):
 
 
 def run_notebook(prefix, outputs, **parameters):
+    """Execute a notebook with the quick profile's parameters (and ``parameters``); its recorded numbers."""
     (path,) = reproduce.notebook_paths(only=[prefix])
     import papermill
 
+    parameters = {**reproduce.parameters_for(path, "quick"), **parameters}
     papermill.execute_notebook(str(path), str(outputs / path.name), parameters=parameters,
                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     return json.loads((outputs / "records" / f"{path.stem}.json").read_text())
@@ -45,3 +48,13 @@ def test_notebook_01_takes_its_parameters(outputs):
     numbers = run_notebook("01", outputs, tau=0.2)
     assert numbers["tau"] == 0.2
     assert numbers["exact_ap"] - numbers["smooth_ap"] > 0.05  # a blunter relaxation at a larger tau
+
+
+def test_notebook_02_trains_and_the_batch_ap_rises(outputs):
+    numbers = run_notebook("02", outputs, output=str(outputs / "run"))
+    assert numbers["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
+    assert numbers["loss_end"] < numbers["loss_start"]
+    assert numbers["batch_ap_end"] > numbers["batch_ap_start"]
+    state = torch.load(outputs / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == numbers["steps"]
+    assert {"02_views.png", "02_training_curves.png"} <= {p.name for p in (outputs / "figures").iterdir()}

@@ -1,0 +1,269 @@
+"""The training engine: every method learns, a killed run resumes bitwise, DDP sees the global batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+import yaml
+
+from s2r2lib import train as engine
+from s2r2lib.losses import nt_xent_loss, smooth_ap_loss, swav_loss
+from s2r2lib.train import PRESETS, TrainConfig, gather_with_grad, load_checkpoint, read_log, save_checkpoint
+
+SMALL = dict(data_options={"n": 256}, images_per_batch=8, views_per_image=4, progress=False, checkpoint_every=3)
+
+
+def small_config(tmp_path, name="run", **changes):
+    return TrainConfig(**{**SMALL, "output": str(tmp_path / name), **changes})
+
+
+@pytest.mark.parametrize("method,changes", [
+    ("s2r2", {"lr": 1e-3}),
+    ("simclr", {"views_per_image": 2, "lr": 1e-3}),
+    ("swav", {"lr": 0.3}),
+])
+def test_each_method_lowers_its_loss_on_a_fixed_batch(tmp_path, method, changes):
+    # One batch, seen again and again (max_steps over a data set of exactly one batch, no new views):
+    config = small_config(tmp_path, method=method, max_steps=25, data_options={"n": 8}, **changes).resolved()
+    torch.manual_seed(0)
+    learner = engine.Learner(config)
+    optimizer = engine._optimizer(config, learner.parameters())
+    images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=8).images
+    losses = []
+    for step in range(config.max_steps):
+        generator = torch.Generator().manual_seed(0)  # the same views every step
+        if method == "swav":
+            loss, _, _ = engine._swav_step(learner, learner.prototypes, images, generator, config, None)
+        else:
+            loss, _, _ = engine._ranking_step(learner, images, generator, config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+
+
+def test_swav_codes_stay_spread_over_prototypes(tmp_path):
+    config = small_config(tmp_path, method="swav", max_steps=30, data_options={"n": 256}, images_per_batch=16)
+    train_summary = engine.train(config)
+    state = load_checkpoint(train_summary["checkpoint"])
+    learner = engine.Learner(config.resolved())
+    learner.model.load_state_dict(state["model"])
+    learner.prototypes.load_state_dict(state["prototypes"])
+    learner.eval()
+    images = engine.datasets.load("embedded", split="test", size=40, n=256).images
+    views, _ = engine.make_views(images, 1, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        (z,) = learner([views])
+        assignments = learner.prototypes(F.normalize(z, dim=1)).argmax(1)
+    used = assignments.unique().numel()
+    assert used >= 8, f"collapse: only {used} of {config.prototypes} prototypes are anyone's best match"
+
+
+def test_training_writes_a_log_and_a_loadable_checkpoint(tmp_path):
+    summary = engine.train(small_config(tmp_path, max_steps=4))
+    log = read_log(tmp_path / "run")
+    assert [row["step"] for row in log] == [0, 1, 2, 3]
+    assert all(0 <= row["batch_ap"] <= 1 and row["views_per_s"] > 0 for row in log)
+    state = torch.load(summary["checkpoint"], weights_only=True)
+    assert state["step"] == 4 and "model" in state
+    model = engine.build_model("narrow_cnn", small_input=True)
+    model.load_state_dict(state["model"])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["lr"] == 1e-4 and saved["optimizer"] == "adam"  # the paper's S2R2 setting, filled in
+
+
+def _train_command(config: TrainConfig, *extra: str) -> list[str]:
+    overrides = [f"{k}={json.dumps(v)}" for k, v in config.to_dict().items() if v is not None]
+    return [sys.executable, "-m", "s2r2lib.train", *extra, *overrides]
+
+
+def _final_weights(run) -> dict:
+    return load_checkpoint(run / "checkpoint.pt")["model"]
+
+
+@pytest.mark.parametrize("kill_after_rows", [5, 8])
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, kill_after_rows):
+    steps = 10
+    whole = small_config(tmp_path, "whole", max_steps=steps)
+    engine.train(whole)
+
+    killed = small_config(tmp_path, "killed", max_steps=steps)
+    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed" / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > kill_after_rows:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] < steps
+
+    summary = engine.train(killed, resume=True)
+    assert 0 < summary["resumed_from"] < steps
+    a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert [row["step"] for row in read_log(tmp_path / "killed")] == list(range(steps))
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=3))
+    other = small_config(tmp_path, max_steps=3, lr=1e-3)
+    with pytest.raises(ValueError, match="holds another run"):
+        engine.train(other, resume=True)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    save_checkpoint(tmp_path / "elsewhere.pt", state)
+    with pytest.raises(ValueError, match="belongs to another config.*lr"):
+        load_checkpoint(tmp_path / "elsewhere.pt", other.resolved())
+
+
+def test_a_truncated_checkpoint_is_refused_clearly(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=3))
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        engine.train(small_config(tmp_path, max_steps=3), resume=True)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def killed_mid_write(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"step": 2})
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def test_a_checkpoint_holding_code_is_not_run(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    torch.save({"step": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a weights-only checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"images_per_batch": 1}, "at least 2"),
+    ({"views_per_image": 1}, "at least 2"),
+    ({"method": "byol"}, "unknown method"),
+    ({"method": "swav", "crops": [[2, 64, [0.14, 1.0]]]}, "does not fit"),
+    ({"arch": "vgg"}, "unknown arch"),
+    ({"precision": "fp16"}, "fp32 or bf16"),
+])
+def test_bad_configs_are_refused(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        engine.train(small_config(tmp_path, **changes))
+
+
+def test_an_output_folder_holding_another_run_is_refused(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=2))
+    with pytest.raises(ValueError, match="holds another run"):
+        engine.train(small_config(tmp_path, max_steps=2, seed=1))
+    with pytest.raises(ValueError, match="pass --resume"):
+        engine.train(small_config(tmp_path, max_steps=2))
+
+
+def test_configs_load_from_yaml_with_overrides_and_unknown_fields_are_refused(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: simclr\nviews_per_image: 2\nlr: 0.001\n")
+    config = TrainConfig.from_yaml(path).with_overrides(["epochs=3", "data_options={mode: cluttered}"])
+    assert (config.method, config.lr, config.epochs, config.data_options) == ("simclr", 0.001, 3, {"mode": "cluttered"})
+    path.write_text("methdo: simclr\n")
+    with pytest.raises(ValueError, match="unknown field.*methdo"):
+        TrainConfig.from_yaml(path)
+    path.write_text("!!python/object/apply:os.system ['true']\n")
+    with pytest.raises(yaml.YAMLError):
+        TrainConfig.from_yaml(path)
+
+
+def test_paper_presets_follow_tables_1_and_2():
+    s2r2 = PRESETS["paper-resnet18-stl10-s2r2"]
+    assert (s2r2["images_per_batch"], s2r2["views_per_image"], s2r2["view_size"]) == (64, 20, 96)
+    assert PRESETS["paper-resnet18-coco-val-s2r2"]["images_per_batch"] == 8
+    swav = TrainConfig.from_dict(PRESETS["paper-resnet18-coco-val-swav"]).resolved()
+    assert swav.views_in_batch == 32 * 40 and (swav.optimizer, swav.lr) == ("lars", 1.0)
+    assert "paper-resnet50-stl10-swav" not in PRESETS  # Table 2 has no SwAV rows
+    assert len(PRESETS) == 9 + 6
+
+
+# --- Distributed: 2 processes with gloo give the single-process loss and gradients ----------------------
+
+def _ddp_worker(rank, world, init_file, inputs, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(inputs.shape[1], 6)
+    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    local = inputs.chunk(world)[rank]
+    out = {}
+    for name in ("s2r2", "nt_xent", "swav"):
+        ddp.zero_grad()
+        loss = _global_loss(name, gather_with_grad(ddp(local)), world_views=len(inputs))
+        loss.backward()
+        out[name] = (loss.item(), net.weight.grad.numpy().copy())  # numpy: pickled by value, no shared fd
+    results.put((rank, out))
+    dist.destroy_process_group()
+
+
+def _global_loss(name, z, world_views, views_per_image=4):
+    ids = torch.arange(world_views // views_per_image).repeat_interleave(views_per_image)
+    if name == "s2r2":
+        return smooth_ap_loss(z, ids, tau=0.1)
+    if name == "nt_xent":
+        return nt_xent_loss(z, ids)
+    # SwAV: crops 0 and 1 of each image, the image-major rows b * 4 + c
+    scores = [F.normalize(z, dim=1)[c::views_per_image] for c in range(views_per_image)]
+    return swav_loss(scores)
+
+
+def test_ddp_with_gathered_embeddings_equals_one_process_on_the_global_batch(tmp_path):
+    inputs = torch.randn(16, 5, generator=torch.Generator().manual_seed(3))  # 4 images x 4 views, 8 per rank
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 6)
+    single = {}
+    for name in ("s2r2", "nt_xent", "swav"):
+        net.zero_grad()
+        loss = _global_loss(name, net(inputs), world_views=16)
+        loss.backward()
+        single[name] = (loss.item(), net.weight.grad.clone())
+
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    processes = [context.Process(target=_ddp_worker, args=(rank, 2, tmp_path / "init", inputs, results))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    gathered = dict(results.get() for _ in processes)
+    for process in processes:
+        process.join(60)
+    for rank in range(2):
+        for name, (loss, grad) in single.items():
+            assert gathered[rank][name][0] == pytest.approx(loss, abs=1e-6), (rank, name)
+            torch.testing.assert_close(torch.from_numpy(gathered[rank][name][1]), grad, atol=1e-6, rtol=1e-5, msg=f"{rank} {name}")
+
+
+@pytest.mark.smoke
+def test_torchrun_trains_with_two_processes(tmp_path):
+    config = small_config(tmp_path, "ddp", max_steps=2)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    done = subprocess.run(torchrun + _train_command(config)[1:], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"] == 2
+    assert len(read_log(tmp_path / "ddp")) == 2
