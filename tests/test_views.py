@@ -9,6 +9,7 @@ tolerance follows from the sample size; each comes with a wrong recipe the same 
 import dataclasses
 import math
 import pickle
+import sys
 
 import pytest
 import torch
@@ -259,15 +260,13 @@ def test_view_collate_rejects_a_float_image():
 
 
 def test_views_bench_measures_kornia_beside_batched_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
-    import sys
-
     from s2r2lib.bench import views as bench
 
+    pytest.importorskip("kornia")
     monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path))
     monkeypatch.setattr(bench, "encoder_images_per_second", lambda *args: 100.0)  # the encoder is not under test
     monkeypatch.setattr(bench, "loader_views_per_second", lambda *args: 100.0)
     argv = ["--size", "32", "--images", "2", "--views", "2", "--repeats", "1", "--device", "cpu"]
-    pytest.importorskip("kornia")
     assert bench.main(argv) == 0
     assert "batched backend at" in capsys.readouterr().out
     rows = (tmp_path / "bench_views.csv").read_text().splitlines()
