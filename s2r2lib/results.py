@@ -163,3 +163,75 @@ def upsert_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], key: 
     kept = [row for row in old if tuple(row.get(name, "") for name in key) not in new_keys]
     columns = list(dict.fromkeys([*(name for row in old for name in row), *(name for row in rows for name in row)]))
     return write_csv(path, [*kept, *rows], columns)
+
+
+# --- results/runs.csv: the paper's numbers and ours, one tidy table ---------------------------------
+
+RUN_COLUMNS = ["table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "value",
+               "source", "protocol", "commit", "device", "wall_s", "date"]
+RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "source")
+
+# Tables 1 and 2 of the paper, every printed cell, each number exactly as printed (top-1 on STL10-test
+# of a linear probe): (table, arch, training data, method, #images, #views) -> {epochs: value}.
+_EPOCHS = {"table1": (10, 50, 100, 200, 400, 600, 800, 1000), "table2": (10, 50, 100, 200)}
+_PAPER_TABLES = [
+    ("table1", "resnet18", "STL10 (unlabeled + train)", "SimCLR", 256, 2, "64.2 74.3 77.8 82.0 84.4 86.1 84.9 86.1"),
+    ("table1", "resnet18", "STL10 (unlabeled + train)", "SwAV", 256, 8, "67.4 79.3 82.8 85.6 87.4 88.4 89.5 89.4"),
+    ("table1", "resnet18", "STL10 (unlabeled + train)", "S2R2", 64, 20, "72.4 81.6 84.1 86.4 88.4 89.1 89.4 89.8"),
+    ("table1", "resnet18", "COCO-Train", "SimCLR", 256, 2, "60.7 68.6 70.9 73.4 75.1 74.9 74.1 74.5"),
+    ("table1", "resnet18", "COCO-Train", "SwAV", 128, 6, "65.2 71.7 75.0 75.4 77.1 77.0 77.0 76.8"),
+    ("table1", "resnet18", "COCO-Train", "S2R2", 64, 20, "68.3 74.2 76.2 77.2 77.4 77.5 78.0 78.5"),
+    ("table1", "resnet18", "COCO-Val", "SimCLR", 64, 2, "46.1 56.1 58.0 62.0 63.5 64.1 64.4 64.8"),
+    ("table1", "resnet18", "COCO-Val", "SwAV", 32, 40, "44.1 59.7 63.7 66.3 66.3 65.0 63.3 62.8"),
+    ("table1", "resnet18", "COCO-Val", "S2R2", 8, 10, "58.6 64.8 67.5 69.0 68.8 68.8 67.3 68.5"),
+    ("table2", "resnet50", "STL10 (unlabeled + train)", "SimCLR", 256, 2, "63.7 76.6 81.1 85.2"),
+    ("table2", "resnet50", "STL10 (unlabeled + train)", "S2R2", 32, 20, "77.3 85.9 88.4 89.7"),
+    ("table2", "resnet50", "COCO-Train", "SimCLR", 256, 2, "60.4 68.1 74.9 77.5"),
+    ("table2", "resnet50", "COCO-Train", "S2R2", 32, 20, "74.1 79.7 81.2 80.1"),
+    ("table2", "resnet50", "COCO-Val", "SimCLR", 256, 2, "39.0 48.0 53.4 59.4"),
+    ("table2", "resnet50", "COCO-Val", "S2R2", 16, 20, "54.3 65.6 68.4 70.2"),
+]
+PAPER_PROTOCOL = ("as printed in the paper: linear classifier on frozen features, trained on STL10-train, "
+                  "top-1 on STL10-test; best hyper-parameters per model")
+
+
+def paper_rows() -> list[dict[str, str]]:
+    """Every cell of the paper's Tables 1 and 2 as a ``source=paper`` row of runs.csv."""
+    rows = []
+    for table, arch, dataset, method, images, views, cells in _PAPER_TABLES:
+        for epochs, value in zip(_EPOCHS[table], cells.split(), strict=True):
+            rows.append({"table": table, "arch": arch, "dataset": dataset, "method": method, "images": images,
+                         "views": views, "epochs": epochs, "seed": "", "metric": "linear_top1", "value": value,
+                         "source": "paper", "protocol": PAPER_PROTOCOL, "commit": "", "device": "",
+                         "wall_s": "", "date": ""})
+    return rows
+
+
+def runs_path() -> Path:
+    return output_dir("results") / "runs.csv"
+
+
+def read_runs() -> list[dict[str, str]]:
+    """The rows of results/runs.csv (the paper's rows when the file does not exist yet)."""
+    path = runs_path()
+    if not path.exists():
+        return [{k: str(v) for k, v in row.items()} for row in paper_rows()]
+    rows = read_csv(path)
+    if rows and set(rows[0]) != set(RUN_COLUMNS):
+        raise ValueError(f"{path}: columns {list(rows[0])} are not runs.csv's {RUN_COLUMNS}")
+    return rows
+
+
+def write_runs(rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Merge measured ``rows`` into results/runs.csv by key (a rerun replaces only its own rows), with the
+    paper's rows always present. Atomic."""
+    rows = list(rows)
+    for row in rows:
+        unknown = set(row) - set(RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"runs.csv has no column(s) {sorted(unknown)}; its columns are {RUN_COLUMNS}")
+    path = runs_path()
+    if not path.exists():
+        write_csv(path, paper_rows(), RUN_COLUMNS)
+    read_runs()  # refuse a malformed file before touching it
+    return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*paper_rows(), *rows]], RUN_KEY)
