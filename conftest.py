@@ -1,5 +1,5 @@
 """Keep test runs (unit tests, papermill and nbval kernels alike) away from the committed outputs:
-figures, results and records go to a temporary folder, through the variables s2r2lib.results reads.
+figures, results, records and training runs go to a temporary folder, through the variables s2r2lib.results reads.
 Kernels started by papermill or nbval inherit these variables."""
 
 import os
@@ -8,6 +8,6 @@ import tempfile
 
 def pytest_configure(config):
     scratch = tempfile.mkdtemp(prefix="s2r2-test-outputs-")
-    for kind in ("FIGURES", "RESULTS", "RECORDS"):
+    for kind in ("FIGURES", "RESULTS", "RECORDS", "RUNS"):
         os.environ[f"S2R2_{kind}_DIR"] = os.path.join(scratch, kind.lower())
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -211,3 +211,106 @@ def training_curves(log: list[dict], title: str = ""):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- Notebooks 03-05: evaluation and the paper's results ---------------------------------------------
+
+def probe_bars(scores: dict, title: str = ""):
+    """Grouped bars: metric -> {encoder name: value in [0, 1]}, e.g. trained beside the random-init floor."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = list(scores)
+    encoders = list(dict.fromkeys(name for values in scores.values() for name in values))
+    fig, ax = plt.subplots(figsize=(1.8 * len(metrics) + 2, 3.2))
+    width = 0.8 / len(encoders)
+    for i, name in enumerate(encoders):
+        values = [scores[m].get(name, np.nan) for m in metrics]
+        bars = ax.bar(np.arange(len(metrics)) + i * width, values, width, label=name)
+        ax.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=7)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(encoders) - 1) / 2, metrics)
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(true, predicted, classes: list[str], title: str = ""):
+    """Row-normalised confusion matrix of a classifier's test predictions."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    true, predicted = np.asarray(true), np.asarray(predicted)
+    counts = np.zeros((len(classes), len(classes)))
+    np.add.at(counts, (true, predicted), 1)
+    counts /= np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_strip(views, query: int, order, is_positive, top: int = 12):
+    """The query view, then its ``top`` nearest views: green frame for a view of the same image."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, top + 1, figsize=(1.2 * (top + 1), 1.6))
+    shown = [(views[query], "query", "black")]
+    shown += [(views[j], f"#{rank + 1}", "tab:green" if pos else "tab:red")
+              for rank, (j, pos) in enumerate(zip(order[:top].tolist(), is_positive[:top].tolist()))]
+    for ax, (image, label, colour) in zip(axes, shown):
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(3)
+        ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table_figure(header: list[str], body: list[list[str]], title: str):
+    """A table rendered as a figure (for the paper's tables beside our measurements)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.05 * len(header) + 2, 0.32 * len(body) + 1.0))
+    ax.axis("off")
+    table = ax.table(cellText=body, colLabels=header, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.auto_set_column_width(list(range(len(header))))
+    table.scale(1, 1.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(rows: list[dict], x: str, series: str, metric: str = "value", title: str = ""):
+    """Lines of ``metric`` against ``x``, one per value of ``series`` (e.g. accuracy vs images per batch,
+    one line per views per image), with the spread over seeds when there are several."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for value in sorted({row[series] for row in rows}):
+        mine = [row for row in rows if row[series] == value]
+        xs = sorted({row[x] for row in mine})
+        means = [np.mean([r[metric] for r in mine if r[x] == v]) for v in xs]
+        spread = [np.std([r[metric] for r in mine if r[x] == v]) for v in xs]
+        ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=f"{series} = {value}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(x)
+    ax.set_ylabel("linear probe top-1")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

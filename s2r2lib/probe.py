@@ -5,8 +5,8 @@ retrieval mAP that S2R2 optimises. A random-init encoder is always reported besi
 The linear-probe protocol (written next to every number it produces, :data:`LINEAR_PROTOCOL`):
 features are the representation before the projection head, of the whole image resized to the view
 size, with the encoder in eval mode (every norm layer too); they are standardised with the training
-split's statistics; a multinomial logistic regression (L-BFGS) is fitted for each inverse
-regularisation strength C in a grid on 80 % of the training split and scored on the held-out 20 %;
+split's statistics; a multinomial logistic regression (sklearn's objective, solved by full-batch L-BFGS
+in float64) is fitted for each inverse regularisation strength C in a grid on 80 % of the training split and scored on the held-out 20 %;
 the best C is refitted on the whole training split; the test split is touched once, at the end.
 """
 
@@ -26,7 +26,7 @@ from .models import S2R2Model, build_model
 from .results import atomic_write_bytes, project_dir
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-LINEAR_PROTOCOL = ("linear probe: logistic regression (L-BFGS) on standardised frozen features; C in "
+LINEAR_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on standardised frozen features; C in "
                    f"{{{', '.join(f'{c:g}' for c in C_GRID)}}} chosen on a held-out 20% of the training split, "
                    "refit on all of it; test split used once")
 KNN_PROTOCOL = "kNN: cosine similarity, the k nearest training images vote with weight exp(s / 0.07)"
@@ -97,31 +97,53 @@ class ProbeResult:
     protocol: str = LINEAR_PROTOCOL
 
 
-def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: float = 0.2, seed: int = 0,
-                 max_iter: int = 1000) -> ProbeResult:
-    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_iter: int):
+    """Multinomial logistic regression with sklearn's objective, C * sum(cross entropy) + |W|^2 / 2
+    (bias not penalised), by full-batch L-BFGS in float64; returns a predict function."""
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-6,
+                                  tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
 
-    train_x, test_x = np.asarray(train_x, dtype=np.float64), np.asarray(test_x, dtype=np.float64)
-    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    def objective():
+        optimizer.zero_grad()
+        # divided by C * n: the same minimiser as sklearn's objective, at a scale L-BFGS likes
+        loss = F.cross_entropy(x @ weight + bias, y) + weight.square().sum() / (2 * c * len(x))
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    return lambda z: (z @ weight.detach() + bias.detach()).argmax(1)
+
+
+def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: float = 0.2, seed: int = 0,
+                 max_iter: int = 500) -> ProbeResult:
+    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score."""
+    train_x, test_x = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (train_x, test_x))
+    train_y, test_y = (torch.as_tensor(np.asarray(a), dtype=torch.long) for a in (train_y, test_y))
     if len(train_x) != len(train_y) or len(test_x) != len(test_y) or train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"linear_probe: features and labels disagree: train {train_x.shape} / {train_y.shape}, "
-                         f"test {test_x.shape} / {test_y.shape}")
-    order = np.random.default_rng(seed).permutation(len(train_x))
+        raise ValueError(f"linear_probe: features and labels disagree: train {tuple(train_x.shape)} / "
+                         f"{tuple(train_y.shape)}, test {tuple(test_x.shape)} / {tuple(test_y.shape)}")
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x)))
     cut = int(len(order) * (1 - held_out))
     fit, val = order[:cut], order[cut:]
 
     def fitted(x, y, c):
-        scaler = StandardScaler().fit(x)
-        model = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(x), y)
-        return lambda z: model.predict(scaler.transform(z))
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-12)  # standardised with the fitting data's statistics
+        predict = _fit_logistic((x - mean) / std, y, classes, c, max_iter)
+        return lambda z: predict((z - mean) / std)
 
-    validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).mean())
-                  for c in c_grid}
-    best = max(c_grid, key=lambda c: (validation[c], -c))
-    predictions = fitted(train_x, train_y, best)(test_x)
-    return ProbeResult(float((predictions == test_y).mean()), best, validation, predictions)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: more threads only add synchronisation (and suffer on a busy machine)
+    try:
+        validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
+                      for c in c_grid}
+        best = max(c_grid, key=lambda c: (validation[c], -c))
+        predictions = fitted(train_x, train_y, best)(test_x)
+    finally:
+        torch.set_num_threads(threads)
+    return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.numpy())
 
 
 def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -170,3 +192,56 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
         "retrieval_map": retrieval_map(test_x, test_labels),
         "test_features": test_x,
     }
+
+
+METRICS = {
+    "linear_top1": LINEAR_PROTOCOL,
+    "knn20_top1": KNN_PROTOCOL + ", k = 20",
+    "knn200_top1": KNN_PROTOCOL + ", k = 200",
+    "retrieval_map": MAP_PROTOCOL,
+}
+METHOD_NAMES = {"s2r2": "S2R2", "simclr": "SimCLR", "swav": "SwAV"}
+
+
+def run_config(checkpoint: str | Path) -> dict:
+    """The training config a checkpoint was made with (see ``s2r2lib.train.TrainConfig``)."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["config"]
+
+
+def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
+                arch: str = "narrow_cnn", seed: int = 0, device: str = "cpu", probe_s: float = 0.0) -> list[dict]:
+    """runs.csv rows (``source=measured``) for the metrics of :func:`evaluate`: of a checkpoint, its
+    method, batch and epochs read from it; of the random-init floor (``checkpoint=None``), method
+    ``random-init``. wall_s is training plus probing time."""
+    from .results import provenance
+
+    setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed}
+    wall = probe_s
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        config = state["config"]
+        views = (sum(c for c, _, _ in config["crops"]) if config["method"] == "swav" else config["views_per_image"])
+        setting = {"arch": config["arch"], "method": METHOD_NAMES[config["method"]],
+                   "images": config["images_per_batch"], "views": views, "seed": config["seed"],
+                   "epochs": round(state["step"] * config["images_per_batch"] / state["num_images"], 3)}
+        wall += state["train_wall_s"]
+    prov = {k: v for k, v in provenance(device).items() if k in ("commit", "device", "date")}
+    return [{"table": table, "dataset": dataset, **setting, "metric": metric, "value": f"{metrics[metric]:.4f}",
+             "source": "measured", "protocol": protocol, "wall_s": f"{wall:.1f}", **prov}
+            for metric, protocol in METRICS.items()]
+
+
+@torch.no_grad()
+def rank_views(model: S2R2Model, images: torch.Tensor, views_per_image: int, size: int, query: int = 0,
+               seed: int = 0):
+    """A retrieval example: K views of each image, ranked by cosine similarity of their projections to
+    view ``query``. Returns (views (N, 3, size, size), order (N - 1,) of the other views, best first,
+    is_positive (N - 1,) bool: same image as the query)."""
+    from .views import make_views
+
+    views, ids = make_views(images, views_per_image, size, generator=torch.Generator().manual_seed(seed))
+    z = F.normalize(model.eval()(views), dim=1)
+    sims = z @ z[query]
+    sims[query] = -float("inf")
+    order = sims.argsort(descending=True)[:-1]
+    return views, order, ids[order] == ids[query]

@@ -17,15 +17,21 @@ import sys
 import time
 from pathlib import Path
 
-from .results import project_dir
+from .results import output_dir, project_dir
 
 # notebook stem -> parameters, per profile. A notebook not named here runs on its own defaults.
 PROFILES: dict[str, dict[str, dict]] = {
     "quick": {
         "02_training": {"images_per_batch": 8, "views_per_image": 4, "max_steps": 20, "data_options": {"n": 512}},
+        "03_linear_probe": {"n_train": 500, "n_test": 300},
+        "05_figure1": {"images_grid": [4, 8], "views_grid": [2, 4], "base_images": 8, "base_views": 4,
+                       "max_steps": 10, "data_n": 256, "n_train": 300, "n_test": 200, "use_saved": False},
     },
     "default": {
         "02_training": {"images_per_batch": 32, "views_per_image": 8, "max_steps": 300, "data_options": {"n": 10000}},
+        "05_figure1": {"images_grid": [4, 8, 16, 32, 64], "views_grid": [2, 4, 8, 16], "base_images": 16,
+                       "base_views": 8, "max_steps": 150, "data_n": 10000, "n_train": 5000, "n_test": 2000,
+                       "use_saved": False},
     },
     "paper": {
         "02_training": {"preset": "paper-resnet18-stl10-s2r2", "max_steps": None, "lr": None, "device": "cuda",
@@ -67,8 +73,8 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
 
     output = output or project_dir() / "build" / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
-    runs = project_dir() / "build" / "runs"
-    if runs.exists():  # the notebooks resume a run they find; the pipeline trains afresh
+    runs = output_dir("runs")
+    if any(runs.iterdir()):  # the notebooks resume a run they find; the pipeline trains afresh
         print(f"removing the previous pipeline's training runs in {runs}")
         shutil.rmtree(runs)
     paths = notebook_paths(only=only)

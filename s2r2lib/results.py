@@ -6,6 +6,7 @@ run from touching the committed files):
   figures  S2R2_FIGURES_DIR  default <project>/figures
   results  S2R2_RESULTS_DIR  default <project>/results
   records  S2R2_RECORDS_DIR  default <project>/build/records   (numbers a notebook records for tests)
+  runs     S2R2_RUNS_DIR     default <project>/build/runs      (the notebooks' training runs)
 
 <project> is the nearest folder at or above the working directory that holds ``s2r2lib/`` and
 ``pyproject.toml`` (notebooks run in ``notebooks/``); outside a checkout it is the working directory.
@@ -28,6 +29,7 @@ _DIRS = {
     "figures": ("S2R2_FIGURES_DIR", "figures"),
     "results": ("S2R2_RESULTS_DIR", "results"),
     "records": ("S2R2_RECORDS_DIR", "build/records"),
+    "runs": ("S2R2_RUNS_DIR", "build/runs"),
 }
 
 
@@ -41,7 +43,7 @@ def project_dir(start: Path | None = None) -> Path:
 
 
 def output_dir(kind: str) -> Path:
-    """The folder for ``kind`` (figures, results or records), created if missing."""
+    """The folder for ``kind`` (figures, results, records or runs), created if missing."""
     if kind not in _DIRS:
         raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(_DIRS)}")
     env, default = _DIRS[kind]
@@ -235,3 +237,41 @@ def write_runs(rows: Iterable[Mapping[str, Any]]) -> Path:
         write_csv(path, paper_rows(), RUN_COLUMNS)
     read_runs()  # refuse a malformed file before touching it
     return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*paper_rows(), *rows]], RUN_KEY)
+
+
+def paper_table(rows: list[Mapping[str, str]], table: str) -> tuple[list[str], list[list[str]]]:
+    """Table 1 or 2 laid out as printed, each cell "paper / measured" ("paper / –" where we have no
+    measurement: it is never filled in). Returns (header, body rows)."""
+    epochs = [str(e) for e in _EPOCHS[table]]
+    header = ["training data", "model", "#images", "#views", *epochs]
+    cells: dict[tuple, dict[str, dict[str, str]]] = {}
+    for row in rows:
+        if row["table"] != table or row["metric"] != "linear_top1":
+            continue
+        key = (row["dataset"], row["method"], str(row["images"]), str(row["views"]))
+        cells.setdefault(key, {}).setdefault(str(row["epochs"]), {})[row["source"]] = row["value"]
+    body = []
+    for key, by_epoch in cells.items():
+        body.append([*key, *(f"{by_epoch.get(e, {}).get('paper', '')} / {by_epoch.get(e, {}).get('measured', '–')}"
+                             for e in epochs)])
+    return header, body
+
+
+def paper_margins(rows: list[Mapping[str, str]], table: str = "table1", method: str = "S2R2") -> dict[str, list[float]]:
+    """Per training set, ``method``'s printed top-1 minus the best other model's, at each epoch budget."""
+    paper = [row for row in rows if row["source"] == "paper" and row["table"] == table]
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for row in paper:
+        cells.setdefault((row["dataset"], str(row["epochs"])), {})[row["method"]] = float(row["value"])
+    margins: dict[str, list[float]] = {}
+    for (dataset, _), by_method in cells.items():
+        others = [value for name, value in by_method.items() if name != method]
+        margins.setdefault(dataset, []).append(round(by_method[method] - max(others), 1))
+    return margins
+
+
+def format_rows(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
+    """Rows as an aligned plain-text table."""
+    lines = [[str(c) for c in columns], *[[str(row.get(c, "")) for c in columns] for row in rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in lines)

@@ -453,7 +453,7 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     steps_per_epoch = len(images) // config.images_per_batch
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     checkpoint = out / "checkpoint.pt"
-    start = 0
+    start, trained_s = 0, 0.0  # trained_s: seconds of training so far, across resumptions
     if resume and checkpoint.exists():
         state = load_checkpoint(checkpoint, config)
         learner.model.load_state_dict(state["model"])
@@ -463,7 +463,7 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
         if queue is not None:
             queue.copy_(state["queue"])
         torch.set_rng_state(state["rng"]["torch"])
-        start = state["step"]
+        start, trained_s = state["step"], state["train_wall_s"]
 
     engine = learner
     if world > 1:
@@ -496,6 +496,7 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or use precision=fp32")
         elapsed = time.perf_counter() - tick
+        trained_s += elapsed
         views_per_s = config.views_in_batch / elapsed
         views_seen += config.views_in_batch
         if log is not None:
@@ -512,11 +513,13 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
                 "queue": queue.cpu() if queue is not None else None,
                 "rng": {"torch": torch.get_rng_state()},
                 "step": step + 1, "config": config.to_dict(),
+                "num_images": len(images), "train_wall_s": trained_s,
             })
     if log is not None:
         log[0].close()
     wall = time.perf_counter() - began
     return {"steps": total_steps, "resumed_from": start, "loss": loss_value, "wall_s": wall,
+            "epochs": total_steps * config.images_per_batch / len(images), "train_wall_s": trained_s,
             "views_per_s": views_seen / wall if wall > 0 else float("nan"), "checkpoint": str(checkpoint),
             "log": str(out / "log.csv")}
 

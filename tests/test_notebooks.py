@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from s2r2lib import reproduce
+from s2r2lib import probe, reproduce, results
 
 pytestmark = pytest.mark.smoke
 
 
 @pytest.fixture
 def outputs(tmp_path, monkeypatch):
-    for kind in ("figures", "results", "records"):
+    for kind in ("figures", "results", "records", "runs"):
         monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
     return tmp_path
 
@@ -50,11 +50,37 @@ def test_notebook_01_takes_its_parameters(outputs):
     assert numbers["exact_ap"] - numbers["smooth_ap"] > 0.05  # a blunter relaxation at a larger tau
 
 
-def test_notebook_02_trains_and_the_batch_ap_rises(outputs):
-    numbers = run_notebook("02", outputs, output=str(outputs / "run"))
-    assert numbers["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
-    assert numbers["loss_end"] < numbers["loss_start"]
-    assert numbers["batch_ap_end"] > numbers["batch_ap_start"]
-    state = torch.load(outputs / "run" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == numbers["steps"]
-    assert {"02_views.png", "02_training_curves.png"} <= {p.name for p in (outputs / "figures").iterdir()}
+def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
+    trained = run_notebook("02", outputs)
+    assert trained["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
+    assert trained["loss_end"] < trained["loss_start"]
+    assert trained["batch_ap_end"] > trained["batch_ap_start"]
+    state = torch.load(outputs / "runs" / "02_training" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == trained["steps"]
+
+    probed = run_notebook("03", outputs)  # finds notebook 02's checkpoint by itself
+    assert 0.1 <= probed["linear_top1_random-init"] < 1 and 0.1 <= probed["linear_top1_trained"] < 1
+    assert probed["chosen_c"] in probe.C_GRID
+    measured = [row for row in results.read_runs() if row["source"] == "measured"]
+    assert {(row["method"], row["metric"]) for row in measured} == {
+        (method, metric) for method in ("S2R2", "random-init") for metric in probe.METRICS}
+    assert all(row["commit"] and row["device"].startswith("cpu") and row["protocol"] for row in measured)
+
+    tables = run_notebook("04", outputs)
+    assert tables["paper_cells"] == 96 and tables["measured_rows"] == 8
+    assert tables["measured_paper_cells"] == 0  # nothing at the paper's setting was measured: cells stay empty
+    assert tables["stl10_margins"][0] == pytest.approx(72.4 - 67.4)
+    figures = {p.name for p in (outputs / "figures").iterdir()}
+    assert {"02_views.png", "02_training_curves.png", "03_probe_vs_floor.png", "03_confusion.png",
+            "03_retrieval_example.png", "04_table1.png", "04_table2.pdf"} <= figures
+
+
+def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
+    numbers = run_notebook("05", outputs)
+    quick = reproduce.PROFILES["quick"]["05_figure1"]
+    expected = len({(b, quick["base_views"]) for b in quick["images_grid"]}
+                   | {(quick["base_images"], k) for k in quick["views_grid"]})
+    assert numbers["points"] == expected
+    rows = [row for row in results.read_runs() if row["table"] == "figure1" and row["metric"] == "linear_top1"]
+    assert len(rows) == expected + 1  # and the random-init floor
+    assert {"05_figure1_images.png", "05_figure1_views.pdf"} <= {p.name for p in (outputs / "figures").iterdir()}
