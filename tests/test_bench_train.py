@@ -35,7 +35,9 @@ def test_an_arch_without_a_paper_preset_takes_resnet18s_sizes():
 def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(tmp_path, capsys):
     out = tmp_path / "bench_train.csv"
     tiny = ["--device", "cpu", "--archs", "narrow_cnn", "--scale", "64", "--repeats", "1", "--out", str(out)]
+    threads = torch.get_num_threads()
     assert bench.main([*tiny, "--methods", "s2r2", "swav"]) == 0
+    assert torch.get_num_threads() == threads  # the benchmark leaves its caller's settings alone
     printed = capsys.readouterr().out
     rows = read_csv(out)
     assert [(row["arch"], row["method"], row["scale"]) for row in rows] == [("narrow_cnn", "s2r2", "64"),
@@ -49,7 +51,7 @@ def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(
         assert float(row["overhead_share"]) == pytest.approx(1 - encoder / step, abs=2e-3)
         assert row["meets_goal"] == ("yes" if float(row["overhead_share"]) < bench.GOAL else "no")
         assert float(row["views_per_s"]) == pytest.approx(int(row["views"]) / step, rel=2e-3)
-        assert float(row["peak_mib"]) > 0 and float(row["encoder_peak_mib"]) > 0
+        assert float(row["peak_mib"]) >= 0 and float(row["encoder_peak_mib"]) >= 0  # peak RSS may not grow
         assert f"{'meets' if row['meets_goal'] == 'yes' else 'misses'} the goal" in printed
     assert rows[1]["view_sizes"] == "8@96px + 24@48px"  # 256 // 64 = 4 images, 2 large and 6 small crops each
 

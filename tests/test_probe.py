@@ -98,7 +98,13 @@ def test_paper_rows_match_the_paper_text_exactly():
     assert sorted(cells[1:] for cells in printed) == sorted(ours.values())
 
 
-def test_write_runs_merges_by_key_keeps_the_paper_and_refuses_bad_columns():
+@pytest.fixture
+def own_results(tmp_path, monkeypatch):
+    """A results folder of this test's own: a broken runs.csv must not leak into other tests."""
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+
+
+def test_write_runs_merges_by_key_keeps_the_paper_and_refuses_bad_columns(own_results):
     measured = {"table": "probe", "arch": "narrow_cnn", "dataset": "embedded", "method": "S2R2", "images": 32,
                 "views": 8, "epochs": 1, "seed": 0, "metric": "linear_top1", "value": "0.4", "source": "measured"}
     results.write_runs([measured])
@@ -111,7 +117,7 @@ def test_write_runs_merges_by_key_keeps_the_paper_and_refuses_bad_columns():
         results.write_runs([{**measured, "accuracy": 1}])
 
 
-def test_a_hand_edited_runs_file_is_refused_with_its_line():
+def test_a_hand_edited_runs_file_is_refused_with_its_line(own_results):
     results.write_runs([])
     path = results.runs_path()
     lines = path.read_text().splitlines()

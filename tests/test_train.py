@@ -92,9 +92,11 @@ def _final_weights(run) -> dict:
 
 @pytest.mark.parametrize("kill_after_rows", [5, 8])
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, kill_after_rows):
+    """As a user runs it: python -m s2r2lib.train, SIGKILL mid-run, then --resume (all in fresh processes,
+    so every run uses the same default thread count)."""
     steps = 10
     whole = small_config(tmp_path, "whole", max_steps=steps)
-    engine.train(whole)
+    subprocess.run(_train_command(whole), check=True, capture_output=True, timeout=300)
 
     killed = small_config(tmp_path, "killed", max_steps=steps)
     process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -109,8 +111,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, kill_af
     process.wait()
     assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] < steps
 
-    summary = engine.train(killed, resume=True)
-    assert 0 < summary["resumed_from"] < steps
+    resumed = subprocess.run(_train_command(killed, "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert 0 < yaml.safe_load(resumed.stdout)["resumed_from"] < steps
     a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"

@@ -205,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     if scale < 1 or args.repeats < 1:
         raise SystemExit(f"--scale and --repeats must be at least 1; got {scale} and {args.repeats}")
     precision = args.precision or ("bf16" if cuda else "fp32")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # so that provenance's device name states the workers' threads
-    prov = provenance(args.device)
+    try:
+        prov = provenance(args.device)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another program (the tests)
     print(f"{prov['device']}, scale {scale}, {precision}; goal: views + loss under {GOAL:.0%} of the step")
     print(f"{'arch':9s} {'method':7s} {'views':>5s} {'step s':>8s} {'views/s':>8s} {'MiB':>7s} "
           f"{'enc s':>8s} {'enc MiB':>7s} {'x enc':>6s} {'overhead':>8s} {'load':>5s}")
