@@ -540,6 +540,16 @@ def embedded(root: str | os.PathLike | None = None, split: str = "train", size: 
     return ImageSet(images, labels, list(synthetic.CLASSES), f"embedded-{mode}-{split}")
 
 
+def subset(images: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
+    """``n`` images drawn without replacement (fixed by ``seed``), in their original order; all of them
+    when ``n`` is None or not smaller than the set (e.g. a probe on part of STL10's or Fashion-MNIST's splits)."""
+    if n is None or n >= len(images):
+        return images
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    labels = None if images.labels is None else images.labels[keep]
+    return dataclasses.replace(images, images=images.images[keep], labels=labels, name=f"{images.name}[{n}]")
+
+
 DATASETS: dict[str, Callable[..., ImageSet]] = {
     "embedded": embedded,
     "stl10": stl10,

@@ -4,9 +4,9 @@
 
 This is what ``make reproduce`` runs. Executed copies go to ``build/notebooks/`` (git-ignored), never
 over the sources in ``notebooks/``. A profile is a set of papermill parameters per notebook: ``quick``
-is what the tests run, ``default`` runs on the embedded data on a CPU, ``paper`` at the paper's scale
-(STL10/COCO under ``--data-root``, on a GPU). A notebook receives only the parameters its
-``parameters`` cell declares.
+is what the tests run, ``default`` runs on the embedded data on a CPU, ``paper`` trains and probes at the
+paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on Fashion-MNIST (small real
+data). A notebook receives only the parameters its ``parameters`` cell declares.
 """
 
 from __future__ import annotations
@@ -26,17 +26,34 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_linear_probe": {"n_train": 500, "n_test": 300},
         "05_figure1": {"images_grid": [4, 8], "views_grid": [2, 4], "base_images": 8, "base_views": 4,
                        "max_steps": 10, "data_n": 256, "n_train": 300, "n_test": 200, "use_saved": False},
+        "06_miniature_study": {"views_per_step": 32, "max_steps": 2, "seeds": [0, 1, 2], "data_n": 256,
+                               "n_train": 200, "n_test": 100, "small_n": 64, "small_steps": [1, 2],
+                               "sweep_images": [2, 4, 8], "sweep_steps": 2, "use_saved_figure1": False},
     },
     "default": {
         "02_training": {"images_per_batch": 32, "views_per_image": 8, "max_steps": 300, "data_options": {"n": 10000}},
         "05_figure1": {"images_grid": [4, 8, 16, 32, 64], "views_grid": [2, 4, 8, 16], "base_images": 16,
                        "base_views": 8, "max_steps": 150, "data_n": 10000, "n_train": 5000, "n_test": 2000,
                        "use_saved": False},
+        "06_miniature_study": {"views_per_step": 128, "max_steps": 100, "seeds": [0, 1, 2], "data_n": 5000,
+                               "n_train": 2000, "n_test": 1000, "small_n": 500, "small_steps": [25, 50, 100],
+                               "sweep_images": [4, 16, 64], "sweep_steps": 100, "use_saved_figure1": True},
     },
+    # Notebooks 02-03 at the paper's setting (Table 1, STL10, ResNet18, 64 x 20 views at 96 px, bf16) on a
+    # GPU, with --data-root holding stl10_binary/; 05 stays on the embedded data.
     "paper": {
-        "02_training": {"preset": "paper-resnet18-stl10-s2r2", "max_steps": None, "lr": None, "device": "cuda",
-                        "arch": "resnet18", "data": "stl10", "data_options": {}, "images_per_batch": 64,
-                        "views_per_image": 20},
+        "02_training": {"preset": "paper-resnet18-stl10-s2r2", "method": "s2r2", "data": "stl10",
+                        "split": "train+unlabeled", "data_options": {}, "image_size": 96, "view_size": 96,
+                        "arch": "resnet18", "small_input": False, "images_per_batch": 64, "views_per_image": 20,
+                        "max_steps": 16400, "lr": None, "device": "cuda"},  # 16400 steps: 10 epochs of 105k images
+        "03_linear_probe": {"data": "stl10", "image_size": 96, "view_size": 96, "n_train": None, "n_test": None,
+                            "device": "cuda"},
+    },
+    # Small real data: Fashion-MNIST (the Debian package dataset-fashion-mnist, or --data-root).
+    "fashion": {
+        "02_training": {"data": "fashion_mnist", "split": "train", "data_options": {}, "image_size": 32,
+                        "images_per_batch": 32, "views_per_image": 8, "max_steps": 300},
+        "03_linear_probe": {"data": "fashion_mnist", "image_size": 32},
     },
 }
 

@@ -431,3 +431,14 @@ def test_load_dispatches_and_rejects_unknown_names():
     assert small.images.shape == (12, 3, 24, 24) and small.name == "embedded-object-test"
     with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
         data.load("imagenet")
+
+
+def test_subset_draws_n_images_with_their_labels_reproducibly():
+    full = data.load("embedded", split="test", size=40, n=50)
+    part = data.subset(full, 20, seed=1)
+    assert len(part) == 20
+    again = data.subset(full, 20, seed=1)
+    assert torch.equal(part.images, again.images) and torch.equal(part.labels, again.labels)
+    index = [i for i in range(50) if any(torch.equal(full.images[i], img) for img in part.images[:1])][0]
+    assert part.labels[0] == full.labels[index]
+    assert data.subset(full, None) is full and data.subset(full, 99) is full
