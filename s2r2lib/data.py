@@ -540,6 +540,17 @@ def embedded(root: str | os.PathLike | None = None, split: str = "train", size: 
     return ImageSet(images, labels, list(synthetic.CLASSES), f"embedded-{mode}-{split}")
 
 
+def try_load(name: str, root: str | os.PathLike | None = None, split: str | None = None,
+             size: int | None = None, **kwargs) -> ImageSet | None:
+    """:func:`load`, or None with a printed reason when the data set's files are not there (for optional
+    previews of real data in the notebooks)."""
+    try:
+        return load(name, root=root, split=split, size=size, **kwargs)
+    except FileNotFoundError as error:
+        print(f"{name}: not available here ({str(error).splitlines()[0][:160]})")
+        return None
+
+
 def subset(images: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
     """``n`` images drawn without replacement (fixed by ``seed``), in their original order; all of them
     when ``n`` is None or not smaller than the set (e.g. a probe on part of STL10's or Fashion-MNIST's splits)."""
