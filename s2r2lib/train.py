@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data as datasets
+from . import probe
 from .losses import average_precision, nt_xent_loss, smooth_ap_loss, swav_loss
 from .models import ARCHS, build_model
 from .results import atomic_write_bytes
@@ -58,7 +59,7 @@ METHOD_DEFAULTS = {
     "swav": {"optimizer": "lars", "lr": 1.0, "schedule": "cosine", "tau": 0.1},
 }
 # Fields that may change between a run and its resumption; every other field must match the checkpoint.
-RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile")
+RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile", "keep_steps", "knn_every")
 
 
 @dataclass
@@ -95,7 +96,11 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     checkpoint_every: int = 50          # steps
+    keep_steps: list = field(default_factory=list)  # also keep checkpoint-<step>.pt after these steps
     progress: bool = True
+    knn_every: int = 0                  # steps between kNN monitors (0: none); logged as knn_top1
+    knn_data: str = "embedded"          # the labelled data set the monitor probes (train and test splits)
+    knn_images: int = 1000              # training images the monitor uses (half as many test images)
 
     def resolved(self) -> TrainConfig:
         """This config with the method's defaults filled in, validated."""
@@ -415,7 +420,25 @@ def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainCo
 
 # --- The engine ---------------------------------------------------------------------------------------
 
-LOG_FIELDS = ("step", "epoch", "loss", "lr", "views_per_s", "batch_ap", "wall_s")
+LOG_FIELDS = ("step", "epoch", "loss", "lr", "views_per_s", "batch_ap", "knn_top1", "wall_s")
+
+
+class _KnnMonitor:
+    """kNN top-1 (k = 20, cosine) of the encoder's frozen features on a labelled split, during training."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        def split(name: str, n: int):
+            images = datasets.load(config.knn_data, root=config.data_root, split=name, size=config.image_size)
+            return datasets.subset(images, n, config.seed)
+
+        self.train_set, self.test_set = split("train", config.knn_images), split("test", config.knn_images // 2)
+        self.size, self.device = config.view_size, device
+
+    def __call__(self, learner: Learner) -> float:
+        features = [probe.extract_features(learner.model, s.images, self.size, device=self.device)
+                    for s in (self.train_set, self.test_set)]
+        learner.train()  # extract_features put the encoder in eval mode
+        return probe.knn_top1(features[0], self.train_set.labels, features[1], self.test_set.labels, k=20)
 
 
 def train(config: TrainConfig, resume: bool | str = False) -> dict:
@@ -471,6 +494,7 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     if config.compile:
         engine = torch.compile(engine)
     log = _open_log(out / "log.csv", start) if rank == 0 else None
+    monitor = _KnnMonitor(config, device) if config.knn_every and rank == 0 else None
     bar = tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not config.progress or rank > 0,
                desc=f"{config.method} {config.arch}", unit="step")
     began, views_seen, loss_value = time.perf_counter(), 0, float("nan")
@@ -499,14 +523,19 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
         trained_s += elapsed
         views_per_s = config.views_in_batch / elapsed
         views_seen += config.views_in_batch
+        knn = ""
+        if monitor is not None and ((step + 1) % config.knn_every == 0 or step + 1 == total_steps):
+            knn = f"{monitor(learner):.4f}"
+            bar.write(f"step {step + 1}: kNN top-1 {knn}")
         if log is not None:
-            log[1].writerow({"step": step, "epoch": step // steps_per_epoch, "loss": f"{loss_value:.6f}",
+            log[1].writerow({"step": step, "epoch": step // steps_per_epoch, "loss": f"{loss_value:.6f}", "knn_top1": knn,
                              "lr": f"{lr:.6g}", "views_per_s": f"{views_per_s:.1f}",
                              "batch_ap": f"{average_precision(z, ids).item():.4f}", "wall_s": f"{elapsed:.3f}"})
             log[0].flush()
         bar.set_postfix(loss=f"{loss_value:.4f}", views_s=f"{views_per_s:.0f}")
-        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps):
-            save_checkpoint(checkpoint, {
+        keep = step + 1 in config.keep_steps
+        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps or keep):
+            state = {
                 "model": learner.model.state_dict(),
                 "prototypes": learner.prototypes.state_dict() if learner.prototypes is not None else None,
                 "optimizer": optimizer.state_dict(),
@@ -514,7 +543,10 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
                 "rng": {"torch": torch.get_rng_state()},
                 "step": step + 1, "config": config.to_dict(),
                 "num_images": len(images), "train_wall_s": trained_s,
-            })
+            }
+            save_checkpoint(checkpoint, state)
+            if keep:  # a snapshot for probing the run part-way (notebook 06)
+                save_checkpoint(out / f"checkpoint-{step + 1}.pt", state)
     if log is not None:
         log[0].close()
     wall = time.perf_counter() - began
@@ -539,9 +571,9 @@ def _open_log(path: Path, start: int):
 
 
 def read_log(run: str | os.PathLike) -> list[dict[str, float]]:
-    """The per-step log of a run folder, as numbers."""
+    """The per-step log of a run folder, as numbers (NaN where a step has no value, e.g. knn_top1)."""
     with (Path(run) / "log.csv").open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def main(argv: list[str] | None = None) -> int:

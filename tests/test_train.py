@@ -81,6 +81,13 @@ def test_training_writes_a_log_and_a_loadable_checkpoint(tmp_path):
     assert saved["lr"] == 1e-4 and saved["optimizer"] == "adam"  # the paper's S2R2 setting, filled in
 
 
+def test_the_knn_monitor_logs_a_top1_every_n_steps(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=4, knn_every=2, knn_images=100))
+    knn = [row["knn_top1"] for row in read_log(tmp_path / "run")]
+    assert [k == k for k in knn] == [False, True, False, True]  # NaN where the monitor did not run
+    assert all(0 <= k <= 1 for k in knn[1::2])
+
+
 def _train_command(config: TrainConfig, *extra: str) -> list[str]:
     overrides = [f"{k}={json.dumps(v)}" for k, v in config.to_dict().items() if v is not None]
     return [sys.executable, "-m", "s2r2lib.train", *extra, *overrides]
