@@ -7,6 +7,8 @@ Modules, one concept each:
   synthetic  the procedural generator behind the embedded default
   models     encoders (narrow CNN, ResNet18/50) and the projection head
   train      the training engine for S2R2, SimCLR and SwAV (python -m s2r2lib.train)
+  probe      frozen features, the linear probe, kNN, retrieval mAP
+  study      train-and-probe experiments: the Figure 1 sweep, the matched-budget miniature study
   results    output folders, provenance, atomic writes of tables and records
   plots      figures shared by the notebooks
   reproduce  every notebook through papermill (make reproduce)
