@@ -9,3 +9,22 @@ Each suite is a module here with ``main(argv) -> int``.
 """
 
 SUITES = ("loss", "views", "train")
+
+
+def run_worker(module: str, job: dict, timeout: int, hint: str = "") -> dict:
+    """Run one measurement as ``python -m <module> --worker <job as JSON>`` in a fresh process (so its peak
+    memory is its own); the JSON dict it prints last, with ``status`` "measured", or a "not measured: ..."
+    status saying why."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", module, "--worker", json.dumps(job)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"not measured: over the {timeout} s limit{hint}"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"not measured: failed ({last[:160]})"}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "status": "measured"}

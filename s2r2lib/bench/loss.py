@@ -19,7 +19,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 from ..losses import smooth_ap_loss
 from ..results import output_dir, provenance, upsert_csv
+from . import run_worker
 
 IMPLS = ("s2r2lib", "naive", "pml")
 
@@ -101,19 +101,6 @@ def _measure(impl: str, n: int, k: int, dim: int, device: str, threads: int, tau
             "memory_measure": "cuda_max_allocated" if cuda else "peak_rss_growth"}
 
 
-def _run_worker(impl, n, k, dim, device, threads, tau, timeout) -> dict:
-    cmd = [sys.executable, "-m", "s2r2lib.bench.loss", "--worker",
-           json.dumps(dict(impl=impl, n=n, k=k, dim=dim, device=device, threads=threads, tau=tau))]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"not measured: over the {timeout} s limit"}
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"status": f"not measured: failed ({last[:120]})"}
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "status": "measured"}
-
-
 def _pml_available() -> bool:
     try:
         import pytorch_metric_learning  # noqa: F401
@@ -157,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 if need > args.max_gib:
                     row["status"] = f"not measured: needs about {need:.0f} GiB (> --max-gib {args.max_gib:g})"
                 else:
-                    row.update(_run_worker(impl, n, args.views, args.dim, device, args.threads,
-                                           args.tau, args.timeout))
+                    job = dict(impl=impl, n=n, k=args.views, dim=args.dim, device=device,
+                               threads=args.threads, tau=args.tau)
+                    row.update(run_worker("s2r2lib.bench.loss", job, args.timeout))
                 if impl == "s2r2lib" and row["status"] == "measured":
                     ours = row["fwd_bwd_s"]
                 measured = row["status"] == "measured" and ours

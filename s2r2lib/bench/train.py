@@ -35,7 +35,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -45,6 +44,7 @@ from .. import train
 from ..models import ARCHS
 from ..results import output_dir, provenance, upsert_csv
 from ..views import make_multicrop_views, make_views
+from . import run_worker
 
 GOAL = 0.10  # the views and the loss together: under this share of the step
 COLUMNS = ["arch", "method", "preset", "scale", "images", "views", "view_sizes", "precision", "channels_last",
@@ -135,18 +135,6 @@ def _measure(arch: str, method: str, scale: int, device: str, precision: str, th
             "memory_measure": "cuda_max_allocated" if cuda else "peak_rss_growth"}
 
 
-def _run_worker(timeout: int, **job) -> dict:
-    cmd = [sys.executable, "-m", "s2r2lib.bench.train", "--worker", json.dumps(job)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"not measured: over the {timeout} s limit (raise --timeout or --scale)"}
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"status": f"not measured: failed ({last[:160]})"}
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "status": "measured"}
-
-
 def measure_row(arch: str, method: str, scale: int, device: str, precision: str, threads: int, repeats: int,
                 timeout: int) -> dict:
     """One CSV row: the method step and the encoder-only step of (arch, method), each in its own worker."""
@@ -154,8 +142,9 @@ def measure_row(arch: str, method: str, scale: int, device: str, precision: str,
     load = os.getloadavg()[0]  # the machine's other work: a CPU timing under load is suspect
     job = dict(arch=arch, method=method, scale=scale, device=device, precision=precision, threads=threads,
                repeats=repeats)
-    encoder = _run_worker(timeout, **job, encoder_only=True)
-    step = _run_worker(timeout, **job, encoder_only=False)
+    hint = " (raise --timeout or --scale)"
+    encoder = run_worker("s2r2lib.bench.train", {**job, "encoder_only": True}, timeout, hint)
+    step = run_worker("s2r2lib.bench.train", {**job, "encoder_only": False}, timeout, hint)
     row = {"arch": arch, "method": method, "preset": preset_name(arch, method), "scale": scale,
            "images": config.images_per_batch, "views": config.views_in_batch,
            "view_sizes": " + ".join(f"{count}@{size}px" for count, size in view_shapes(config)),
