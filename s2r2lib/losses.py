@@ -111,6 +111,17 @@ def _rank_sums(sim: torch.Tensor, groups: _Groups, rows: slice, tau: float | Non
     return g, 1.0 + sums[..., 0] - self_term, sums[..., 1]
 
 
+def _per_query_ap(sim: torch.Tensor, groups: _Groups, tau: float | None, chunk: int) -> torch.Tensor:
+    """AP_q of eq. 1 for every query (N,), smoothed by eq. 3 or exact when ``tau`` is None, in chunks."""
+    n, positives = groups.positives.shape
+    ap = sim.new_empty(n)
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
+        ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
+    return ap
+
+
 class _SmoothAP(torch.autograd.Function):
     """Per-query smoothed AP (eqs. 1-3) from the similarity matrix, chunked over queries.
 
@@ -120,12 +131,7 @@ class _SmoothAP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sim, groups, tau, chunk):
-        n, positives = groups.positives.shape
-        ap = sim.new_empty(n)
-        for start in range(0, n, chunk):
-            rows = slice(start, start + chunk)
-            _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
-            ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
+        ap = _per_query_ap(sim, groups, tau, chunk)
         ctx.save_for_backward(sim)
         ctx.groups, ctx.tau, ctx.chunk = groups, tau, chunk
         return ap
@@ -214,11 +220,7 @@ def average_precision(z: torch.Tensor, ids: torch.Tensor, per_query: bool = Fals
     sim = _cosine_similarity(z)
     n, positives = groups.positives.shape
     chunk = _chunk_size(n, positives, memory_budget, sim.element_size())
-    ap = sim.new_empty(n)
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau=None)
-        ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
+    ap = _per_query_ap(sim, groups, None, chunk)
     return ap if per_query else ap.mean()
 
 

@@ -235,8 +235,9 @@ def write_runs(rows: Iterable[Mapping[str, Any]]) -> Path:
     path = runs_path()
     if not path.exists():
         write_csv(path, paper_rows(), RUN_COLUMNS)
-    read_runs()  # refuse a malformed file before touching it
-    return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*paper_rows(), *rows]], RUN_KEY)
+    present = {tuple(row[k] for k in RUN_KEY) for row in read_runs()}  # also refuses a malformed file
+    missing_paper = [row for row in paper_rows() if tuple(str(row[k]) for k in RUN_KEY) not in present]
+    return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*missing_paper, *rows]], RUN_KEY)
 
 
 def paper_table(rows: list[Mapping[str, str]], table: str) -> tuple[list[str], list[list[str]]]:
