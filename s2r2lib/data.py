@@ -52,6 +52,7 @@ import os
 import struct
 import uuid
 import warnings
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -286,7 +287,7 @@ def image_folder(root: str | os.PathLike | None = None, split: str | None = None
         raise ValueError("image_folder needs root=, the folder holding the images (in a TrainConfig: "
                          "data_root=DIR)")
     root = Path(root)
-    if root.is_file():
+    if root.exists() and not root.is_dir():
         raise ValueError(f"image folder root {root} is a file, not a folder; pass root= the folder that "
                          f"holds the images (e.g. {root.parent})")
     if not root.is_dir():
@@ -482,7 +483,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path} is a damaged gzip file ({err}); it is truncated or corrupt, get it "
+                             "again") from err
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path} is not an idx file of unsigned bytes: it starts {data[:4].hex()}, "
                          "expected 000008 and the number of dimensions")
