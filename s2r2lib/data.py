@@ -9,13 +9,14 @@ in ``DATASETS``:
   embedded               procedural shapes, no files needed (s2r2lib.synthetic); 40 px
   stl10                  <root>/stl10_binary/*.bin; train, test, unlabeled, train+unlabeled; 96 px
   coco                   <root>/train2017/*.jpg or <root>/val2017/*.jpg, unlabelled; 96 px
-  folder                 any folder of images, recursively (split: a sub-folder, or all of it);
-                         ``labelled=True`` for class_name/* layout
+  folder                 <root>/**/*.jpg (png, ...), recursively; split: a sub-folder of root, or
+                         all of root (None, or ``unlabeled``); ``labelled=True`` for class_name/*
   fashion_mnist          the idx files, found under <root> or the Debian package's folder; 32 px
   fashion_mnist_clutter  canvases of several Fashion-MNIST items (see :func:`clutter`); 64 px
 
 Nothing is ever downloaded: a missing file raises FileNotFoundError that says what was expected
-where and how to get it. ``root`` defaults to $S2R2_DATA_DIR or <project>/data.
+where and how to get it. ``root`` defaults to $S2R2_DATA_DIR or <project>/data, except for
+``folder``, which needs one.
 
 The cache. Folders (and STL10 at sizes other than its own 96 px, or train+unlabeled) are decoded
 once, each image turned upright by its EXIF orientation, its shorter side resized to ``size`` and
@@ -542,7 +543,8 @@ def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", s
     if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
         first = int(np.argmax(labels >= len(FASHION_MNIST_CLASSES)))
         raise ValueError(f"{label_file} holds label {labels[first]} at item {first}; Fashion-MNIST labels are "
-                         f"0-{len(FASHION_MNIST_CLASSES) - 1}. The file is corrupt or not Fashion-MNIST's; get it again")
+                         f"0-{len(FASHION_MNIST_CLASSES) - 1}. The file is corrupt or not Fashion-MNIST's; "
+                         "get it again")
     images = torch.from_numpy(images.copy())[:, None]
     if size != images.shape[-1]:
         inner = round(size * 7 / 8)

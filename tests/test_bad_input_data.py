@@ -54,7 +54,6 @@ def _bomb_folder(tmp_path):
 
 
 FASHION_LABELS = [0, 1, 2, 3, 4, 5]
-CACHE = "cache"
 # (id, the call given tmp_path, the exception type, a pattern its message must match)
 CASES = [
     # Fashion-MNIST and the idx format
@@ -83,8 +82,7 @@ CASES = [
      ValueError, r"^\S*train_X\.bin holds 0 bytes, not a whole number of 3x96x96 images"),
     ("stl10 truncated train_X.bin", lambda t: data.stl10(_stl10(t, "train_X.bin", b"\0" * 30000), "train"),
      ValueError, r"^\S*train_X\.bin holds 30000 bytes"),
-    ("stl10 empty unlabeled_X.bin", lambda t: data.stl10(_stl10(t, "unlabeled_X.bin"), "train+unlabeled",
-                                                         cache_dir=t / CACHE),
+    ("stl10 empty unlabeled_X.bin", lambda t: data.stl10(_stl10(t, "unlabeled_X.bin"), "train+unlabeled"),
      ValueError, r"^\S*unlabeled_X\.bin holds 0 bytes"),
     ("stl10 fewer labels than images", lambda t: data.stl10(_stl10(t, "train_y.bin", bytes([1, 2])), "train"),
      ValueError, r"train_y\.bin should hold 3 labels in 1\.\.10.*it holds 2 values"),
@@ -99,35 +97,35 @@ CASES = [
     ("stl10 files missing", lambda t: data.stl10(t, "test"),
      FileNotFoundError, r"STL10 test needs test_X\.bin, test_y\.bin in \S*stl10_binary"),
     # image folders and COCO
-    ("folder root is a file", lambda t: data.image_folder(_images(t, "a.png") / "a.png", cache_dir=t / CACHE),
+    ("folder root is a file", lambda t: data.image_folder(_images(t, "a.png") / "a.png"),
      ValueError, r"image folder root \S*a\.png is a file, not a folder; pass root="),
-    ("folder root is a device", lambda t: data.image_folder("/dev/null", cache_dir=t / CACHE),
+    ("folder root is a device", lambda t: data.image_folder("/dev/null"),
      ValueError, r"image folder root /dev/null is a file"),
-    ("folder root missing", lambda t: data.image_folder(t / "absent", cache_dir=t / CACHE),
+    ("folder root missing", lambda t: data.image_folder(t / "absent"),
      FileNotFoundError, r"image folder \S*absent does not exist; pass root="),
-    ("folder without root", lambda t: data.load("folder", cache_dir=t / CACHE),
+    ("folder without root", lambda t: data.load("folder"),
      ValueError, r"image_folder needs root=.*data_root="),
     ("folder unknown split", lambda t: data.load("folder", root=_images(t, "a.png"), split="val"),
      FileNotFoundError, r"image folder split 'val' not found: expected the sub-folder \S*images/val"),
-    ("folder without images", lambda t: data.image_folder(t, cache_dir=t / CACHE),
+    ("folder without images", lambda t: data.image_folder(t),
      FileNotFoundError, r"no image files .* under "),
     ("labelled folder without class folders",
-     lambda t: data.image_folder(_images(t, "a.png"), labelled=True, cache_dir=t / CACHE),
+     lambda t: data.image_folder(_images(t, "a.png"), labelled=True),
      FileNotFoundError, r"no image class_name/\*\.jpg sub-folders"),
-    ("folder of only bad files", lambda t: data.image_folder(_images(t, "x.jpg", "y.jpg"), cache_dir=t / CACHE),
+    ("folder of only bad files", lambda t: data.image_folder(_images(t, "x.jpg", "y.jpg")),
      ValueError, r"none of the 2 image files .* could be read, e.g. x\.jpg"),
     ("strict folder with a bad file",
-     lambda t: data.image_folder(_images(t, "a.png", "broken.jpg"), strict=True, cache_dir=t / CACHE),
+     lambda t: data.image_folder(_images(t, "a.png", "broken.jpg"), strict=True),
      ValueError, r"cannot read image \S*broken\.jpg .*strict=False"),
     ("strict folder with a decompression bomb",
-     lambda t: data.image_folder(_bomb_folder(t), strict=True, cache_dir=t / CACHE),
+     lambda t: data.image_folder(_bomb_folder(t), strict=True),
      ValueError, r"cannot read image \S*bomb\.png \(10000x10000 is 100000000 pixels.*MAX_IMAGE_PIXELS"),
-    ("coco split folder missing", lambda t: data.coco(t, "val2017", cache_dir=t / CACHE),
+    ("coco split folder missing", lambda t: data.coco(t, "val2017"),
      FileNotFoundError, r"MS-COCO val2017 images not found: expected \S*val2017/\*\.jpg"),
     ("coco unknown split", lambda t: data.coco(t, "test2017"),
      ValueError, r"unknown COCO split 'test2017'"),
     # sizes, counts and names
-    ("folder size 31.5", lambda t: data.image_folder(_images(t, "a.png"), size=31.5, cache_dir=t / CACHE),
+    ("folder size 31.5", lambda t: data.image_folder(_images(t, "a.png"), size=31.5),
      ValueError, r"image_folder: size .* whole number >= 1, got 31\.5"),
     ("stl10 size True", lambda t: data.stl10(_stl10(t), size=True),
      ValueError, r"stl10: size .* got True"),
@@ -158,7 +156,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("call, error, pattern", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_bad_input_raises_a_clear_error(tmp_path, call, error, pattern):
+def test_bad_input_raises_a_clear_error(tmp_path, monkeypatch, call, error, pattern):
+    monkeypatch.setenv("S2R2_CACHE_DIR", str(tmp_path / "cache"))  # for a case that gets as far as caching
     with pytest.raises(error, match=pattern) as raised:
         call(tmp_path)
     assert type(raised.value) is error  # not a subclass the caller would not expect (e.g. a raw OSError)
