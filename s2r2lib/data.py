@@ -76,7 +76,7 @@ FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 EMBEDDED_SIZES = {"train": 5000, "test": 2000, "unlabeled": 20000}  # default images per split
-_CACHE_VERSION = 2  # part of every fingerprint; bump when the cached pixels would change (2: EXIF)
+_CACHE_VERSION = 2  # part of every fingerprint; bump when the cached pixels or metadata change (2: EXIF, upscaled)
 _CHUNK = 1024  # images resized at once when building a cache from an array
 
 
