@@ -12,9 +12,9 @@ from s2r2lib import probe
 from s2r2lib.models import build_model
 from s2r2lib.train import TrainConfig, load_checkpoint, main, save_checkpoint
 
-BILLION_LAUGHS = "".join(  # 9 levels of 9 aliases: 9^9 values once expanded, from 396 bytes
-    [f"a: &a [{', '.join(['lol'] * 9)}]\n"]
-    + [f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")])
+BILLION_LAUGHS = "".join(  # a valid field holding 9 levels of 9 aliases: 9^9 values once expanded, in 428 bytes
+    ["data_options:\n", f"  a: &a [{', '.join(['lol'] * 9)}]\n"]
+    + [f"  {name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")])
 
 
 def resolved(*assignments, **fields):
@@ -78,7 +78,7 @@ CASES = [
     ("a misspelt field", lambda t, m: config_file(t, "methdo: simclr\n"), ValueError, "methdo"),
     ("an override without =", lambda t, m: resolved("lr"), ValueError, "lr"),
     ("a file that is a list", lambda t, m: config_file(t, "- lr: 0.1\n"), ValueError, "config"),
-    ("a billion-laughs file", lambda t, m: config_file(t, BILLION_LAUGHS + "data_options: {x: *i}\n"), ValueError,
+    ("a billion-laughs file", lambda t, m: config_file(t, BILLION_LAUGHS), ValueError,
      "alias"),
     ("a recursive alias", lambda t, m: resolved("crops=&c [*c]"), ValueError, "alias"),
     # SwAV's crops
@@ -154,10 +154,10 @@ def test_the_table_covers_enough_cases():
 
 
 def test_an_alias_bomb_is_refused_in_well_under_a_second(tmp_path):
-    assert len(BILLION_LAUGHS.encode()) < 400
+    assert len(BILLION_LAUGHS.encode()) < 500
     start = time.perf_counter()
     with pytest.raises(ValueError, match="alias"):
-        config_file(tmp_path, BILLION_LAUGHS + "data_options: {x: *i}\n")
+        config_file(tmp_path, BILLION_LAUGHS)
     assert time.perf_counter() - start < 0.5
 
 
