@@ -279,11 +279,15 @@ def _exact_ap(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     scores has AP = the fraction of positives. An item at -inf that is not relevant never ranks at or
     above a finite score: it is left out. A list holding NaN gets NaN. Sorting makes it O(M log M).
     """
-    values, order = scores.sort(dim=-1)                             # ascending
-    rel = relevant.gather(-1, order)
-    first = torch.searchsorted(values, values, side="left")         # index of the first item tied with each
-    rank_all = scores.shape[-1] - first                             # R(i, I): items at or above s_i
-    rank_pos = rel.flip(-1).cumsum(-1).flip(-1).gather(-1, first)   # R(i, P): positives at or above s_i
+    values, order = scores.sort(dim=-1)                              # ascending
+    rel = relevant.gather(-1, order).long()
+    index = torch.arange(scores.shape[-1], device=scores.device).expand_as(values)
+    starts = torch.ones_like(rel)
+    starts[..., 1:] = values[..., 1:] != values[..., :-1]           # the first item of each run of ties
+    first = (index * starts).cummax(dim=-1).values                   # index of the first item tied with each
+    rank_all = scores.shape[-1] - first                              # R(i, I): items at or above s_i
+    below = rel.cumsum(-1) - rel                                     # positives before each index
+    rank_pos = rel.sum(-1, keepdim=True) - below.gather(-1, first)   # R(i, P): positives at or above s_i
     dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
     ap = (rel * rank_pos.to(dtype) / rank_all.to(dtype)).sum(-1) / rel.sum(-1).to(dtype)
     return ap.masked_fill(scores.isnan().any(-1), math.nan)
@@ -316,7 +320,7 @@ def average_precision(z: torch.Tensor, ids: torch.Tensor | BatchGroups, per_quer
             raise ValueError(f"average_precision needs at least 2 views per image (a query needs a positive); "
                              f"ids: image {images[counts.argmin()].item()} has 1")
     n = len(ids)
-    chunk = _chunk_size(n, 48 * n, memory_budget)  # sorted scores, order, ranks: about 48 bytes an item
+    chunk = _chunk_size(n, 96 * n, memory_budget)  # sorted scores, order, ranks: about 96 bytes an item
     ap = torch.empty(n, dtype=torch.float64 if z.dtype == torch.float64 else torch.float32, device=z.device)
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)

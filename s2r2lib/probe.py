@@ -8,6 +8,9 @@ size, with the encoder in eval mode (every norm layer too); they are standardise
 split's statistics; a multinomial logistic regression (sklearn's objective, solved by full-batch L-BFGS
 in float64) is fitted for each inverse regularisation strength C in a grid on 80 % of the training split and scored on the held-out 20 %;
 the best C is refitted on the whole training split; the test split is touched once, at the end.
+
+Every metric runs on the ``device`` it is given (default: where the features are), so a probe of a GPU
+encoder's features stays on the GPU; on the CPU, torch uses its configured threads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import average_precision
+from .losses import DEFAULT_MEMORY_BUDGET, average_precision
 from .models import S2R2Model, build_model
 from .results import atomic_write_bytes, project_dir
 
@@ -30,7 +33,8 @@ LINEAR_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on st
                    f"{{{', '.join(f'{c:g}' for c in C_GRID)}}} chosen on a held-out 20% of the training split, "
                    "refit on all of it; test split used once")
 KNN_PROTOCOL = "kNN: cosine similarity, the k nearest training images vote with weight exp(s / 0.07)"
-MAP_PROTOCOL = "retrieval mAP: exact AP (eqs. 1-2) of every test image as a query, same class = positive"
+MAP_PROTOCOL = ("retrieval mAP: exact AP (eqs. 1-2, ties as sklearn) of every test image as a query over all others, "
+                "same class = positive")
 
 
 def load_encoder(checkpoint: str | Path | None, arch: str = "narrow_cnn", small_input: bool = True,
@@ -99,9 +103,9 @@ class ProbeResult:
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_iter: int):
     """Multinomial logistic regression with sklearn's objective, C * sum(cross entropy) + |W|^2 / 2
-    (bias not penalised), by full-batch L-BFGS in float64; returns a predict function."""
-    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    (bias not penalised), by full-batch L-BFGS in float64 on x's device; returns a predict function."""
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-6,
                                   tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
 
@@ -116,16 +120,25 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_
     return lambda z: (z @ weight.detach() + bias.detach()).argmax(1)
 
 
+def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:
+    """A tensor (kept where it is unless ``device`` says otherwise) or an array, as ``dtype`` on the device."""
+    a = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    return a.to(device=device if device is not None else a.device, dtype=dtype)
+
+
 def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: float = 0.2, seed: int = 0,
-                 max_iter: int = 500) -> ProbeResult:
-    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score."""
-    train_x, test_x = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (train_x, test_x))
-    train_y, test_y = (torch.as_tensor(np.asarray(a), dtype=torch.long) for a in (train_y, test_y))
+                 max_iter: int = 500, device: str | torch.device | None = None) -> ProbeResult:
+    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score.
+
+    Features and labels are arrays or tensors; the fits run on ``device`` (default: train_x's device)."""
+    device = device if device is not None else (train_x.device if isinstance(train_x, torch.Tensor) else "cpu")
+    train_x, test_x = (_as_tensor(a, torch.float64, device) for a in (train_x, test_x))
+    train_y, test_y = (_as_tensor(a, torch.long, device) for a in (train_y, test_y))
     if len(train_x) != len(train_y) or len(test_x) != len(test_y) or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"linear_probe: features and labels disagree: train {tuple(train_x.shape)} / "
                          f"{tuple(train_y.shape)}, test {tuple(test_x.shape)} / {tuple(test_y.shape)}")
     classes = int(max(train_y.max(), test_y.max())) + 1
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x)))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x))).to(train_x.device)
     cut = int(len(order) * (1 - held_out))
     fit, val = order[:cut], order[cut:]
 
@@ -134,45 +147,44 @@ def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: floa
         predict = _fit_logistic((x - mean) / std, y, classes, c, max_iter)
         return lambda z: predict((z - mean) / std)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: more threads only add synchronisation (and suffer on a busy machine)
-    try:
-        validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
-                      for c in c_grid}
-        best = max(c_grid, key=lambda c: (validation[c], -c))
-        predictions = fitted(train_x, train_y, best)(test_x)
-    finally:
-        torch.set_num_threads(threads)
-    return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.numpy())
+    validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
+                  for c in c_grid}
+    best = max(c_grid, key=lambda c: (validation[c], -c))
+    predictions = fitted(train_x, train_y, best)(test_x)
+    return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.cpu().numpy())
 
 
 def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-             k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """kNN top-1 (:data:`KNN_PROTOCOL`): cosine similarity, k neighbours weighted by exp(s / temperature)."""
-    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+             k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+             device: str | torch.device | None = None) -> float:
+    """kNN top-1 (:data:`KNN_PROTOCOL`): cosine similarity, k neighbours weighted by exp(s / temperature),
+    on ``device`` (default: train_x's device)."""
+    device = device if device is not None else train_x.device
+    train_x, test_x = (F.normalize(x.to(device, torch.float32), dim=1) for x in (train_x, test_x))
+    train_y, test_y = train_y.to(device), test_y.to(device)
     classes = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, len(train_x))
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(test_x), chunk):
         sims, idx = (test_x[start:start + chunk] @ train_x.T).topk(k, dim=1)
-        votes = torch.zeros(len(sims), classes).scatter_add_(1, train_y[idx], (sims / temperature).exp())
-        correct += (votes.argmax(1) == test_y[start:start + chunk]).sum().item()
-    return correct / len(test_x)
+        votes = torch.zeros(len(sims), classes, device=device).scatter_add_(1, train_y[idx], (sims / temperature).exp())
+        correct += (votes.argmax(1) == test_y[start:start + chunk]).sum()
+    return correct.item() / len(test_x)
 
 
-def retrieval_map(features: torch.Tensor, labels: torch.Tensor, per_class: int | None = None, seed: int = 0) -> float:
-    """Exact retrieval mAP (:data:`MAP_PROTOCOL`) via :func:`s2r2lib.losses.average_precision`, every
-    class an "image" whose members are its "views". ``average_precision`` needs equal class sizes: with
-    ``per_class`` (or unequal classes) a class-balanced random subset of that many per class is used."""
-    counts = torch.bincount(labels)
-    counts = counts[counts > 0]
-    take = per_class or int(counts.min())
-    if per_class is not None or (counts != counts[0]).any():
-        gen = torch.Generator().manual_seed(seed)
-        keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()), generator=gen)[:take]]
-                          for c in labels.unique()])
-        features, labels = features[keep], labels[keep]
-    return float(average_precision(features, labels))
+def retrieval_map(features: torch.Tensor, labels: torch.Tensor, device: str | torch.device | None = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> float:
+    """Exact retrieval mAP (:data:`MAP_PROTOCOL`) via :func:`s2r2lib.losses.average_precision`, every class
+    an "image" whose members are its "views": each feature is a query, all the others its retrieval set.
+    Ties count as ``sklearn.metrics.average_precision_score`` counts them, so collapsed features score
+    chance (the fraction of same-class items), not 1. Classes may differ in size; each needs 2 members.
+    Queries are ranked many at a time, in chunks under ``memory_budget`` bytes, on ``device`` (default:
+    the features' device)."""
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"retrieval_map: features and labels must be tensors, got {type(features).__name__} and "
+                        f"{type(labels).__name__}; wrap arrays with torch.as_tensor")
+    device = device if device is not None else features.device
+    return float(average_precision(features.to(device), labels.to(device), memory_budget=memory_budget))
 
 
 def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_images, test_labels, size: int,
@@ -184,12 +196,12 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
     key = checkpoint_key(checkpoint, seed)
     train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
     test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
-    linear = linear_probe(train_x.numpy(), train_labels.numpy(), test_x.numpy(), test_labels.numpy(), seed=seed)
+    linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device)
     return {
         "linear_top1": linear.top1, "linear_c": linear.c, "linear_predictions": linear.predictions,
-        "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20),
-        "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200),
-        "retrieval_map": retrieval_map(test_x, test_labels),
+        "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20, device=device),
+        "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200, device=device),
+        "retrieval_map": retrieval_map(test_x, test_labels, device=device),
         "test_features": test_x,
     }
 

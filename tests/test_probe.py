@@ -45,9 +45,58 @@ def test_knn_and_retrieval_map_are_perfect_on_separated_classes():
     assert probe.retrieval_map(torch.randn(200, 8), labels) < 0.4
 
 
-def test_retrieval_map_balances_unequal_classes():
-    features, labels = torch.randn(30, 4), torch.tensor([0] * 20 + [1] * 10)
-    assert 0 < probe.retrieval_map(features, labels) < 1  # needs the balanced subset to run at all
+def sklearn_map(features, labels):
+    from sklearn.metrics import average_precision_score
+
+    r = torch.nn.functional.normalize(features.double(), dim=1)
+    s, same = (r @ r.T).numpy(), (labels[:, None] == labels[None, :]).numpy()
+    others = ~np.eye(len(labels), dtype=bool)
+    return np.mean([average_precision_score(same[q][others[q]], s[q][others[q]]) for q in range(len(labels))])
+
+
+def test_retrieval_map_is_sklearns_mean_ap_on_unequal_classes_and_ties():
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.tensor([0] * 20 + [1] * 10 + [2] * 5)
+    codebook = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])  # exact, tied similarities
+    tied = codebook[torch.randint(0, 3, (len(labels),), generator=gen)]
+    for features in (torch.randn(len(labels), 4, generator=gen, dtype=torch.float64), tied.double()):
+        assert probe.retrieval_map(features, labels) == pytest.approx(sklearn_map(features, labels), abs=1e-12)
+
+
+def test_collapsed_features_score_chance_not_one():
+    labels = torch.arange(10).repeat(50)
+    features = torch.rand(1, 64).expand(len(labels), -1)
+    assert probe.retrieval_map(features, labels) == pytest.approx(49 / 499, rel=1e-6)
+
+
+def test_retrieval_map_ranks_many_queries_per_chunk(monkeypatch):
+    from s2r2lib import losses
+
+    rows = []
+    original = losses._exact_ap
+    monkeypatch.setattr(losses, "_exact_ap", lambda s, r: rows.append(len(s)) or original(s, r))
+    labels = torch.arange(10).repeat(200)
+    features = torch.randn(len(labels), 32)
+    value = probe.retrieval_map(features, labels, device="cpu")
+    assert sum(rows) == len(labels) and len(rows) < len(labels) / 100
+    assert probe.retrieval_map(features, labels, memory_budget=1) == value  # one query a chunk: the same mAP
+
+
+def test_linear_probe_uses_torchs_threads_and_takes_tensors(monkeypatch):
+    threads = []
+    original = probe._fit_logistic
+    monkeypatch.setattr(probe, "_fit_logistic", lambda *a: threads.append(torch.get_num_threads()) or original(*a))
+    train_x, train_y = linear_world(300, 0)
+    test_x, test_y = linear_world(100, 1)
+    configured = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        arrays = probe.linear_probe(train_x, train_y, test_x, test_y)
+        tensors = probe.linear_probe(*(torch.as_tensor(a) for a in (train_x, train_y, test_x, test_y)), device="cpu")
+    finally:
+        torch.set_num_threads(configured)
+    assert set(threads) == {2}
+    assert arrays.top1 == tensors.top1 and (arrays.predictions == tensors.predictions).all()
 
 
 def test_features_come_from_the_encoder_in_eval_mode():
