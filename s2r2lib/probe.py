@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +132,20 @@ def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: floa
     """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score.
 
     Features and labels are arrays or tensors; the fits run on ``device`` (default: train_x's device)."""
+    if not c_grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf
+                             for c in c_grid):
+        raise ValueError(f"linear_probe: c_grid must be a non-empty list of positive finite numbers (inverse "
+                         f"regularisation strengths), got {c_grid!r}")
+    if not isinstance(held_out, float) or not 0 < held_out < 1:
+        raise ValueError(f"linear_probe: held_out must be a fraction strictly between 0 and 1, got {held_out!r}")
     device = device if device is not None else (train_x.device if isinstance(train_x, torch.Tensor) else "cpu")
     train_x, test_x = (_as_tensor(a, torch.float64, device) for a in (train_x, test_x))
     train_y, test_y = (_as_tensor(a, torch.long, device) for a in (train_y, test_y))
     if len(train_x) != len(train_y) or len(test_x) != len(test_y) or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"linear_probe: features and labels disagree: train {tuple(train_x.shape)} / "
                          f"{tuple(train_y.shape)}, test {tuple(test_x.shape)} / {tuple(test_y.shape)}")
+    _check_labels("linear_probe", "train_y", train_y)
+    _check_labels("linear_probe", "test_y", test_y)
     classes = int(max(train_y.max(), test_y.max())) + 1
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x))).to(train_x.device)
     cut = int(len(order) * (1 - held_out))
@@ -159,6 +168,10 @@ def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
              device: str | torch.device | None = None) -> float:
     """kNN top-1 (:data:`KNN_PROTOCOL`): cosine similarity, k neighbours weighted by exp(s / temperature),
     on ``device`` (default: train_x's device)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"knn_top1: k must be a whole number of neighbours >= 1, got {k!r}")
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"knn_top1: temperature must be a positive finite number, got {temperature!r}")
     device = device if device is not None else train_x.device
     train_x, test_x = (F.normalize(x.to(device, torch.float32), dim=1) for x in (train_x, test_x))
     train_y, test_y = train_y.to(device), test_y.to(device)
@@ -183,8 +196,26 @@ def retrieval_map(features: torch.Tensor, labels: torch.Tensor, device: str | to
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(f"retrieval_map: features and labels must be tensors, got {type(features).__name__} and "
                         f"{type(labels).__name__}; wrap arrays with torch.as_tensor")
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"retrieval_map: features must be (N, D) and labels (N,), got {tuple(features.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if not torch.isfinite(features).all():
+        raise ValueError("retrieval_map: features hold NaN or inf; check the encoder")
+    _check_labels("retrieval_map", "labels", labels)
+    classes, counts = labels.unique(return_counts=True)
+    if len(classes) < 2 or counts.min() < 2:
+        raise ValueError(f"retrieval_map needs at least 2 classes of at least 2 members each (a query needs a "
+                         f"positive); labels give {len(classes)} classes, the smallest with {counts.min().item()}")
     device = device if device is not None else features.device
     return float(average_precision(features.to(device), labels.to(device), memory_budget=memory_budget))
+
+
+def _check_labels(name: str, argument: str, labels: torch.Tensor) -> None:
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+        raise ValueError(f"{name}: {argument} must be 1-D integer class labels, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{name}: {argument} must be class indices >= 0, got {labels.min().item()}")
 
 
 def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_images, test_labels, size: int,
