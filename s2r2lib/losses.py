@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "swav_loss", "sinkhorn_knopp", "ranking_ap",
-           "ranking_groups", "BatchGroups", "DEFAULT_MEMORY_BUDGET"]
+           "ranking_groups", "BatchGroups", "check_embeddings", "DEFAULT_MEMORY_BUDGET"]
 
 # Bytes of scratch memory the ranking may use at once; 3 float32 (chunk, K-1, N) tensors live at peak.
 DEFAULT_MEMORY_BUDGET = 32 * 2**20
@@ -43,7 +43,8 @@ class BatchGroups:
     Pass it in place of ``ids`` to :func:`smooth_ap_loss`, :func:`nt_xent_loss` or :func:`average_precision`:
     the structure of a training batch is fixed by the config, so checking it every step would only cost host
     syncs. Given a BatchGroups, the losses check shapes and devices only (no sync); the caller checks z for
-    NaN, inf or all-zero rows itself (the training engine does, every ``log_every`` steps).
+    NaN, inf or all-zero rows itself with :func:`check_embeddings` (the training engine does, every
+    ``log_every`` steps).
     """
 
     ids: torch.Tensor        # (N,) integers: the image of each view
@@ -116,6 +117,15 @@ def _check_embeddings(name: str, z, views: int | None, device: torch.device | No
             what = "is all zeros, so it has no direction" if scale[row] == 0 else "holds NaN or inf"
             raise ValueError(f"{name}: z row {row} {what}; check the encoder's output (learning rate, "
                              f"precision) before the loss")
+
+
+def check_embeddings(z: torch.Tensor, name: str = "check_embeddings") -> None:
+    """Raise a ValueError if the embeddings z (N, D) hold NaN or inf or an all-zero row (which has no direction).
+
+    The value check a loss skips when it is given a :class:`BatchGroups`; it costs one host sync, so a
+    training loop runs it now and then (every ``log_every`` steps), not every step. ``name`` starts the message.
+    """
+    _check_embeddings(name, z, None, None, validate=True)
 
 
 def _check_tau(name: str, tau, allow_none: bool = False, argument: str = "tau") -> None:

@@ -308,7 +308,8 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
     return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
 
 
-def _color_jitter(views: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+def _color_jitter(views: torch.Tensor, jitter: torch.Tensor, factors: torch.Tensor,
+                  order: torch.Tensor) -> torch.Tensor:
     """ColorJitter per view, its four steps in each view's own order, without a host sync.
 
     views (N, 3, H, W) in [0, 1]; jitter (N,) bool; factors (4, N): brightness, contrast and saturation
@@ -331,7 +332,8 @@ def _color_jitter(views: torch.Tensor, jitter: torch.Tensor, factors: torch.Tens
             blend = jitter & (op < 3) & ((hue_step > step) if before_hue else (hue_step < step))
             factor = torch.where(blend, factors[:3].gather(0, op.clamp(max=2)[None])[0], 1.0)
             luma = _luma(views)
-            on_mean, on_luma = per_view((blend & (op == 1)).float()), per_view((blend & (op == 2)).float())
+            on_mean = per_view((blend & (op == 1)).float())
+            on_luma = per_view((blend & (op == 2)).float())
             reference = on_mean * luma.mean(dim=(1, 2, 3), keepdim=True) + on_luma * luma
             views = views.mul_(per_view(factor)).add_(per_view(1 - factor) * reference).clamp_(0, 1)
         if before_hue:

@@ -45,6 +45,7 @@ CASES = {
     "z with an all-zero row": (lambda: losses.smooth_ap_loss(with_row(2, 0.0), IDS), ValueError, "z"),
     "z with inf": (lambda: losses.nt_xent_loss(with_row(1, float("inf")), IDS), ValueError, "z"),
     "z with NaN": (lambda: losses.average_precision(with_row(0, float("nan")), IDS), ValueError, "z"),
+    "z with NaN, checked apart": (lambda: losses.check_embeddings(with_row(3, float("nan"))), ValueError, "z row 3"),
     "z a list": (lambda: losses.smooth_ap_loss(Z.tolist(), IDS), TypeError, "z"),
     "z integers": (lambda: losses.smooth_ap_loss(Z.long(), IDS), ValueError, "z"),
     "ids a list": (lambda: losses.smooth_ap_loss(Z, IDS.tolist()), TypeError, "ids"),

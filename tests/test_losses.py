@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from s2r2lib.bench.loss import naive_smooth_ap_loss
-from s2r2lib.losses import (BatchGroups, average_precision, nt_xent_loss, ranking_ap, ranking_groups,
-                            sinkhorn_knopp, smooth_ap_loss, swav_loss)
+from s2r2lib.losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_ap,
+                            ranking_groups, sinkhorn_knopp, smooth_ap_loss, swav_loss)
 
 
 def reference_ap(z, ids, tau=None, query_is_positive=False):
@@ -274,6 +274,9 @@ def test_prebuilt_batch_groups_give_the_same_numbers_without_a_host_sync():
     with torch.profiler.profile() as prof:
         smooth_ap_loss(z, ids)  # the plain call validates, and a validation needs the host
     assert {event.key for event in prof.key_averages()} & syncs
+    check_embeddings(z)  # what a loop with groups runs now and then instead
+    with pytest.raises(ValueError, match="row 2 holds NaN"):
+        check_embeddings(z.detach().index_fill(0, torch.tensor([2]), float("nan")))
 
 
 def test_rows_of_any_float32_norm_give_the_loss_of_unit_rows():

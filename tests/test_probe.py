@@ -174,3 +174,28 @@ def test_a_hand_edited_runs_file_is_refused_with_its_line(own_results):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"runs\.csv:6"):
         results.write_runs([])
+
+
+def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys):
+    from s2r2lib.bench import probe as bench
+    from s2r2lib.losses import average_precision
+    from s2r2lib.results import read_csv
+
+    _, _, features, labels = bench.make_features(10, 200, 8, 4)
+    per_query = average_precision(features, labels, per_query=True)
+    assert bench.before_retrieval_seconds_per_query(features, labels, 30)[1] == pytest.approx(
+        per_query[:30].mean().item(), abs=1e-6)  # the replaced path computes the same AP (no ties here)
+
+    out = tmp_path / "bench_probe.csv"
+    threads = torch.get_num_threads()
+    argv = ["--device", "cpu", "--threads", "1", "--train", "200", "--test", "300", "--dim", "8", "--classes", "4",
+            "--before-queries", "20", "--out", str(out)]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads
+    rows = {row["impl"]: row for row in read_csv(out)}
+    assert set(rows) == {"s2r2lib", "before"} and {row["status"] for row in rows.values()} == {"measured"}
+    ours, before = rows["s2r2lib"], rows["before"]
+    assert float(ours["speedup_vs_before"]) == pytest.approx(float(before["total_s"]) / float(ours["total_s"]), rel=0.05)
+    assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
+    assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
+    assert "scaled from 20 queries" in before["note"]
