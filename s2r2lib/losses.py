@@ -5,7 +5,9 @@ Conventions shared by every function here (paper, Methodology):
 * ``z`` is (N, D): one row per view, N = B * K for B images with K views each. Similarity is the
   cosine similarity of eq. 2, so ``z`` need not be normalised.
 * ``ids`` is (N,) integers naming each view's source image: any values, any order; the views of one
-  image need not be contiguous, but every image has the same number of views K >= 2, and B >= 2.
+  image need not be contiguous, but every image has the same number of views K >= 2 (``average_precision``
+  also takes images with different numbers), and B >= 2. In a training loop, pass instead the
+  :class:`BatchGroups` that :func:`ranking_groups` builds once: the losses then make no host sync.
 * Every view is a query once. Its positives are the other K - 1 views of its image, its negatives the
   K (B - 1) views of the other images. The query is never in its own retrieval set.
 
@@ -16,8 +18,8 @@ The official Smooth-AP code (Brown et al., 2020) counts the query as its own pos
 Ties. Eq. 2 as printed counts only views strictly more similar than positive i, so a view tied with i
 does not rank above it and a collapsed encoder (every similarity equal) would score AP = 1. The exact AP
 here counts ties as ``sklearn.metrics.average_precision_score`` does, R(i, X) = #{j in X: s_qj >= s_qi}
-(i included), which equals eq. 2 whenever there are no ties and scores collapse as chance, the fraction
-of positives. The smoothed loss is unchanged: eq. 3's sigmoid gives a tie 1/2 either way.
+(i included). That equals eq. 2 whenever there are no ties, and it scores collapsed features as chance,
+the fraction of positives. The smoothed loss is unchanged: eq. 3's sigmoid gives a tie 1/2 either way.
 """
 
 from __future__ import annotations
@@ -255,7 +257,8 @@ def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float 
     ranking runs in float32 (float64 for float64 z) with autocast off, whatever the caller's autocast.
 
     Args:
-        z: (N, D) embeddings, one row per view; need not be normalised.
+        z: (N, D) embeddings, one row per view; need not be normalised, and any finite nonzero norm is
+            ranked exactly (each row is scaled by its largest entry first); an all-zero row is refused.
         ids: (N,) integers naming each view's source image; or, in a training loop, the
             :class:`BatchGroups` of :func:`ranking_groups` built once, which skips the validation and
             its host syncs (z is then not checked for NaN, inf or all-zero rows).
