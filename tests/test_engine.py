@@ -271,3 +271,58 @@ def test_rank_zero_goes_first_and_the_gather_leaves_its_incoming_gradient_alone(
         assert out[rank]["saw_rank_0_first"], rank
         assert out[rank]["incoming_untouched"], rank  # all_reduce works in place: it must get a copy
         assert out[rank]["grad"] == [[2.0] * 3] * 2  # the sum over both processes of d(sum y)/dx
+
+
+# --- The device check (python -m s2r2lib.bench gpu) -------------------------------------------------------
+
+def test_projections_scale_the_measured_rate_to_each_presets_epoch_and_table_cells():
+    from s2r2lib.bench import gpu as check
+
+    measured = {"paper-resnet18-stl10-s2r2": (1280.0, "r18"), "paper-resnet50-stl10-s2r2": (640.0, "r50")}
+    rows = {(r["config"], r["metric"]): r for r in check.projections(measured)}
+    epoch = rows["paper-resnet18-stl10-s2r2", "epoch_hours"]
+    assert epoch["status"] == "projection"
+    assert epoch["value"] == pytest.approx(105_000 // 64 * 1280 / 1280 / 3600)  # 1,640 steps of one second
+    assert rows["paper-resnet18-stl10-s2r2", "table1_1000_epochs_hours"]["value"] == pytest.approx(1000 * epoch["value"])
+    # COCO-val's S2R2 cell: 8 images x 10 views a step, at the same views/s
+    assert rows["paper-resnet18-coco-val-s2r2", "epoch_hours"]["value"] == pytest.approx(5_000 // 8 * 80 / 1280 / 3600)
+    assert "assumed" in rows["paper-resnet18-coco-val-s2r2", "epoch_hours"]["note"]
+    assert rows["paper-resnet18-stl10-simclr", "epoch_hours"]["status"].startswith("skipped")  # nothing measured
+    r50 = rows["paper-resnet50-stl10-s2r2", "epoch_hours"]["value"]
+    assert r50 == pytest.approx(105_000 // 32 * 640 / 640 / 3600)
+    assert rows["paper-resnet50-stl10-s2r2", "table2_200_epochs_hours"]["value"] == pytest.approx(200 * r50)
+
+
+def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path, monkeypatch, capsys):
+    """The CPU smoke of ``python -m s2r2lib.bench gpu``: the code the GPU run takes, end to end."""
+    from s2r2lib.bench import gpu as check
+    from s2r2lib.results import read_csv
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    assert check.main(["--smoke", "--out-dir", str(tmp_path / "out")]) == 0
+    assert "No CUDA device here (or --smoke)" in capsys.readouterr().out
+    rows = read_csv(tmp_path / "out" / "bench_gpu.csv")
+    assert [r for r in rows if not r["status"].startswith(("measured", "projection", "skipped: no"))] == []
+    assert {r["suite"] for r in rows} == {"environment", "training", "encoder", "projection", "resume", "compile", "suites"}
+    assert all(r["commit"] and r["device"].startswith("cpu:") and r["torch"] and r["date"] for r in rows)
+    values = {(r["suite"], r["config"], r["metric"]): r["value"] for r in rows}
+    trained = [r["config"] for r in rows if r["suite"] == "training" and r["metric"] == "views_per_s"]
+    assert len(trained) == 4 and all(float(values["training", c, "views_per_s"]) > 0 for c in trained)
+    assert all(0 < float(values["encoder", c, "encoder_views_per_s"]) for c in trained)
+    assert [r["value"] for r in rows if r["metric"] == "resume_vs_run1_bitwise"] == ["yes", "yes"]  # the CPU is bitwise
+    assert float(values["compile", trained[0], "speedup"]) > 0
+    assert (tmp_path / "out" / "bench_views.csv").exists()
+    assert not (tmp_path / "results").exists()  # the smoke writes nothing to results/
+
+
+def test_the_device_check_skips_what_the_budget_leaves_no_time_for(tmp_path, monkeypatch):
+    from s2r2lib.bench import gpu as check
+    from s2r2lib.results import read_csv
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(check.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "smoke"))
+    assert check.main(["--smoke", "--budget", "0", "--stages", "training", "resume"]) == 0
+    rows = read_csv(tmp_path / "smoke" / "bench_gpu.csv")
+    assert [(r["suite"], r["status"]) for r in rows if r["suite"] != "environment"] == [
+        ("training", "skipped: budget"), ("resume", "skipped: budget")]
+    assert not (tmp_path / "results").exists()
