@@ -12,8 +12,9 @@ Methods as the paper trains them (Sec. 3):
   swav    multi-crop, prototypes, Sinkhorn-Knopp codes, prototypes frozen in the first epoch, optional
           queue; LARS, lr 1 with cosine decay.
 
-The step never waits for the device: the loss and batch AP stay there and are read every ``log_every``
-steps. On CUDA, cuDNN autotunes its kernels and Adam is fused; images that fit stay on the GPU.
+The engine reads nothing back from the device inside a step: the loss and batch AP stay there and are
+read every ``log_every`` steps. On CUDA, cuDNN autotunes its kernels and Adam is fused; images that fit
+stay on the GPU.
 
 Exact resume. Each step's batch is drawn from a permutation fixed by (seed, epoch), and its views from a
 generator seeded by (seed, step, rank); the learning rate is a function of the step. A checkpoint holds
@@ -575,8 +576,8 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     ``config.output``, ``"auto"`` continues it if there is one and starts it otherwise (notebooks: rerunning
     a cell picks up where the run stopped, and a finished run is not trained again).
 
-    The loop never waits for the device inside a step: losses and batch APs stay there and are read
-    every ``log_every`` steps (and before a checkpoint or a kNN monitor), so a log row's ``views_per_s``
+    The engine reads nothing back from the device inside a step: losses and batch APs stay there and are
+    read every ``log_every`` steps (and before a checkpoint or a kNN monitor), so a log row's ``views_per_s``
     and ``wall_s`` are the means over the steps read together, and a non-finite loss is caught at the
     next read (before any checkpoint holds it).
 
