@@ -73,7 +73,7 @@ METHOD_DEFAULTS = {
 }
 # Fields that may change between a run and its resumption; every other field must match the checkpoint.
 RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile", "keep_steps", "knn_every",
-                  "log_every")
+                  "log_every", "deterministic", "sync_bn")  # how a run is executed, as device and world size
 
 
 @dataclass

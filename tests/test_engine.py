@@ -153,6 +153,20 @@ def test_log_rows_are_read_in_windows_of_log_every_steps(tmp_path):
     assert rates[0] == rates[1] == rates[2] and rates[3] == rates[4] == rates[5]
 
 
+def test_a_run_saved_before_the_engine_fields_existed_still_resumes(tmp_path):
+    import yaml
+
+    engine.train(small_config(tmp_path, max_steps=2))
+    new_fields = ("log_every", "deterministic", "sync_bn")
+    saved = tmp_path / "run" / "config.yaml"
+    values = yaml.safe_load(saved.read_text())
+    saved.write_text(yaml.safe_dump({k: v for k, v in values.items() if k not in new_fields}))
+    state = engine.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new_fields}
+    engine.save_checkpoint(tmp_path / "run" / "checkpoint.pt", state)
+    assert engine.train(small_config(tmp_path, max_steps=2, log_every=5), resume=True)["resumed_from"] == 2
+
+
 def test_log_every_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="log_every must be a positive"):
         engine.train(small_config(tmp_path, log_every=0))

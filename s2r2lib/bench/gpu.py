@@ -442,7 +442,7 @@ def _compile_worker(profile_name: str, limit: int) -> None:
 def compile_stage(profile: Profile, profile_name: str, recorder: Recorder, limit: int, seconds_left: float) -> None:
     began = time.perf_counter()
     job = json.dumps({"profile_name": profile_name, "limit": limit})
-    timeout = min(seconds_left, limit + 120)  # the limit, and start-up plus the uncompiled steps
+    timeout = min(seconds_left, limit + 60)  # the limit, and start-up plus the uncompiled steps
     command = [sys.executable, "-m", "s2r2lib.bench.gpu", "--worker", job]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
