@@ -555,18 +555,20 @@ class _KnnMonitor:
         return probe.knn_top1(features[0], self.train_set.labels, features[1], self.test_set.labels, k=20)
 
 
-def _read_window(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]],
-                 batch_ap: bool) -> tuple[list[float], list[float]]:
-    """The losses (and, with ``batch_ap``, the exact batch APs) of the steps since the last read: one
-    read from the device for the whole window. Raises FloatingPointError at a non-finite loss."""
+def _read_losses(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """The losses of the steps (step, lr, loss, z, ids) since the last read, in one read from the device
+    (which waits for those steps to finish). Raises FloatingPointError at a non-finite loss."""
     losses = torch.stack([loss for _, _, loss, _, _ in window]).tolist()
     for (step, _, _, _, _), value in zip(window, losses):
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step} (the first non-finite one of steps "
                                      f"{window[0][0]}-{window[-1][0]}, read together); lower lr or use precision=fp32")
-    aps = (torch.stack([average_precision(z, ids) for _, _, _, z, ids in window]).tolist() if batch_ap
-           else [math.nan] * len(window))
-    return losses, aps
+    return losses
+
+
+def _batch_aps(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """The exact AP of each step's batch (its projections z and ids) since the last read."""
+    return torch.stack([average_precision(z, ids) for _, _, _, z, ids in window]).tolist()
 
 
 def train(config: TrainConfig, resume: bool | str = False) -> dict:
@@ -631,7 +633,7 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
         if not (done % config.log_every == 0 or done == total_steps or save or knn_due):
             continue
 
-        losses, aps = _read_window(window, batch_ap=log is not None)
+        losses = _read_losses(window)
         elapsed = time.perf_counter() - window_began
         trained_s += elapsed
         per_step = elapsed / len(window)
@@ -640,7 +642,7 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
         if knn:
             bar.write(f"step {done}: kNN top-1 {knn}")
         if log is not None:
-            for (row_step, lr, _, _, _), row_loss, row_ap in zip(window, losses, aps):
+            for (row_step, lr, _, _, _), row_loss, row_ap in zip(window, losses, _batch_aps(window)):
                 log[1].writerow({"step": row_step, "epoch": row_step // engine.steps_per_epoch, "lr": f"{lr:.6g}",
                                  "loss": f"{row_loss:.6f}", "batch_ap": f"{row_ap:.4f}",
                                  "knn_top1": knn if row_step == step else "",

@@ -82,7 +82,7 @@ SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "ate
 
 class _SyncRecorder(TorchDispatchMode):
     """Records each host-syncing op with the s2r2lib file that issued it and whether a training step
-    (``Engine.step``) or a log read (``_read_window``) was on the stack."""
+    (``Engine.step``) or a log read (``_read_losses``, ``_batch_aps``) was on the stack."""
 
     def __init__(self):
         super().__init__()
@@ -98,7 +98,7 @@ class _SyncRecorder(TorchDispatchMode):
             optim = any("/torch/optim/" in f.filename and not f.filename.endswith("optimizer.py") for f in stack)
             owner = "torch.optim" if optim else Path(ours[-1].filename).name if ours else "other"
             in_step = any(f.filename.endswith("train.py") and f.name == "step" for f in ours)
-            in_read = any(f.name == "_read_window" for f in ours)
+            in_read = any(f.name in ("_read_losses", "_batch_aps") for f in ours)
             self.events.append((name, owner, in_step and not in_read))
         return func(*args, **(kwargs or {}))
 
