@@ -340,3 +340,17 @@ def test_the_device_check_skips_what_the_budget_leaves_no_time_for(tmp_path, mon
     assert [(r["suite"], r["status"]) for r in rows if r["suite"] != "environment"] == [
         ("training", "skipped: budget"), ("resume", "skipped: budget")]
     assert not (tmp_path / "results").exists()
+
+
+def test_an_out_dir_elsewhere_starts_from_the_committed_rows(tmp_path, monkeypatch):
+    from s2r2lib.bench import gpu as check
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench_loss.csv").write_text("impl,N\ns2r2lib,160\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bench_views.csv").write_text("size\n96\n")  # already there: left alone
+    assert [p.name for p in check.seed_from_results(tmp_path / "out")] == ["bench_loss.csv"]
+    assert (tmp_path / "out" / "bench_loss.csv").read_text() == "impl,N\ns2r2lib,160\n"
+    assert (tmp_path / "out" / "bench_views.csv").read_text() == "size\n96\n"
+    assert check.seed_from_results(tmp_path / "results") == []

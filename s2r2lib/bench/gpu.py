@@ -29,6 +29,8 @@ config, metric, value, unit, status (measured, projection, failed: ..., skipped:
 measurement), and the provenance every bench row carries (commit, device, torch, date; S2R2_COMMIT names the
 commit where the checkout has no git). Without a GPU the command says so and runs the same stages at tiny
 sizes on the CPU (narrow_cnn at 32 px, 2 steps), writing to a temporary folder unless --out-dir is given.
+On a GPU, an --out-dir other than results/ first gets copies of results/'s bench CSVs, so that each file
+there holds the committed rows and this run's, ready to replace its namesake in results/.
 Exit status: 0 unless a stage failed.
 """
 
@@ -40,6 +42,7 @@ import gc
 import json
 import math
 import queue
+import shutil
 import signal
 import statistics
 import subprocess
@@ -519,6 +522,19 @@ def suites_stage(profile: Profile, recorder: Recorder, out_dir: Path, seconds_le
 
 # --- The check ------------------------------------------------------------------------------------------
 
+def seed_from_results(out_dir: Path) -> list[Path]:
+    """Copy results/'s bench CSVs that ``out_dir`` lacks into it, so that the rows this run merges in sit
+    beside the committed ones there: each file in ``out_dir`` can then replace its namesake in results/."""
+    source = results.output_dir("results")
+    if source.resolve() == out_dir.resolve():
+        return []
+    copied = []
+    for name in ("bench_gpu.csv", *(f"bench_{suite}.csv" for suite in ("loss", "views", "train"))):
+        if (source / name).exists() and not (out_dir / name).exists():
+            copied.append(Path(shutil.copy2(source / name, out_dir / name)))
+    return copied
+
+
 PROFILES = {"gpu": gpu_profile, "smoke": smoke_profile}
 
 
@@ -570,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else (
         results.output_dir("results") if cuda else Path(tempfile.mkdtemp(prefix="s2r2-gpu-smoke-")))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cuda:
+        seed_from_results(out_dir)
     device = normalise_device(profile.device)
     recorder = Recorder(out_dir / "bench_gpu.csv", str(device))
     print(f"{recorder.provenance['device']}, torch {torch.__version__}, commit {recorder.provenance['commit']}; "
