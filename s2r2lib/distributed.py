@@ -1,4 +1,4 @@
-"""Distributed set-up for torchrun, and the all-gather that keeps gradients.
+"""Devices, distributed set-up for torchrun, and the all-gather that keeps gradients.
 
 One node, N GPUs:
 
@@ -24,18 +24,33 @@ import torch
 import torch.distributed as dist
 
 
-def normalise_device(device: str | torch.device) -> torch.device:
-    """``device`` as the ``torch.device`` that tensors and generators on it report: "cuda" -> cuda:<current>,
-    "cpu:0" -> cpu. Devices written differently then compare equal (views.py checks the generator's device
-    against the images')."""
-    device = torch.device(device)
-    if device.type == "cpu":
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` with its index, so that devices written differently compare equal:
+    "cuda" -> cuda:<current device>, "cpu" and "cpu:0" -> cpu (what CPU tensors report), "mps" -> mps:0.
+    ValueError, naming the device, for a name torch does not know or a device this machine lacks."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name; use cpu, cuda, cuda:<index> or mps") from None
+    if parsed.type == "cpu":
+        if parsed.index not in (None, 0):
+            raise ValueError(f"device {device!r}: there is one CPU device; use device=cpu")
         return torch.device("cpu")
-    if device.type == "cuda":
+    if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: CUDA is not available here; use device=cpu")
-        return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-    return device
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r}: CUDA is not available here ({why}); use device=cpu")
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if parsed.index is None else parsed.index
+        if index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}; choose one of them")
+        return torch.device("cuda", index)
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: MPS (Apple GPU) is not available here; use device=cpu")
+        return torch.device("mps", 0)
+    raise ValueError(f"device {device!r}: training runs on cpu, cuda or mps")
 
 
 def is_distributed() -> bool:
@@ -49,16 +64,14 @@ def setup(device: str | torch.device) -> tuple[int, int, torch.device]:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        device = normalise_device(device)
+        device = resolve_device(device)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # so that anything using the current device uses this one
         return 0, 1, device
     cuda = torch.device(device).type == "cuda"
+    device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else device)
     if cuda:
-        device = normalise_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         torch.cuda.set_device(device)
-    else:
-        device = normalise_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), world, device

@@ -33,18 +33,56 @@ KNN_PROTOCOL = "kNN: cosine similarity, the k nearest training images vote with 
 MAP_PROTOCOL = "retrieval mAP: exact AP (eqs. 1-2) of every test image as a query, same class = positive"
 
 
-def load_encoder(checkpoint: str | Path | None, arch: str = "narrow_cnn", small_input: bool = True,
-                 seed: int = 0) -> S2R2Model:
-    """The model of a training checkpoint (weights only), or a random-init one (the floor) when
-    ``checkpoint`` is None; in eval mode."""
+# The encoder's architecture, as a training config names it; a random-init encoder's defaults.
+ENCODER_FIELDS = {"arch": "narrow_cnn", "small_input": True, "proj_dim": 128}
+
+
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """A checkpoint of ``s2r2lib.train`` (a dict with model, config, step, ...), loaded with
+    ``weights_only=True`` so that nothing in the file runs. FileNotFoundError for a missing file;
+    ValueError for any file that is not such a checkpoint (torch's own text is not passed on: it suggests
+    loading with weights_only=False, which would run whatever the file holds)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one first (notebook 02 or python -m s2r2lib.train), "
+                                f"or point to a run's checkpoint.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated zip, random bytes, a pickle with code or foreign classes in it
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict)):
+        raise ValueError(f"checkpoint {path} is not a weights-only s2r2 checkpoint: it is corrupt, truncated, or "
+                         f"was not written by s2r2lib.train (which saves model, config and step). Point to a run's "
+                         f"checkpoint.pt, or train again")
+    return state
+
+
+def load_encoder(checkpoint: str | Path | None, arch: str | None = None, small_input: bool | None = None,
+                 proj_dim: int | None = None, seed: int = 0) -> S2R2Model:
+    """The model of a training checkpoint, built with the arch, small_input and proj_dim of the run's saved
+    config; or a random-init one (the floor) when ``checkpoint`` is None, built as given (defaults:
+    :data:`ENCODER_FIELDS`). In eval mode. For a checkpoint, a value given must match the saved one."""
+    given = {"arch": arch, "small_input": small_input, "proj_dim": proj_dim}
+    state = None if checkpoint is None else read_checkpoint(checkpoint)
+    if state is None:
+        settings = {k: ENCODER_FIELDS[k] if v is None else v for k, v in given.items()}
+    else:
+        saved = state["config"]
+        missing = [k for k in ENCODER_FIELDS if k not in saved]
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint}: its config lacks {missing}; it is not a checkpoint of "
+                             f"s2r2lib.train")
+        settings = {k: saved[k] for k in ENCODER_FIELDS}
+        mismatched = {k: v for k, v in given.items() if v is not None and v != settings[k]}
+        if mismatched:
+            raise ValueError("load_encoder: " + ", ".join(f"{k}={v!r}" for k, v in mismatched.items())
+                             + f" was asked for, but checkpoint {checkpoint} was trained with "
+                             + ", ".join(f"{k}={settings[k]!r}" for k in mismatched)
+                             + "; leave them out (None) to use the checkpoint's own")
     torch.manual_seed(seed)
-    model = build_model(arch, small_input=small_input)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}; train one first (notebook 02 or "
-                                    f"python -m s2r2lib.train)")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    model = build_model(**settings)
+    if state is not None:
+        model.load_state_dict(state["model"])
     return model.eval()
 
 
@@ -81,10 +119,11 @@ def cached_features(model: S2R2Model, images: torch.Tensor, size: int, key: str,
     return features
 
 
-def checkpoint_key(checkpoint: str | Path | None, seed: int = 0) -> str:
-    """A name for a checkpoint's features: the hash of its bytes (random-init: the seed)."""
+def checkpoint_key(checkpoint: str | Path | None, model: S2R2Model, seed: int = 0) -> str:
+    """A name for an encoder's features: the hash of its checkpoint's bytes; for a random-init encoder,
+    its seed and architecture (the hash of its module tree, strides included)."""
     if checkpoint is None:
-        return f"random-init-{seed}"
+        return f"random-init-{seed}-{hashlib.sha256(repr(model).encode()).hexdigest()[:8]}"
     return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
 
 
@@ -176,12 +215,13 @@ def retrieval_map(features: torch.Tensor, labels: torch.Tensor, per_class: int |
 
 
 def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_images, test_labels, size: int,
-             arch: str = "narrow_cnn", small_input: bool = True, device: str = "cpu", split_name: str = "",
-             seed: int = 0) -> dict:
+             arch: str | None = None, small_input: bool | None = None, proj_dim: int | None = None,
+             device: str = "cpu", split_name: str = "", seed: int = 0) -> dict:
     """Every metric of one encoder (a checkpoint, or the random-init floor when None): linear top-1,
-    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol."""
-    model = load_encoder(checkpoint, arch, small_input, seed)
-    key = checkpoint_key(checkpoint, seed)
+    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol. The encoder is built
+    as :func:`load_encoder` builds it: a checkpoint's with its own architecture."""
+    model = load_encoder(checkpoint, arch, small_input, proj_dim, seed)
+    key = checkpoint_key(checkpoint, model, seed)
     train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
     test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
     linear = linear_probe(train_x.numpy(), train_labels.numpy(), test_x.numpy(), test_labels.numpy(), seed=seed)
@@ -205,7 +245,7 @@ METHOD_NAMES = {"s2r2": "S2R2", "simclr": "SimCLR", "swav": "SwAV"}
 
 def run_config(checkpoint: str | Path) -> dict:
     """The training config a checkpoint was made with (see ``s2r2lib.train.TrainConfig``)."""
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["config"]
+    return read_checkpoint(checkpoint)["config"]
 
 
 def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
@@ -218,7 +258,7 @@ def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path 
     setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed}
     wall = probe_s
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = read_checkpoint(checkpoint)
         config = state["config"]
         views = (sum(c for c, _, _ in config["crops"]) if config["method"] == "swav" else config["views_per_image"])
         setting = {"arch": config["arch"], "method": METHOD_NAMES[config["method"]],

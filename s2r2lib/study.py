@@ -20,7 +20,7 @@ def train_and_probe(config: TrainConfig, train_set: ImageSet, test_set: ImageSet
     summary = train(config, resume="auto")
     start = time.perf_counter()
     metrics = probe.evaluate(summary["checkpoint"], train_set.images, train_set.labels, test_set.images,
-                             test_set.labels, config.view_size, arch=config.arch, small_input=config.small_input,
+                             test_set.labels, config.view_size,  # the checkpoint gives arch and small_input
                              device=config.device, split_name=f"{probe_name}-{len(train_set)}-{len(test_set)}")
     return probe.result_rows(metrics, table, dataset, summary["checkpoint"], device=config.device,
                              probe_s=time.perf_counter() - start)
@@ -173,7 +173,7 @@ def convergence_study(configs: dict[str, TrainConfig], dataset: str, data_n: int
                 start = time.perf_counter()
                 checkpoint = Path(summary["checkpoint"]).with_name(f"checkpoint-{step}.pt")
                 metrics = probe.evaluate(checkpoint, train_set.images, train_set.labels, test_set.images,
-                                         test_set.labels, run.view_size, arch=run.arch, small_input=run.small_input,
+                                         test_set.labels, run.view_size,
                                          device=run.device, split_name=f"{family}-{n_train}-{n_test}")
                 rows += _relabel(probe.result_rows(metrics, table, name, checkpoint, device=run.device,
                                                    probe_s=time.perf_counter() - start), method=label)

@@ -41,11 +41,13 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import inspect
 import io
 import math
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +60,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import probe
-from .distributed import gather_with_grad, normalise_device, rank_zero_first, setup
+from .distributed import gather_with_grad, rank_zero_first, resolve_device, setup
 from .losses import average_precision, nt_xent_loss, smooth_ap_loss, swav_loss
 from .models import ARCHS, build_model
 from .results import atomic_write_bytes
@@ -78,7 +80,12 @@ RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile",
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; saved as ``<output>/config.yaml`` beside it."""
+    """Everything that defines a training run; saved as ``<output>/config.yaml`` beside it.
+
+    Every field is checked against its declared type when the config is made (from Python, a dict, a YAML
+    file or the command line) and coerced where YAML 1.1 reads a value loosely: ``lr: 1e-3`` is a string
+    to YAML 1.1 and becomes the float 0.001 here. :meth:`resolved` then checks ranges, names and the device.
+    """
 
     method: str = "s2r2"
     data: str = "embedded"              # a name from s2r2lib.data.DATASETS
@@ -105,7 +112,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     output: str = "runs/s2r2"
-    device: str = "cpu"
+    device: str = "cpu"                 # cpu, cuda, cuda:<index> or mps; resolved() writes it with its index
     precision: str = "fp32"             # fp32 or bf16 (autocast)
     channels_last: bool = True
     compile: bool = False
@@ -119,46 +126,83 @@ class TrainConfig:
     knn_data: str = "embedded"          # the labelled data set the monitor probes (train and test splits)
     knn_images: int = 1000              # training images the monitor uses (half as many test images)
 
+    def __post_init__(self):
+        for name, declared in _field_types().items():
+            setattr(self, name, _coerce(name, getattr(self, name), declared))
+        if not all(_is_int(step) for step in self.keep_steps):
+            raise TypeError(f"TrainConfig: keep_steps must be a list of step numbers (integers), got {self.keep_steps!r}")
+        self.crops = _checked_crops(self.crops)
+        if not all(isinstance(key, str) for key in self.data_options):
+            raise TypeError(f"TrainConfig: data_options must map option names (strings) to values, got {self.data_options!r}")
+
     def resolved(self) -> TrainConfig:
-        """This config with the method's defaults filled in, validated."""
+        """This config with the method's defaults filled in and the device written with its index
+        (:func:`resolve_device`), validated."""
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+            raise ValueError(f"TrainConfig: unknown method {self.method!r}; expected one of {METHODS}")
         filled = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
-        config = dataclasses.replace(self, **filled)
+        config = dataclasses.replace(self, **filled, device=str(resolve_device(self.device)))
         config.validate()
         return config
 
     def validate(self) -> None:
+        """Refuse values out of range, unknown names, and an output that cannot be a run folder."""
         def bad(message: str):
             raise ValueError(f"TrainConfig: {message}")
 
+        def positive_finite(name: str):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                bad(f"{name} must be a positive finite number, got {value}")
+
         if self.arch not in ARCHS:
             bad(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        for name in ("image_size", "view_size", "proj_dim", "checkpoint_every", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad(f"max_steps must be at least 1 (or null: train for `epochs`), got {self.max_steps}")
         if self.images_per_batch < 2:
             bad(f"images_per_batch (B) must be at least 2 so that every view has negatives; got {self.images_per_batch}")
         if self.method != "swav" and self.views_per_image < 2:
             bad(f"views_per_image (K) must be at least 2 so that every view has a positive; got {self.views_per_image}")
         if self.view_size > self.image_size:
             bad(f"view_size {self.view_size} is larger than image_size {self.image_size}; views are crops")
+        for name in ("lr", "tau", "epsilon"):
+            positive_finite(name)
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if self.method == "swav":
-            if sum(count for count, _, _ in self.crops[:1]) < 2 or len(self.crops) < 1:
+            if len(self.crops) < 1 or self.crops[0][0] < 2:
                 bad(f"swav needs at least 2 large crops first in `crops`, got {self.crops}")
             for count, size, scale in self.crops:
-                if size > self.image_size or not 0 < scale[0] <= scale[1] <= 1:
+                if size > self.image_size:
                     bad(f"swav crop {[count, size, scale]} does not fit {self.image_size}-px images "
-                        f"(size <= image_size, 0 < scale_min <= scale_max <= 1)")
+                        f"(crop size <= image_size)")
+            if self.prototypes < 1:
+                bad(f"prototypes must be at least 1, got {self.prototypes}")
         if self.optimizer not in (None, "adam", "lars", "sgd"):
             bad(f"unknown optimizer {self.optimizer!r}; expected adam, lars or sgd")
         if self.schedule not in (None, "constant", "cosine"):
             bad(f"unknown schedule {self.schedule!r}; expected constant or cosine")
         if self.precision not in ("fp32", "bf16"):
             bad(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.method == "swav" and self.queue_length and self.queue_length < self.images_per_batch:
+        if self.queue_length < 0 or (self.method == "swav" and 0 < self.queue_length < self.images_per_batch):
             bad(f"queue_length {self.queue_length} must be 0 or at least images_per_batch {self.images_per_batch}")
-        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
-            bad("epochs and max_steps must be positive")
-        if self.log_every < 1:
-            bad(f"log_every must be a positive number of steps, got {self.log_every}")
+        if any(step < 1 for step in self.keep_steps):
+            bad(f"keep_steps are step numbers from 1, got {self.keep_steps}")
+        _check_data_set("data", self.data, self.data_options)
+        if self.knn_every < 0:
+            bad(f"knn_every must be 0 (no kNN monitor) or a number of steps, got {self.knn_every}")
+        if self.knn_every:
+            _check_data_set("knn_data", self.knn_data, {})
+            if self.knn_images < 2:
+                bad(f"knn_images must be at least 2 (half of them are test images), got {self.knn_images}")
+        if not self.output.strip():
+            bad("output is empty; name the run folder, e.g. output=runs/my_run")
+        for folder in (Path(self.output), *Path(self.output).parents):
+            if folder.exists() and not folder.is_dir():
+                bad(f"output {self.output!r} cannot be a run folder: {folder} is a file; choose another output")
 
     @property
     def views_in_batch(self) -> int:
@@ -170,20 +214,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise TypeError(f"TrainConfig.from_dict needs a mapping of field: value, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(map(str, set(values) - known))
         if unknown:
             raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, partial: bool = False):
-        """The config in a YAML file (``yaml.safe_load``); with ``partial``, just its checked fields."""
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        """The config in a YAML file (safe, alias bombs refused: :func:`read_yaml`); with ``partial``,
+        just its checked fields."""
+        try:
+            text = Path(path).read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"config {path} is not a text (UTF-8) YAML file") from None
+        values = read_yaml(text, f"config {path}") or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config is a mapping of field: value, got {type(values).__name__}")
+            raise ValueError(f"config {path}: a config is a mapping of field: value, got {type(values).__name__}")
         config = cls.from_dict(values)
-        return values if partial else config
+        return {k: getattr(config, k) for k in values} if partial else config
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """``["lr=1e-3", "data_options={mode: cluttered}"]`` -> a new config (values parsed as YAML)."""
@@ -192,8 +243,127 @@ class TrainConfig:
             key, sep, raw = assignment.partition("=")
             if not sep:
                 raise ValueError(f"override {assignment!r} is not key=value")
-            values[key.strip()] = yaml.safe_load(raw)
+            values[key.strip()] = read_yaml(raw, f"override {assignment!r}")
         return TrainConfig.from_dict(values)
+
+
+@functools.cache
+def _field_types() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+          dict: "a mapping {key: value}"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coerce(name: str, value, declared):
+    """``value`` as field ``name``'s declared type (``int``, ``float | None``, ...), or TypeError.
+
+    Floats take integers and the strings YAML 1.1 leaves unread (``1e-3``); strings take numbers and
+    torch devices written as text (``output=2024``); nothing else is converted (``images_per_batch=2.5``
+    and ``small_input=1`` are errors, not 2 and True)."""
+    options = [kind for kind in typing.get_args(declared) if kind is not type(None)] or [declared]
+    kind, optional = options[0], len(options) < len(typing.get_args(declared))
+    if value is None and optional:
+        return value
+    if kind is float and (_is_int(value) or isinstance(value, str)):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is str and (_is_int(value) or isinstance(value, (float, torch.device))):
+        return str(value)
+    if kind is list and isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, kind) and (kind is not int or _is_int(value)):
+        return value
+    expected = _KINDS[kind] + (" or null" if optional else "")
+    raise TypeError(f"TrainConfig: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _checked_crops(crops: list) -> list:
+    """SwAV's crops as [[count, size, [scale_min, scale_max]], ...] (counts, sizes >= 1; 0 < min <= max <= 1)."""
+    def number(x) -> bool:
+        return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+
+    checked = []
+    for i, crop in enumerate(crops):
+        ok = (isinstance(crop, (list, tuple)) and len(crop) == 3 and _is_int(crop[0]) and _is_int(crop[1])
+              and isinstance(crop[2], (list, tuple)) and len(crop[2]) == 2 and all(map(number, crop[2])))
+        if not ok or crop[0] < 1 or crop[1] < 1 or not 0 < crop[2][0] <= crop[2][1] <= 1:
+            raise ValueError(f"TrainConfig: crops[{i}] is {crop!r}; each crop is [count, size, [scale_min, scale_max]] "
+                             f"with count, size >= 1 and 0 < scale_min <= scale_max <= 1, e.g. crops=[[2, 32, [0.14, 1.0]], "
+                             f"[4, 16, [0.05, 0.14]]]")
+        checked.append([crop[0], crop[1], [float(crop[2][0]), float(crop[2][1])]])
+    return checked
+
+
+def _check_data_set(field_name: str, name: str, options: dict) -> None:
+    """Refuse a data set that s2r2lib.data does not know, or options its loader does not take."""
+    if name not in datasets.DATASETS:
+        raise ValueError(f"TrainConfig: unknown {field_name} {name!r}; expected one of {sorted(datasets.DATASETS)}")
+    parameters = inspect.signature(datasets.DATASETS[name]).parameters
+    accepted = sorted(set(parameters) - {"root", "split", "size"})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"TrainConfig: data_options {unknown} are not options of data set {name!r}; it takes "
+                         f"{accepted} (root, split and size are the fields data_root, split and image_size)")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing alias bombs ("billion laughs"): a config holds a few dozen
+    values, so a document with more than MAX_ALIASES aliases, a recursive alias, or more than MAX_VALUES
+    values once its aliases are expanded is refused. Counted on the composed node graph, where aliased
+    nodes are still shared, so a bomb is refused in microseconds instead of expanding it."""
+
+    MAX_ALIASES, MAX_VALUES = 100, 10_000
+    source = "YAML"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases = getattr(self, "aliases", 0) + 1
+            if self.aliases > self.MAX_ALIASES:
+                raise ValueError(f"{self.source} uses more than {self.MAX_ALIASES} YAML aliases (*name); a config "
+                                 "is a mapping of field: value, so write the values out")
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        sizes: dict[int, int | None] = {}
+
+        def expanded(node) -> int:  # values in the document once every alias is replaced by its anchor
+            if id(node) in sizes:
+                if sizes[id(node)] is None:
+                    raise ValueError(f"{self.source} holds a recursive YAML alias; a config cannot contain itself")
+                return sizes[id(node)]
+            sizes[id(node)] = None
+            children = ([] if isinstance(node, yaml.ScalarNode) else node.value if isinstance(node, yaml.SequenceNode)
+                        else [part for pair in node.value for part in pair])
+            sizes[id(node)] = total = 1 + sum(expanded(child) for child in children)
+            if total > self.MAX_VALUES:
+                raise ValueError(f"{self.source} expands to more than {self.MAX_VALUES} values through YAML "
+                                 "aliases (an alias bomb?); a config is a mapping of field: value, so write "
+                                 "the values out")
+            return total
+
+        if node is not None:
+            expanded(node)
+        return node
+
+
+def read_yaml(text: str, source: str):
+    """``text`` parsed as ``yaml.safe_load`` does (no tags that build objects), alias bombs refused with a
+    ValueError naming ``source`` (e.g. "config run.yaml")."""
+    loader = _ConfigLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _swav(large: int, small: int) -> list:
@@ -287,21 +457,31 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None) -> dict:
-    """Load a checkpoint without running code from it (``weights_only=True``); check it belongs to ``config``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point output at the run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated zip, a pickle with code in it, random bytes
-        raise ValueError(f"checkpoint {path} is corrupt, truncated or not a weights-only checkpoint "
-                         f"({type(error).__name__}: {str(error)[:200]})") from None
+def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None, fingerprint: str | None = None) -> dict:
+    """Load a checkpoint without running code from it (:func:`s2r2lib.probe.read_checkpoint`); check that it
+    belongs to ``config`` and was trained on the data of ``fingerprint`` (:func:`data_fingerprint`)."""
+    state = probe.read_checkpoint(path)
     if config is not None:
-        mismatched = _config_difference(state.get("config", {}), config.to_dict())
+        mismatched = _config_difference(state["config"], config.to_dict())
         if mismatched:
             raise ValueError(f"checkpoint {path} belongs to another config; differing fields: {mismatched}")
+    saved = state.get("data_fingerprint")
+    if fingerprint is not None and saved is not None and saved != fingerprint:
+        raise ValueError(f"checkpoint {path} was trained on other data: its data fingerprint is {saved}, the data "
+                         f"now gives {fingerprint} (images x channels x height x width: hash). The data set changed "
+                         f"since the run began (files added, removed or replaced); resume with the data it was "
+                         f"trained on, or start a new run in another output")
     return state
+
+
+def data_fingerprint(images: torch.Tensor, samples: int = 512) -> str:
+    """A cheap identity of the training images (N, C, H, W): their shape and a hash of ``samples`` whole
+    images evenly spaced through the set, first and last included, e.g. ``"39x3x40x40:5f0c2a..."``. A set
+    that grew, shrank or was resized changes it; for STL10's 105k memory-mapped images it reads 14 MB."""
+    positions = torch.linspace(0, len(images) - 1, min(len(images), samples)).round().long().unique()
+    digest = hashlib.sha256(repr((tuple(images.shape), str(images.dtype))).encode())
+    digest.update(images[positions].cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return f"{'x'.join(map(str, images.shape))}:{digest.hexdigest()[:16]}"
 
 
 def _config_difference(saved: dict, current: dict) -> dict:
@@ -310,20 +490,30 @@ def _config_difference(saved: dict, current: dict) -> dict:
 
 
 def _prepare_output(config: TrainConfig, resume: bool) -> Path:
-    """Create the run folder, or refuse one that holds another run (or this one, without --resume)."""
+    """Claim the run folder and write its config.yaml. Refuse a folder whose checkpoint belongs to another
+    run (or to this one, without --resume); a folder without a checkpoint (a start that failed, or was
+    killed before its first checkpoint) blocks nothing. Temporaries that a killed checkpoint write left
+    behind are removed."""
     out = Path(config.output)
     saved = out / "config.yaml"
-    if saved.exists():
-        difference = _config_difference(yaml.safe_load(saved.read_text()) or {}, config.to_dict())
-        if difference:
-            raise ValueError(f"output folder {out} holds another run (differing fields: {difference}); "
-                             f"choose another output")
+    if (out / "checkpoint.pt").exists():
+        if saved.exists():
+            difference = _config_difference(read_yaml(saved.read_text(), str(saved)) or {}, config.to_dict())
+            if difference:
+                raise ValueError(f"output folder {out} holds another run (differing fields: {difference}); "
+                                 f"choose another output")
         if not resume:
             raise ValueError(f"output folder {out} already holds this run; pass --resume to continue it, "
                              f"or choose another output")
-    elif resume:
-        raise FileNotFoundError(f"nothing to resume in {out}: it has no config.yaml")
-    out.mkdir(parents=True, exist_ok=True)
+    elif resume and not saved.exists():
+        raise FileNotFoundError(f"nothing to resume in {out}: it has no config.yaml; start without --resume")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"output {str(out)!r}: cannot create the run folder ({error.strerror}); choose another "
+                         f"output") from None
+    for stale in [*out.glob(".checkpoint*.pt.*.tmp"), *out.glob(".config.yaml.*.tmp")]:  # atomic_write_bytes's names
+        stale.unlink(missing_ok=True)
     atomic_write_bytes(saved, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     return out
 
@@ -449,7 +639,7 @@ class Engine:
         if config.sync_bn and world > 1 and torch.device(device).type != "cuda":
             raise ValueError(f"sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
                              f"got device {device}: set sync_bn=false")
-        device = normalise_device(device)
+        device = resolve_device(device)
         self.config, self.images, self.device, self.rank, self.world = config, images, device, rank, world
         torch.manual_seed(config.seed)
         learner = Learner(config)
@@ -494,8 +684,8 @@ class Engine:
         self.optimizer.step()
         return loss.detach(), z, ids
 
-    def state(self, step: int, train_wall_s: float) -> dict:
-        """A checkpoint's contents after ``step`` steps (tensors copied to the CPU where they live elsewhere)."""
+    def state(self, step: int, train_wall_s: float, data_fingerprint: str) -> dict:
+        """A checkpoint's contents after ``step`` steps, with the training images' :func:`data_fingerprint`."""
         learner = self.learner
         return {
             "model": learner.model.state_dict(),
@@ -504,7 +694,7 @@ class Engine:
             "queue": self.queue.cpu() if self.queue is not None else None,
             "rng": {"torch": torch.get_rng_state()},
             "step": step, "config": self.config.to_dict(),
-            "num_images": len(self.images), "train_wall_s": train_wall_s,
+            "num_images": len(self.images), "data_fingerprint": data_fingerprint, "train_wall_s": train_wall_s,
         }
 
     def load(self, state: dict) -> None:
@@ -591,19 +781,20 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     rank, world, device = setup(config.device)
     if config.images_per_batch % world:
         raise ValueError(f"images_per_batch {config.images_per_batch} must divide among {world} processes")
-    out = _prepare_output(config, resume) if rank == 0 else Path(config.output)
-    if world > 1:
-        dist.barrier()
     with backend_settings(config, device):
-        return _train(config, resume, rank, world, device, out)
+        return _train(config, resume, rank, world, device)
 
 
-def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device, out: Path) -> dict:
+def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> dict:
     with rank_zero_first():  # rank 0 builds a data cache, the others then read it
         images = datasets.load(config.data, root=config.data_root, split=config.split, size=config.image_size,
                                **config.data_options).images
     if len(images) < config.images_per_batch:
         raise ValueError(f"{config.data} has {len(images)} images, fewer than images_per_batch {config.images_per_batch}")
+    fingerprint = data_fingerprint(images)
+    out = _prepare_output(config, resume) if rank == 0 else Path(config.output)  # only once the data is there
+    if world > 1:
+        dist.barrier()
     if device.type == "cuda" and images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
         images = images.to(device)  # the batched views then never wait on the CPU
 
@@ -612,7 +803,7 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
     checkpoint = out / "checkpoint.pt"
     start, trained_s = 0, 0.0  # trained_s: seconds of training so far, across resumptions
     if resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, config)
+        state = load_checkpoint(checkpoint, config, fingerprint)
         engine.load(state)
         start, trained_s = state["step"], state["train_wall_s"]
 
@@ -650,7 +841,7 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
             log[0].flush()
         bar.set_postfix(loss=f"{loss_value:.4f}", views_s=f"{config.views_in_batch / per_step:.0f}")
         if save:
-            state = engine.state(done, trained_s)
+            state = engine.state(done, trained_s, fingerprint)
             save_checkpoint(checkpoint, state)
             if keep:  # a snapshot for probing the run part-way (notebook 06)
                 save_checkpoint(out / f"checkpoint-{done}.pt", state)
@@ -693,9 +884,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value, parsed as YAML (e.g. lr=1e-3 epochs=10)")
     args = parser.parse_args(argv)
     values = dict(PRESETS.get(args.preset, {}))
-    if args.config:
-        values.update(TrainConfig.from_yaml(args.config, partial=True))
-    config = TrainConfig.from_dict(values).with_overrides(args.overrides)
+    try:  # a config error is a usage error: its message, without a traceback
+        if args.config:
+            values.update(TrainConfig.from_yaml(args.config, partial=True))
+        config = TrainConfig.from_dict(values).with_overrides(args.overrides).resolved()
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as error:
+        parser.error(str(error))
     summary = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(yaml.safe_dump(summary, sort_keys=False).strip())

@@ -57,7 +57,7 @@ import torch
 
 from .. import data as datasets
 from .. import results, train
-from ..distributed import normalise_device
+from ..distributed import resolve_device
 from . import train as bench_train
 
 STAGES = ("training", "projection", "resume", "compile", "suites")
@@ -194,7 +194,7 @@ def measure_training(profile: Profile, preset: str, overrides: dict, images: tor
     """``profile.steps`` steps of the engine at ``preset``'s sizes, then the encoder-only step and the views
     alone on the same learner: the numbers of one config's training and encoder rows."""
     config = profile_config(profile, preset, overrides)
-    device = normalise_device(config.device)
+    device = resolve_device(config.device)
     cuda = device.type == "cuda"
     with train.backend_settings(config, device):
         if cuda:
@@ -231,7 +231,7 @@ def training_stage(profile: Profile, recorder: Recorder, measured: dict) -> None
     """The training and encoder rows of every config; ``measured[preset]`` gets (views/s, config name)."""
     began = time.perf_counter()
     images = datasets.load(profile.data["data"], split=profile.data["split"], size=profile.data["image_size"],
-                           **profile.data["data_options"]).images.to(normalise_device(profile.device))
+                           **profile.data["data_options"]).images.to(resolve_device(profile.device))
     recorder.add("training", "data", "images", len(images), "images", note=f"embedded unlabeled at "
                  f"{profile.data['image_size']} px, on {images.device}", wall_s=time.perf_counter() - began)
     for preset, overrides in profile.configs:
@@ -243,7 +243,7 @@ def training_stage(profile: Profile, recorder: Recorder, measured: dict) -> None
         except Exception as error:  # one config's failure (say, out of memory) is a row; the others still run
             recorder.add("training", name, "step_s", status=_failure(error), note=f"as {preset}",
                          wall_s=time.perf_counter() - began)
-            _free(normalise_device(profile.device))
+            _free(resolve_device(profile.device))
             continue
         wall = time.perf_counter() - began
         config, views = m["config"], m["config"].views_in_batch
@@ -302,7 +302,7 @@ def projections(measured: dict[str, tuple[float, str]]) -> list[dict]:
                          "status": f"skipped: no measured throughput for {method} with {arch}"})
             continue
         rate, name, source = by_kind[arch, method]
-        config = train.TrainConfig.from_dict(values).resolved()
+        config = train.TrainConfig.from_dict(values)  # its sizes; not resolved: no device is needed
         training = preset[len(f"paper-{arch}-"):-len(f"-{method}")]
         images = TRAINING_SET_IMAGES[training]
         epoch_h = (images // config.images_per_batch) * config.views_in_batch / rate / 3600
@@ -420,7 +420,7 @@ def _compile_worker(profile_name: str) -> None:
     after each (the parent times the compile from the first line and stops the worker past its limit)."""
     profile = PROFILES[profile_name]()
     preset, overrides = profile.configs[0]
-    device = normalise_device(profile.device)
+    device = resolve_device(profile.device)
     images = datasets.load(profile.data["data"], split=profile.data["split"], size=profile.data["image_size"],
                            **profile.data["data_options"]).images.to(device)
     for compiled in (False, True):
@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cuda:
         seed_from_results(out_dir)
-    device = normalise_device(profile.device)
+    device = resolve_device(profile.device)
     recorder = Recorder(out_dir / "bench_gpu.csv", str(device))
     print(f"{recorder.provenance['device']}, torch {torch.__version__}, commit {recorder.provenance['commit']}; "
           f"budget {args.budget:.0f} s; rows to {recorder.path}", flush=True)
