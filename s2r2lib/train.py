@@ -61,7 +61,8 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from . import probe
 from .distributed import gather_with_grad, rank_zero_first, resolve_device, setup
-from .losses import average_precision, nt_xent_loss, smooth_ap_loss, swav_loss
+from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_groups, smooth_ap_loss,
+                     swav_loss)
 from .models import ARCHS, build_model
 from .results import atomic_write_bytes
 from .views import make_multicrop_views, make_views
@@ -572,14 +573,15 @@ def view_ids(images: int, views_per_image: int, device: str | torch.device) -> t
     return torch.arange(images, device=device).repeat_interleave(views_per_image)
 
 
-def _ranking_loss(config: TrainConfig, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def _ranking_loss(config: TrainConfig, z: torch.Tensor, ids: torch.Tensor | BatchGroups) -> torch.Tensor:
     """The one call of the ranking losses: S2R2's smoothed AP (eqs. 1-3) or SimCLR's NT-Xent, on the
-    global batch's projections ``z`` (N, D) and their images ``ids`` (N,)."""
+    global batch's projections ``z`` (N, D) and their images: ``ids`` (N,), or the :class:`BatchGroups`
+    the engine validates once per run (then the loss makes no host sync)."""
     loss_fn = smooth_ap_loss if config.method == "s2r2" else nt_xent_loss
     return loss_fn(z, ids, config.tau)
 
 
-def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Tensor | None = None):
+def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Tensor | BatchGroups | None = None):
     """S2R2 or SimCLR: K views of each image, their projections gathered over processes, the loss.
     ``ids``: :func:`view_ids` of the global batch (built here when not given). Returns the loss, the
     projections (detached) and ids."""
@@ -652,7 +654,9 @@ class Engine:
         self.optimizer = _optimizer(config, learner.parameters())
         self.queue = (torch.zeros(config.crops[0][0], config.queue_length, config.proj_dim, device=device)
                       if config.method == "swav" and config.queue_length else None)
-        self.ids = view_ids(config.images_per_batch, config.views_per_image, device)
+        # The batch's structure is fixed by the config: validated once here, so no step re-checks it.
+        self.ids = (ranking_groups(view_ids(config.images_per_batch, config.views_per_image, device))
+                    if config.method != "swav" else None)
         self.steps_per_epoch = len(images) // config.images_per_batch
         module = learner
         if world > 1:
@@ -757,7 +761,10 @@ def _read_losses(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torc
 
 
 def _batch_aps(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
-    """The exact AP of each step's batch (its projections z and ids) since the last read."""
+    """The exact AP of each step's batch (its projections z and ids) since the last read; the values the
+    losses skip checking in the hot loop (NaN, inf, all-zero rows) are checked here, once per read."""
+    for _, _, _, z, _ in window:
+        check_embeddings(z, "training projections")
     return torch.stack([average_precision(z, ids) for _, _, _, z, ids in window]).tolist()
 
 

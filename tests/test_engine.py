@@ -114,8 +114,6 @@ def test_the_engine_never_reads_from_the_device_inside_a_step(tmp_path, method, 
     assert len([e for e in long if e[1] in engine_files]) == len([e for e in short if e[1] in engine_files])
 
 
-@pytest.mark.xfail(strict=True, reason="waits on helper code: views.py's torch.nonzero per jitter step and the "
-                                       "losses' batch checks (_check_batch) still read from the device each step")
 def test_a_training_step_reads_nothing_from_the_device(tmp_path):
     events = _syncs(small_config(tmp_path, method="s2r2", optimizer="lars", max_steps=2, log_every=100))
     assert [e for e in events if e[2]] == []
