@@ -205,6 +205,7 @@ def measure_training(profile: Profile, preset: str, overrides: dict, images: tor
         times = [_timed(lambda: losses.append(run.step(step, profile.steps)[0]), device) for step in range(profile.steps)]
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         losses = torch.stack(losses).tolist()
+        host_sync = _first_host_sync(run, profile.steps, device) if cuda else None
 
         batch = images[:config.images_per_batch]
         views = bench_train.premade_views(config, batch)  # the step's count and sizes of views
@@ -224,7 +225,22 @@ def measure_training(profile: Profile, preset: str, overrides: dict, images: tor
     return {"config": config, "step_s": statistics.median(times[profile.warmup:]), "peak_mib": peak,
             "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "finite": all(map(math.isfinite, losses)),
             "encoder_step_s": statistics.median(encoder[profile.warmup:]),
-            "views_s": statistics.median(making[profile.warmup:])}
+            "views_s": statistics.median(making[profile.warmup:]), "host_sync": host_sync}
+
+
+def _first_host_sync(run: train.Engine, total_steps: int, device: torch.device) -> str:
+    """Two more steps of ``run`` under CUDA's sync debug mode "error": "none" when neither makes the host
+    wait for the device, else the first synchronising call's error (the proof the hot loop stays async)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(total_steps, total_steps + 2):
+            run.step(step, total_steps + 2)
+        return "none"
+    except RuntimeError as error:
+        return f"synchronised: {str(error).splitlines()[0][:200]}"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def training_stage(profile: Profile, recorder: Recorder, measured: dict) -> None:
@@ -264,6 +280,8 @@ def training_stage(profile: Profile, recorder: Recorder, measured: dict) -> None
         k = max(1, min(3, profile.steps // 3))
         add("loss_first", m["loss_first"], "", note=f"mean of the first {k} steps")
         add("loss_last", m["loss_last"], "", note=f"mean of the last {k} steps")
+        if m["host_sync"] is not None:
+            add("host_sync_in_step", m["host_sync"], "", note="two steps under torch.cuda.set_sync_debug_mode('error')")
         add("loss_falls", "yes" if m["loss_last"] < m["loss_first"] else "no", "",
             note="" if m["finite"] else "a loss was not finite")
         encoder_rate = views / m["encoder_step_s"]
