@@ -32,10 +32,19 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "swav_loss", "sinkhorn_knopp", "ranking_ap",
-           "ranking_groups", "BatchGroups", "check_embeddings", "DEFAULT_MEMORY_BUDGET"]
+           "ranking_groups", "BatchGroups", "check_embeddings", "DEFAULT_MEMORY_BUDGET",
+           "CUDA_MEMORY_BUDGET", "default_memory_budget"]
 
 # Bytes of scratch memory the ranking may use at once; 3 float32 (chunk, K-1, N) tensors live at peak.
+# On a CPU a chunk that stays in cache is fastest; on a GPU each chunk costs a dozen kernel launches, so
+# the whole paper batch (N = 1,280: about 370 MB) goes in one chunk (measured: results/bench_loss.csv).
 DEFAULT_MEMORY_BUDGET = 32 * 2**20
+CUDA_MEMORY_BUDGET = 2**30
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """The scratch bytes a ranking chunk may take on ``device`` when the caller names none."""
+    return CUDA_MEMORY_BUDGET if device.type == "cuda" else DEFAULT_MEMORY_BUDGET
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,7 @@ class _SmoothAP(torch.autograd.Function):
 
 
 def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float = 0.01,
-                   memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+                   memory_budget: int | None = None) -> torch.Tensor:
     """S2R2's objective: 1 - the mean smoothed AP over all N = B*K queries (eqs. 1-3).
 
     For query q with positives P (the other K - 1 views of its image) and retrieval set I = P + N
@@ -263,7 +272,7 @@ def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float 
             :class:`BatchGroups` of :func:`ranking_groups` built once, which skips the validation and
             its host syncs (z is then not checked for NaN, inf or all-zero rows).
         tau: sigmoid temperature of eq. 3 (a positive finite number); the paper's Smooth-AP default is 0.01.
-        memory_budget: bytes of scratch memory per chunk of queries.
+        memory_budget: bytes of scratch memory per chunk of queries (None: :func:`default_memory_budget`).
 
     Returns:
         A scalar tensor in [0, 1]; 0 when every query ranks all its positives first (as tau -> 0).
@@ -279,7 +288,8 @@ def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float 
     groups = groups or ranking_groups(ids, "smooth_ap_loss")
     sim = _cosine_similarity(z)
     n, positives = groups.positives.shape
-    chunk = _chunk_size(n, 3 * positives * n * sim.element_size(), memory_budget)
+    budget = default_memory_budget(sim.device) if memory_budget is None else memory_budget
+    chunk = _chunk_size(n, 3 * positives * n * sim.element_size(), budget)
     return 1.0 - _SmoothAP.apply(sim, groups, float(tau), chunk).mean()
 
 
@@ -308,7 +318,7 @@ def _exact_ap(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def average_precision(z: torch.Tensor, ids: torch.Tensor | BatchGroups, per_query: bool = False,
-                      memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+                      memory_budget: int | None = None) -> torch.Tensor:
     """The exact mean AP over all queries: eqs. 1-2 with the indicator, for evaluation.
 
     Same conventions as :func:`smooth_ap_loss`, except that images may have different numbers of
@@ -333,7 +343,8 @@ def average_precision(z: torch.Tensor, ids: torch.Tensor | BatchGroups, per_quer
             raise ValueError(f"average_precision needs at least 2 views per image (a query needs a positive); "
                              f"ids: image {images[counts.argmin()].item()} has 1")
     n = len(ids)
-    chunk = _chunk_size(n, 96 * n, memory_budget)  # sorted scores, order, ranks: about 96 bytes an item
+    budget = default_memory_budget(z.device) if memory_budget is None else memory_budget
+    chunk = _chunk_size(n, 96 * n, budget)  # sorted scores, order, ranks: about 96 bytes an item
     ap = torch.empty(n, dtype=torch.float64 if z.dtype == torch.float64 else torch.float32, device=z.device)
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)

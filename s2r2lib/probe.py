@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import DEFAULT_MEMORY_BUDGET, average_precision
+from .losses import average_precision
 from .models import S2R2Model, build_model
 from .results import atomic_write_bytes, project_dir
 
@@ -225,7 +225,7 @@ def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
 
 
 def retrieval_map(features: torch.Tensor, labels: torch.Tensor, device: str | torch.device | None = None,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> float:
+                  memory_budget: int | None = None) -> float:
     """Exact retrieval mAP (:data:`MAP_PROTOCOL`) via :func:`s2r2lib.losses.average_precision`, every class
     an "image" whose members are its "views": each feature is a query, all the others its retrieval set.
     Ties count as ``sklearn.metrics.average_precision_score`` counts them, so collapsed features score

@@ -354,7 +354,8 @@ def _adjust_hue(x, shift):
                       torch.where(maxc == g, 2 + (b - r) / safe, 4 + (r - g) / safe))  # sixths of a turn
     hue = torch.remainder(hue + 6 * shift.view(-1, 1, 1), 6).unsqueeze(1)
     # HSV -> RGB: channel n (R 5, G 3, B 1) = max - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + hue) mod 6
-    k = torch.remainder(hue + torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1), 6)
+    channel = torch.arange(5.0, 0.0, -2.0, device=x.device).view(1, 3, 1, 1)  # made on the device: no host copy
+    k = torch.remainder(hue + channel, 6)
     return (maxc.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)).clamp_(0, 1)
 
 

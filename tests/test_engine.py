@@ -66,9 +66,11 @@ def test_a_deterministic_run_trains_and_leaves_the_global_setting_alone(tmp_path
 
 # --- No host sync inside a step ---------------------------------------------------------------------------
 
-# Ops that make the host wait for the device on CUDA: reading a value, or an output whose size depends on it.
+# Ops that make the host wait for the device on CUDA: reading a value, an output whose size depends on it,
+# or a tensor made from Python numbers (a copy from pageable host memory; found by the GPU check's sync
+# debug mode, results/bench_gpu.csv).
 SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
-            "aten::unique_consecutive", "aten::masked_select"}
+            "aten::unique_consecutive", "aten::masked_select", "aten::lift_fresh"}
 
 
 class _SyncRecorder(TorchDispatchMode):

@@ -249,8 +249,10 @@ def test_bad_input_raises_a_clear_error(images, kwargs, message):
         make_views(images, **{"views_per_image": 2, "size": 16, **kwargs})
 
 
+# Ops that wait for the device on a GPU: reading a value, an output sized by values, or a tensor made from
+# Python numbers (lift_fresh: a copy from pageable host memory, which CUDA's sync debug mode flags).
 SYNCS = {"aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::unique",
-         "aten::_unique2", "aten::masked_select"}
+         "aten::_unique2", "aten::masked_select", "aten::lift_fresh"}
 
 
 def test_batched_views_never_wait_for_the_device():
