@@ -238,7 +238,10 @@ def _first_host_sync(run: train.Engine, total_steps: int, device: torch.device) 
             run.step(step, total_steps + 2)
         return "none"
     except RuntimeError as error:
-        return f"synchronised: {str(error).splitlines()[0][:200]}"
+        import traceback
+        ours = [f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__)
+                if "s2r2lib" in f.filename]
+        return f"synchronised at {' <- '.join(reversed(ours[-3:]))}: {str(error).splitlines()[0][:120]}"
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
