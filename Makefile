@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: reproduce test lab bench clean-build
+.PHONY: reproduce test lab bench mutation clean-build
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ lab: $(STAMP)
 ## Benchmarks; writes results/bench_*.csv.
 bench: $(STAMP)
 	$(PY) -m s2r2lib.bench all
+
+## Mutation testing (mutmut) of the core modules, each with its own tests; writes results/mutation.csv.
+## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample.
+MODULES ?=
+SAMPLE ?=
+mutation: $(STAMP)
+	$(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE))
 
 clean-build:
 	rm -rf build
