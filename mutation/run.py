@@ -34,7 +34,7 @@ from s2r2lib.results import output_dir, provenance, upsert_csv  # noqa: E402
 
 # module -> the test files that own it (and nothing else: a run stays within about an hour here).
 MODULES = {
-    "losses": ["tests/test_losses.py", "tests/test_chunking.py"],
+    "losses": ["tests/test_losses.py", "tests/test_chunking.py", "tests/test_loss_contracts.py"],
     "views": ["tests/test_views.py", "tests/test_recipe.py"],
     "train": ["tests/test_train.py", "tests/test_batch_order.py", "tests/test_resume_methods.py"],
     "probe": ["tests/test_probe.py", "tests/test_probe_protocol.py"],
