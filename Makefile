@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: reproduce test lab bench gpu-check clean-build
+.PHONY: reproduce test lab bench gpu-check mutation clean-build
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: $(STAMP)
 ## venv's Python when there is one, else python3 (a GPU machine's own PyTorch); it installs nothing.
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.bench gpu $(if $(OUT_DIR),--out-dir $(OUT_DIR))
+
+## Mutation testing (mutmut) of the core modules, each with its own tests; writes results/mutation.csv.
+## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample.
+MODULES ?=
+SAMPLE ?=
+mutation: $(STAMP)
+	$(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE))
 
 clean-build:
 	rm -rf build

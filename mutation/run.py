@@ -1,0 +1,148 @@
+"""Mutation testing of the core modules with mutmut: how many planted bugs does each module's own tests catch?
+
+    python mutation/run.py                          # every module in MODULES (about an hour each here)
+    python mutation/run.py --modules losses         # one module
+    python mutation/run.py --modules train --sample 200   # a seeded random sample of train's mutants
+
+Each module is mutated in a scratch copy of the checkout (mutmut writes its ``mutants/`` folder there, never
+here), with only the test files listed for it in MODULES, slow tests included. The score per module,
+killed / (killed + survived + timeouts), goes to results/mutation.csv with the commit, date, tool
+version and wall time; the surviving mutants are printed (``--show`` prints their diffs). Mutants
+judged equivalent (no test can tell them apart) are listed, each with its reason, in
+mutation/equivalent.md, and are left out of the score. Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mutmut.stats import status_by_exit_code  # noqa: E402
+
+from s2r2lib.results import output_dir, provenance, upsert_csv  # noqa: E402
+
+# module -> the test files that own it (and nothing else: a run stays within about an hour here).
+MODULES = {
+    "losses": ["tests/test_losses.py", "tests/test_chunking.py", "tests/test_loss_contracts.py"],
+    "views": ["tests/test_views.py", "tests/test_recipe.py"],
+    "train": ["tests/test_train.py", "tests/test_batch_order.py", "tests/test_resume_methods.py"],
+    "probe": ["tests/test_probe.py", "tests/test_probe_protocol.py"],
+    "results": ["tests/test_project.py", "tests/test_provenance.py"],
+    "data": ["tests/test_data.py", "tests/test_labelled_folder.py"],
+    "study": ["tests/test_study.py"],
+}
+COLUMNS = ["module", "tests", "killed", "survived", "timeout", "equivalent", "no_tests", "total", "sampled",
+           "score", "tool", "commit", "date", "wall_s"]
+EQUIVALENT = ROOT / "mutation" / "equivalent.md"
+
+
+def equivalent_mutants() -> set[str]:
+    """Mutant names listed in mutation/equivalent.md (lines starting ``- `name```)."""
+    if not EQUIVALENT.is_file():
+        return set()
+    return set(re.findall(r"^- `([^`]+)`", EQUIVALENT.read_text(), flags=re.M))
+
+
+def scratch_copy(module: str, tests: list[str]) -> Path:
+    """A copy of the package, the tests and the pytest set-up, configured to mutate ``module`` only."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"s2r2-mutation-{module}-"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("s2r2lib", "tests"):
+        shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
+    shutil.copy2(ROOT / "conftest.py", scratch / "conftest.py")
+    config = {
+        "source_paths": ["s2r2lib"],
+        "only_mutate": [f"s2r2lib/{module}.py"],
+        "also_copy": ["conftest.py"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "pytest_add_cli_args_test_selection": tests,
+        "process_isolation": "forkserver",  # torch is not fork-safe once it has run
+    }
+    toml = "\n[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
+    (scratch / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + toml)
+    return scratch
+
+
+def mutant_names(scratch: Path, module: str) -> list[str]:
+    """Every mutant mutmut made of ``module`` (from the .meta file a run leaves)."""
+    meta = scratch / "mutants" / "s2r2lib" / f"{module}.py.meta"
+    return sorted(json.loads(meta.read_text())["exit_code_by_key"]) if meta.is_file() else []
+
+
+def mutmut(scratch: Path, *args: str, check: bool = True) -> str:
+    done = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=scratch, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"mutmut {' '.join(args)} failed in {scratch}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool) -> dict:
+    tests = MODULES[module]
+    missing = [t for t in tests if not (ROOT / t).is_file()]
+    if missing:
+        raise FileNotFoundError(f"mutation: test files {missing} of module {module} do not exist; fix MODULES")
+    scratch = scratch_copy(module, tests)
+    began = time.perf_counter()
+    pattern = [f"s2r2lib.{module}.*"]
+    if sample:
+        # Generate the mutants and the test map without running any, then run a seeded sample of them.
+        mutmut(scratch, "run", "--max-children", str(max_children), "s2r2lib.no_such_module.*", check=False)
+        names = mutant_names(scratch, module)
+        pattern = sorted(random.Random(seed).sample(names, min(sample, len(names))))
+    mutmut(scratch, "run", "--max-children", str(max_children), *pattern)
+    wall = time.perf_counter() - began
+    meta = json.loads((scratch / "mutants" / "s2r2lib" / f"{module}.py.meta").read_text())["exit_code_by_key"]
+    chosen = set(pattern) if sample else set(meta)
+    status = {name: status_by_exit_code[meta[name]] for name in chosen}  # killed, survived, timeout, ...
+    equivalent = equivalent_mutants() & {n for n, s in status.items() if s == "survived"}
+    survived = sorted(n for n, s in status.items() if s == "survived" and n not in equivalent)
+    killed = sum(s == "killed" for s in status.values())
+    timeout = sum(s == "timeout" for s in status.values())
+    no_tests = sum(s == "no tests" for s in status.values())
+    unjudged = sorted(n for n, s in status.items() if s not in ("killed", "survived", "timeout", "no tests"))
+    if unjudged:
+        raise RuntimeError(f"mutation: {module}: {len(unjudged)} mutants were not judged, e.g. {unjudged[:3]} "
+                           f"({status[unjudged[0]]}); see `python -m mutmut browse` in {scratch}")
+    judged = killed + timeout + len(survived) + no_tests
+    print(f"{module}: {killed} killed, {timeout} timed out, {len(survived)} survived, {len(equivalent)} "
+          f"equivalent, {no_tests} without tests, of {len(status)}{' sampled' if sample else ''} "
+          f"({wall:.0f} s; scratch copy {scratch})")
+    for name in survived:
+        print("  survived:", name)
+        if show:
+            print(mutmut(scratch, "show", name, check=False))
+    prov = provenance("cpu")
+    return {"module": module, "tests": " ".join(tests), "killed": killed, "survived": len(survived),
+            "timeout": timeout, "equivalent": len(equivalent), "no_tests": no_tests, "total": len(status),
+            "sampled": f"{len(status)} of {len(meta)} (seed {seed})" if sample else "all",
+            "score": f"{(killed + timeout) / judged:.4f}" if judged else "", "tool": f"mutmut {version('mutmut')}",
+            "commit": prov["commit"], "date": prov["date"], "wall_s": f"{wall:.0f}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python mutation/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    parser.add_argument("--sample", type=int, help="run a seeded random sample of this many mutants per module")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
+    parser.add_argument("--show", action="store_true", help="print each surviving mutant's diff")
+    args = parser.parse_args(argv)
+    for module in args.modules:
+        row = run_module(module, args.sample, args.seed, args.max_children, args.show)
+        upsert_csv(output_dir("results") / "mutation.csv", [{c: row[c] for c in COLUMNS}], key=("module",))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

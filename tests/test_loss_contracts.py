@@ -1,0 +1,91 @@
+"""What the losses promise beyond their values: the paper's default temperatures, errors that name the
+function and the offending shape, the memory bound of the chunked ranking, and ranking_ap's and swav_loss's
+edge cases. Written to kill the mutants of s2r2lib/losses.py that tests/test_losses.py let live
+(`make mutation MODULES=losses`; mutation/equivalent.md lists the ones no test can kill)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s2r2lib import losses
+from s2r2lib.losses import DEFAULT_MEMORY_BUDGET, nt_xent_loss, ranking_ap, smooth_ap_loss, swav_loss
+
+
+def batch(images=3, views=2, dim=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(images * views, dim, generator=gen), torch.arange(images).repeat_interleave(views)
+
+
+def test_default_temperatures_are_the_papers():
+    z, ids = batch()
+    assert smooth_ap_loss(z, ids) == smooth_ap_loss(z, ids, tau=0.01)  # Smooth-AP's tau (eq. 3)
+    assert nt_xent_loss(z, ids) == nt_xent_loss(z, ids, tau=0.1)  # SimCLR's
+
+
+@pytest.mark.parametrize("fn", [smooth_ap_loss, nt_xent_loss, losses.average_precision])
+def test_errors_name_the_function_and_the_offending_shape_or_type(fn):
+    name = fn.__name__
+    with pytest.raises(ValueError, match=rf"^{name}: z must be a 2-D tensor \(views, dim\), got shape \(6,\)$"):
+        fn(torch.randn(6), torch.arange(3).repeat_interleave(2))
+    with pytest.raises(ValueError, match=rf"^{name}: z must be a 2-D tensor .*got shape \(\)$"):
+        fn([[0.0, 1.0]] * 6, torch.arange(3).repeat_interleave(2))  # not a tensor at all
+    with pytest.raises(ValueError, match=rf"^{name}: ids must have shape \(6,\), one per row of z; got \(5,\)$"):
+        fn(torch.randn(6, 4), torch.arange(5))
+    with pytest.raises(ValueError, match=rf"^{name}: z must be floating point, got torch.int64$"):
+        fn(torch.ones(6, 4, dtype=torch.long), torch.arange(3).repeat_interleave(2))
+    with pytest.raises(ValueError, match=rf"^{name}: ids must be integers"):
+        fn(torch.randn(6, 4), torch.arange(3).repeat_interleave(2).to(torch.complex64))
+    with pytest.raises(ValueError, match=rf"^{name} needs at least 2 images"):
+        fn(torch.randn(4, 4), torch.zeros(4, dtype=torch.long))
+
+
+def test_the_chunk_is_the_most_queries_whose_scratch_fits_the_budget():
+    # 3 (chunk, K-1, N) tensors at peak: at the paper's setting (N = 1280, K = 20) in float32, 114 queries.
+    n, positives, element = 1280, 19, 4
+    per_query = 3 * positives * n * element
+    chunk = losses._chunk_size(n, positives, DEFAULT_MEMORY_BUDGET, element)
+    assert chunk * per_query <= DEFAULT_MEMORY_BUDGET < (chunk + 1) * per_query and chunk == 114
+    assert losses._chunk_size(n, positives, 2 * per_query, 8) == 1  # float64 needs twice the bytes
+    assert losses._chunk_size(n, positives, 0, element) == 1  # never fewer than one query
+    assert losses._chunk_size(10, 1, 10**12, element) == 10  # never more than all of them
+
+
+def test_ranking_ap_takes_relevance_as_zeros_and_ones():
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    as_bool = ranking_ap(scores, torch.tensor([True, False, True, False, True]))
+    assert ranking_ap(scores, [1, 0, 1, 0, 1]) == as_bool
+    assert ranking_ap(scores.tolist(), [1, 0, 1, 0, 1], tau=0.01) == pytest.approx(as_bool.item(), abs=1e-3)
+
+
+def test_ranking_ap_a_tie_does_not_rank_above_a_positive():
+    # Eq. 2's strict > 0: a negative tied with the positive leaves it at rank 1.
+    assert ranking_ap(torch.tensor([0.5, 0.5]), torch.tensor([True, False])).item() == 1.0
+
+
+@pytest.mark.parametrize("scores,relevant,kwargs,message", [
+    (torch.zeros(5), torch.zeros(4, dtype=torch.bool), {}, r"^ranking_ap needs scores and relevant of one shape "
+                                                          r"\(M,\), got \(5,\) and \(4,\)$"),
+    (torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool), {}, r"one shape \(M,\), got \(2, 2\) and \(2, 2\)$"),
+    (torch.zeros(3), torch.zeros(3, dtype=torch.bool), {}, r"^ranking_ap needs at least one relevant item$"),
+    (torch.zeros(3), torch.ones(3, dtype=torch.bool), {"tau": 0.0}, r"^ranking_ap needs tau > 0 or None, got 0.0$"),
+])
+def test_ranking_ap_refuses_bad_input_clearly(scores, relevant, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ranking_ap(scores, relevant, **kwargs)
+
+
+def test_swav_loss_takes_two_images_and_refuses_a_zero_epsilon():
+    gen = torch.Generator().manual_seed(0)
+    scores = [F.normalize(torch.randn(2, 5, generator=gen), dim=1) for _ in range(2)]
+    assert torch.isfinite(swav_loss(scores))
+    with pytest.raises(ValueError, match="epsilon > 0"):
+        swav_loss(scores, epsilon=0.0)
+
+
+def test_swav_loss_runs_the_sinkhorn_iterations_it_is_given():
+    gen = torch.Generator().manual_seed(1)
+    scores = [F.normalize(torch.randn(16, 6, generator=gen), dim=1) for _ in range(2)]
+    for iterations in (1, 10):
+        codes = [losses.sinkhorn_knopp(s.detach(), 0.05, iterations) for s in scores]
+        expected = -sum((codes[s] * F.log_softmax(scores[1 - s] / 0.1, dim=1)).sum(1).mean() for s in (0, 1)) / 2
+        torch.testing.assert_close(swav_loss(scores, sinkhorn_iterations=iterations), expected)

@@ -1,0 +1,60 @@
+"""Every measured number names the commit it came from: the checkout's real HEAD, marked dirty when tracked
+code differs from it (outputs in results/ and figures/ do not count), and "unknown" only outside git."""
+
+import subprocess
+
+import pytest
+
+from s2r2lib import results
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A git repository laid out like this project (pyproject.toml, s2r2lib/, results/), one commit, and
+    the working directory in its notebooks/ folder, as a notebook runs."""
+    repo = tmp_path / "checkout"
+    for path, text in {"pyproject.toml": "[project]\nname = 'x'\n", "s2r2lib/__init__.py": "",
+                       "s2r2lib/losses.py": "TAU = 0.01\n", "results/runs.csv": "a\n1\n",
+                       "figures/f.svg": "<svg/>\n", "notebooks/01.ipynb": "{}\n"}.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "first")
+    monkeypatch.chdir(repo / "notebooks")
+    return repo
+
+
+def test_the_commit_is_the_checkouts_head(checkout):
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
+    assert results.git_commit(short=False) == git(checkout, "rev-parse", "HEAD")
+    assert results.provenance("cpu")["commit"] == git(checkout, "rev-parse", "--short", "HEAD")
+    (checkout / "s2r2lib" / "losses.py").write_text("TAU = 0.02\n")
+    git(checkout, "commit", "-qam", "second")
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")  # follows HEAD, not a constant
+
+
+def test_a_changed_tracked_file_makes_it_dirty(checkout):
+    (checkout / "s2r2lib" / "losses.py").write_text("TAU = 0.02\n")
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD") + "+dirty"
+    assert results.provenance("cpu")["commit"].endswith("+dirty")
+
+
+def test_outputs_and_untracked_files_do_not_make_it_dirty(checkout):
+    (checkout / "results" / "runs.csv").write_text("a\n2\n")
+    (checkout / "figures" / "f.svg").write_text("<svg></svg>\n")
+    (checkout / "s2r2lib" / "scratch.py").write_text("x = 1\n")
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
+
+
+def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
+    (tmp_path / "s2r2lib").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path either
+    assert results.git_commit() == "unknown"

@@ -1,0 +1,86 @@
+"""The default augmentation recipe is SimCLR's, number by number, and both backends use it.
+
+S2R2 (Sec. 3) uses "the same aggressive augmentation setup as in SimCLR [4]". SimCLR (Chen et al. 2020,
+App. A): a random resized crop of 8-100 % of the area at aspect 3/4-4/3, a horizontal flip with p 0.5,
+colour distortion of strength s, ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) applied with p 0.8, in a random
+order per view, grayscale with p 0.2, and a Gaussian blur with p 0.5, sigma 0.1-2.0, kernel 10 % of the
+image side. The cross-backend tests in test_views.py cannot see a drift of these numbers (both backends
+read the same recipe), so they are pinned here.
+"""
+
+import dataclasses
+import inspect
+import itertools
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from s2r2lib import views
+from s2r2lib.views import SIMCLR, ViewCollate, cpu_view_transform, make_multicrop_views, make_views
+
+
+def test_the_default_recipe_has_simclrs_crop_flip_grayscale_and_blur():
+    assert SIMCLR.crop_scale == (0.08, 1.0) and SIMCLR.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+    assert SIMCLR.flip_p == 0.5
+    assert SIMCLR.jitter_p == 0.8
+    assert SIMCLR.grayscale_p == 0.2
+    assert (SIMCLR.blur_p, SIMCLR.blur_sigma, SIMCLR.blur_kernel_fraction) == (0.5, (0.1, 2.0), 0.1)
+    assert [SIMCLR.blur_kernel_size(size) for size in (32, 96, 224)] == [3, 9, 23]  # odd, 10 % of the side
+
+
+def test_the_jitter_strengths_have_simclrs_form():
+    # ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) for one colour-distortion strength s.
+    strength = SIMCLR.brightness / 0.8
+    assert (SIMCLR.contrast, SIMCLR.saturation, SIMCLR.hue) == pytest.approx((0.8 * strength, 0.8 * strength,
+                                                                              0.2 * strength))
+
+
+@pytest.mark.xfail(strict=True, reason="the recipe uses s = 0.5 (0.4/0.4/0.4/0.1: SimCLR's CIFAR-10 setting, "
+                   "App. B.9) where SimCLR's App. A default, which S2R2 cites, is s = 1; a decision for views.py")
+def test_the_jitter_strength_is_simclrs_default():
+    assert SIMCLR.brightness / 0.8 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("entry", [make_views, make_multicrop_views, cpu_view_transform, ViewCollate])
+def test_every_entry_point_defaults_to_the_simclr_recipe(entry):
+    assert inspect.signature(entry).parameters["recipe"].default is SIMCLR
+
+
+def test_the_cpu_backend_applies_the_recipes_numbers():
+    transforms = cpu_view_transform(96).transforms
+    steps = {type(step): step for step in transforms}
+    crop = steps[v2.RandomResizedCrop]
+    assert (tuple(crop.scale), tuple(crop.ratio)) == (SIMCLR.crop_scale, SIMCLR.crop_ratio)
+    assert steps[v2.RandomHorizontalFlip].p == SIMCLR.flip_p
+    assert steps[v2.RandomGrayscale].p == SIMCLR.grayscale_p
+    jitter_step, blur_step = [step for step in transforms if isinstance(step, v2.RandomApply)]
+    (jitter,), (blur,) = jitter_step.transforms, blur_step.transforms
+    assert jitter_step.p == SIMCLR.jitter_p and blur_step.p == SIMCLR.blur_p
+    expected = [(1 - SIMCLR.brightness, 1 + SIMCLR.brightness), (1 - SIMCLR.contrast, 1 + SIMCLR.contrast),
+                (1 - SIMCLR.saturation, 1 + SIMCLR.saturation), (-SIMCLR.hue, SIMCLR.hue)]
+    got = [jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue]
+    assert [tuple(pytest.approx(v) for v in pair) for pair in expected] == [tuple(pair) for pair in got]
+    assert list(blur.kernel_size) == [9, 9] and list(blur.sigma) == list(SIMCLR.blur_sigma)
+
+
+JITTER_STEPS = ("_adjust_brightness", "_adjust_contrast", "_adjust_saturation", "_adjust_hue")
+
+
+def test_every_jitter_order_occurs_and_each_view_draws_its_own(monkeypatch):
+    # Replace jitter step k by a tag, x -> (x + k + 1) / 5: a black view that went through the steps in the
+    # order a, b, c, d ends at a/625 + b/125 + c/25 + d/5, so its base-5 digits spell the order it got.
+    for k, name in enumerate(JITTER_STEPS):
+        monkeypatch.setattr(views, name, lambda x, factor, k=k: (x + k + 1) / 5)
+    recipe = dataclasses.replace(SIMCLR, jitter_p=1.0, grayscale_p=0.0, blur_p=0.0)
+    images, views_per_image = 20, 60
+    black = torch.zeros(images, 3, 8, 8, dtype=torch.uint8)
+    out, _ = make_views(black, views_per_image, 8, generator=torch.Generator().manual_seed(0), recipe=recipe)
+    code = (out[:, 0, 0, 0].double() * 625).round().long()
+    orders = [tuple(int(c) // 5**i % 5 - 1 for i in range(4)) for c in code]
+    assert all(sorted(order) == [0, 1, 2, 3] for order in orders)  # each step once
+    assert set(orders) == set(itertools.permutations(range(4)))  # all 24 orders (each missed w.p. ~1e-21)
+    per_image = [set(orders[i * views_per_image:(i + 1) * views_per_image]) for i in range(images)]
+    assert min(len(s) for s in per_image) > 10  # drawn per view, not per image or per batch
+    firsts = torch.tensor([order[0] for order in orders]).bincount(minlength=4).float() / len(orders)
+    assert (firsts - 0.25).abs().max() < 0.05  # uniform: each step first in a quarter of the views
