@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -61,7 +62,7 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     probed = run_notebook("03", outputs)  # finds notebook 02's checkpoint by itself
     assert 0.1 <= probed["linear_top1_random-init"] < 1 and 0.1 <= probed["linear_top1_trained"] < 1
     assert probed["chosen_c"] in probe.C_GRID
-    measured = [row for row in results.read_runs() if row["source"] == "measured"]
+    measured = results.read_runs().query("source == 'measured'").to_dict("records")
     assert {(row["method"], row["metric"]) for row in measured} == {
         (method, metric) for method in ("S2R2", "random-init") for metric in probe.METRICS}
     assert all(row["commit"] and row["device"].startswith("cpu") and row["protocol"] for row in measured)
@@ -72,7 +73,9 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     assert tables["stl10_margins"][0] == pytest.approx(72.4 - 67.4)
     figures = {p.name for p in (outputs / "figures").iterdir()}
     assert {"02_views.png", "02_training_curves.png", "03_probe_vs_floor.png", "03_confusion.png",
-            "03_retrieval_example.png", "04_table1.png", "04_table2.pdf"} <= figures
+            "03_retrieval_example.png", "04_table1_margins.png"} <= figures
+    table1 = pd.read_csv(outputs / "results" / "table1.csv")  # the pivot as a plain CSV
+    assert table1["10 paper"].tolist()[:3] == [64.2, 67.4, 72.4] and table1["10 measured"].isna().all()
 
 
 def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
@@ -81,6 +84,7 @@ def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
     expected = len({(b, quick["base_views"]) for b in quick["images_grid"]}
                    | {(quick["base_images"], k) for k in quick["views_grid"]})
     assert numbers["points"] == expected
-    rows = [row for row in results.read_runs() if row["table"] == "figure1" and row["metric"] == "linear_top1"]
+    runs = results.read_runs()
+    rows = runs[(runs["table"] == "figure1") & (runs["metric"] == "linear_top1")]
     assert len(rows) == expected + 1  # and the random-init floor
     assert {"05_figure1_images.png", "05_figure1_views.pdf"} <= {p.name for p in (outputs / "figures").iterdir()}

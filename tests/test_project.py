@@ -1,6 +1,5 @@
 """The project's set-up: two install routes that agree, the two commands, outputs written safely."""
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -48,36 +47,6 @@ def test_parameters_for_passes_only_what_a_notebook_declares(monkeypatch):
         reproduce.parameters_for(path, "nope")
 
 
-def test_upsert_replaces_rows_by_key_and_keeps_the_others(tmp_path):
-    path = tmp_path / "t.csv"
-    results.upsert_csv(path, [{"device": "cuda", "n": 1, "v": "gpu"}, {"device": "cpu", "n": 1, "v": "old"}],
-                       key=("device", "n"))
-    results.upsert_csv(path, [{"device": "cpu", "n": 1, "v": "new", "extra": "x"}], key=("device", "n"))
-    rows = results.read_csv(path)
-    assert [(r["device"], r["v"], r["extra"]) for r in rows] == [("cuda", "gpu", ""), ("cpu", "new", "x")]
-
-
-def test_a_malformed_csv_line_is_named_in_the_error(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("a,b\n1,2\n3,4,5\n")
-    with pytest.raises(ValueError, match=r"t\.csv:3"):
-        results.read_csv(path)
-
-
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "t.txt"
-    results.atomic_write_bytes(path, b"old")
-
-    def interrupted(src, dst):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        results.atomic_write_bytes(path, b"new")
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
-
-
 def test_saved_figures_are_byte_identical_on_a_rerun():
     import matplotlib.pyplot as plt
 
@@ -87,9 +56,3 @@ def test_saved_figures_are_byte_identical_on_a_rerun():
     second = [p.read_bytes() for p in plots.save_figure(fig, "rerun")]
     assert first == second
     assert results.output_dir("figures") != ROOT / "figures"  # tests never write the committed figures
-
-
-def test_provenance_names_commit_device_and_date():
-    prov = results.provenance("cpu")
-    assert prov["device"].startswith("cpu:") and prov["date"].endswith("Z")
-    assert prov["commit"] == "unknown" or len(prov["commit"].split("+")[0]) >= 7

@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
                          **results.provenance(row_device)})
 
     _print_table(rows, device)
-    path = results.write_csv(results.output_dir("results") / "bench_views.csv", rows)
+    path = results.write_table("bench_views", rows)
     print(f"wrote {path}")
     return 0 if all(row["status"] in ("ok", NO_KORNIA) for row in rows) else 1
 
