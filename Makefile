@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 DATA_ROOT ?=
+FRESH ?=
 
 .PHONY: reproduce test lab bench clean-build
 
@@ -14,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,lab]"
 	@touch $(STAMP)
 
-## Execute every notebook through papermill; regenerate results/ and figures/.
+## Execute every notebook through papermill and publish results/ and figures/. Training runs and probe results
+## whose config, data and code are unchanged are reused from build/; FRESH=1 trains and probes everything again.
 reproduce: $(STAMP)
-	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
 
 ## Unit tests, notebooks (nbval) and the notebooks' recorded numbers (papermill).
 test: $(STAMP)
@@ -28,7 +30,7 @@ lab: $(STAMP)
 
 ## Benchmarks; writes results/bench_*.csv.
 bench: $(STAMP)
-	$(PY) -m s2r2lib.bench all
+	S2R2_PUBLISH=1 $(PY) -m s2r2lib.bench all
 
 clean-build:
 	rm -rf build

@@ -133,10 +133,22 @@ def relaxation_figure(scores, relevant, tau: float, taus=None):
     return fig
 
 
-def interactive_relaxation(scores, relevant, tau: float = 0.01):
-    """A tau slider over :func:`relaxation_figure`, for JupyterLab (ipywidgets)."""
+def interactive_relaxation(scores, relevant, tau: float = 0.01, still_taus=(1e-3, 1e-2, 1e-1, 1.0)):
+    """A tau slider over :func:`relaxation_figure`, for JupyterLab (ipywidgets), after a still figure of the
+    slider's range at ``still_taus``: the still one stays visible where widgets are not drawn (a reopened
+    notebook, a static viewer such as GitHub's)."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    import torch
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    plot_relaxation(axes[0], taus=still_taus)
+    plot_ap_versus_tau(axes[1], scores, relevant, torch.logspace(-4, 0, 41).tolist())
+    for still in still_taus:
+        axes[1].axvline(still, color="grey", linewidth=0.8)
+    fig.suptitle("the slider's range at a glance; move the slider below to redraw one tau", fontsize=10)
+    fig.tight_layout()
+    plt.show()
 
     def draw(tau):
         relaxation_figure(scores, relevant, tau)

@@ -56,7 +56,7 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     assert trained["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
     assert trained["loss_end"] < trained["loss_start"]
     assert trained["batch_ap_end"] > trained["batch_ap_start"]
-    state = torch.load(outputs / "runs" / "02_training" / "checkpoint.pt", weights_only=True)
+    state = torch.load(reproduce.latest_run("02_training") / "checkpoint.pt", weights_only=True)
     assert state["step"] == trained["steps"]
 
     probed = run_notebook("03", outputs)  # finds notebook 02's checkpoint by itself

@@ -220,7 +220,7 @@ def test_outputs_go_to_scratch_unless_published(tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     for kind in ("FIGURES", "RESULTS"):
         monkeypatch.delenv(f"S2R2_{kind}_DIR", raising=False)
-    monkeypatch.delenv(results.PUBLISH_ENV, raising=False)
+    monkeypatch.setenv(results.PUBLISH_ENV, "0")  # and restored after the test
     assert results.output_dir("figures") == project / "build" / "scratch" / "figures"
     published = project / "results"
     published.mkdir()
