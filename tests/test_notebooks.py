@@ -128,6 +128,8 @@ def test_every_exercise_runs_as_its_text_says(outputs, prefix, number):
     text = " ".join(exercise_text(prefix, number).split())
     for name, value in change.items():
         assert f"`{name} = {literal(value)}`" in text, (name, text)
+    if prefix == "03":
+        run_notebook("02", outputs)  # the run it probes
     numbers = run_notebook(prefix, outputs, **change)
     if prefix == "01":
         assert numbers["tau"] == change.get("tau", 0.01)
