@@ -306,6 +306,14 @@ def read_table(name: str | os.PathLike, dtypes: Mapping[str, str] | None = None)
     return typed([], dtypes)
 
 
+def committed_table(name: str) -> pd.DataFrame:
+    """The table ``name`` as the project commits it, <project>/results/<name>.csv, whatever the output folders
+    say (what a notebook shows as "the committed rows"); empty when there is none."""
+    dtypes = TABLES[name][0]
+    path = project_dir() / "results" / f"{name}.csv"
+    return _read(path, dtypes) if path.is_file() else typed([], dtypes)
+
+
 def _key_strings(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
     return frame[list(key)].astype("string").fillna("").agg("\x1f".join, axis=1)
 

@@ -233,6 +233,7 @@ def test_outputs_go_to_scratch_unless_published(tmp_path, monkeypatch):
     results.write_runs([{**MEASURED, "seed": 8}])
     scratch = results.read_runs().query("source == 'measured'")
     assert sorted(scratch["seed"]) == [0, 8]  # the scratch copy is older than the publish of seed 7
+    assert results.committed_table("runs").query("source == 'measured'")["seed"].tolist() == [7]  # the project's own rows, wherever outputs go
     with pytest.raises(TypeError, match="publish must be True or False"):
         results.set_publish("yes")
 
