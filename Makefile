@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
 DATA_ROOT ?=
+FRESH ?=
 
 .PHONY: reproduce test lab bench gpu-check mutation clean-build
 
@@ -14,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,lab]"
 	@touch $(STAMP)
 
-## Execute every notebook through papermill; regenerate results/ and figures/.
+## Execute every notebook through papermill and publish results/ and figures/. Training runs and probe results
+## whose config, data and code are unchanged are reused from build/; FRESH=1 trains and probes everything again.
 reproduce: $(STAMP)
-	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
 
 ## Unit tests, notebooks (nbval) and the notebooks' recorded numbers (papermill).
 test: $(STAMP)
@@ -28,20 +30,20 @@ lab: $(STAMP)
 
 ## Benchmarks; writes results/bench_*.csv.
 bench: $(STAMP)
-	$(PY) -m s2r2lib.bench all
+	S2R2_PUBLISH=1 $(PY) -m s2r2lib.bench all
 
 ## The device check (python -m s2r2lib.bench gpu): the paper's setting on one GPU in at most 8 minutes,
 ## rows to results/bench_gpu.csv (OUT_DIR=... elsewhere); a tiny CPU smoke where there is no GPU. Uses the
 ## venv's Python when there is one, else python3 (a GPU machine's own PyTorch); it installs nothing.
 gpu-check:
-	$(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.bench gpu $(if $(OUT_DIR),--out-dir $(OUT_DIR))
+	S2R2_PUBLISH=1 $(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.bench gpu $(if $(OUT_DIR),--out-dir $(OUT_DIR))
 
 ## Mutation testing (mutmut) of the core modules, each with its own tests; writes results/mutation.csv.
 ## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample.
 MODULES ?=
 SAMPLE ?=
 mutation: $(STAMP)
-	$(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE))
+	S2R2_PUBLISH=1 $(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE))
 
 clean-build:
 	rm -rf build

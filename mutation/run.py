@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mutmut.stats import status_by_exit_code  # noqa: E402
 
-from s2r2lib.results import output_dir, provenance, upsert_csv  # noqa: E402
+from s2r2lib.results import provenance, write_table  # noqa: E402
 
 # module -> the test files that own it (and nothing else: a run stays within about an hour here).
 MODULES = {
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for module in args.modules:
         row = run_module(module, args.sample, args.seed, args.max_children, args.show)
-        upsert_csv(output_dir("results") / "mutation.csv", [{c: row[c] for c in COLUMNS}], key=("module",))
+        write_table("mutation", [{c: row[c] for c in COLUMNS}])
     return 0
 
 

@@ -651,7 +651,7 @@ def try_load(name: str, root: str | os.PathLike | None = None, split: str | None
     try:
         return load(name, root=root, split=split, size=size, **kwargs)
     except FileNotFoundError as error:
-        print(f"{name}: not available here. {error}")
+        print(f"{name}: not available here. {error}")  # whole: the message says how to get the files
         return None
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
-from .results import atomic_write_bytes, output_dir
+from .fileio import atomic_write_bytes
+from .results import output_dir
 
 # Fixed metadata so that a rerun on the same software writes the same bytes (no date, no version).
 _METADATA = {
@@ -83,7 +84,7 @@ def plot_relaxation(ax, taus=(0.01, 0.05, 0.2), span: float = 1.0):
         ax.plot(d, torch.sigmoid(d / tau), label=f"sigmoid, tau = {tau:g}")
     ax.set_xlabel("d = s_qj - s_qi")
     ax.set_ylabel("counts j as ranked above i")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=9)
 
 
 def plot_ap_versus_tau(ax, scores, relevant, taus, mark_tau: float | None = None):
@@ -97,7 +98,7 @@ def plot_ap_versus_tau(ax, scores, relevant, taus, mark_tau: float | None = None
         ax.axvline(mark_tau, color="grey", linewidth=0.8)
     ax.set_xlabel("tau")
     ax.set_ylabel("AP")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
 
 
 def plot_descent_field(ax, z, ids, directions, title: str, scale: float | None = None):
@@ -132,10 +133,22 @@ def relaxation_figure(scores, relevant, tau: float, taus=None):
     return fig
 
 
-def interactive_relaxation(scores, relevant, tau: float = 0.01):
-    """A tau slider over :func:`relaxation_figure`, for JupyterLab (ipywidgets)."""
+def interactive_relaxation(scores, relevant, tau: float = 0.01, still_taus=(1e-3, 1e-2, 1e-1, 1.0)):
+    """A tau slider over :func:`relaxation_figure`, for JupyterLab (ipywidgets), after a still figure of the
+    slider's range at ``still_taus``: the still one stays visible where widgets are not drawn (a reopened
+    notebook, a static viewer such as GitHub's)."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    import torch
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    plot_relaxation(axes[0], taus=still_taus)
+    plot_ap_versus_tau(axes[1], scores, relevant, torch.logspace(-4, 0, 41).tolist())
+    for still in still_taus:
+        axes[1].axvline(still, color="grey", linewidth=0.8)
+    fig.suptitle("the slider's range at a glance; move the slider below to redraw one tau", fontsize=10)
+    fig.tight_layout()
+    plt.show()
 
     def draw(tau):
         relaxation_figure(scores, relevant, tau)
@@ -153,7 +166,7 @@ def descent_figure(z, ids, fields: dict):
     fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4.5))
     for ax, (title, directions) in zip(axes, fields.items()):
         plot_descent_field(ax, z, ids, directions, title)
-    axes[0].legend(loc="lower left", fontsize=8)
+    axes[0].legend(loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -169,7 +182,7 @@ def plot_gradient_norms(ax, norms: dict):
     ax.set_yscale("log")
     ax.set_xlabel("view")
     ax.set_ylabel("|d loss / d z|")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
 
 
 # --- Notebook 02: views and training -----------------------------------------------------------------
@@ -186,7 +199,7 @@ def view_grid(rows: dict, max_views: int = 8):
             ax.axis("off")
             if col < len(images):
                 ax.imshow(images[col].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        row[0].set_title(title, fontsize=8, loc="left")
+        row[0].set_title(title, fontsize=9, loc="left")
     fig.tight_layout()
     return fig
 
@@ -227,11 +240,11 @@ def probe_bars(scores: dict, title: str = ""):
     for i, name in enumerate(encoders):
         values = [scores[m].get(name, np.nan) for m in metrics]
         bars = ax.bar(np.arange(len(metrics)) + i * width, values, width, label=name)
-        ax.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=7)
+        ax.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=9)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(encoders) - 1) / 2, metrics)
     ax.set_ylabel("score")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -248,8 +261,8 @@ def confusion_matrix(true, predicted, classes: list[str], title: str = ""):
     counts /= np.maximum(counts.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=60, fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=60, fontsize=9)
+    ax.set_yticks(range(len(classes)), classes, fontsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -273,23 +286,27 @@ def retrieval_strip(views, query: int, order, is_positive, top: int = 12):
         for spine in ax.spines.values():
             spine.set_edgecolor(colour)
             spine.set_linewidth(3)
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label, fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def table_figure(header: list[str], body: list[list[str]], title: str):
-    """A table rendered as a figure (for the paper's tables beside our measurements)."""
+def paper_margins_figure(margins: dict, epochs: list[int], title: str = ""):
+    """The paper's margins (see ``results.paper_margins``): S2R2's printed top-1 minus the best other model's,
+    one line per training set, against the epoch budget. Text at 10 pt or more."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.05 * len(header) + 2, 0.32 * len(body) + 1.0))
-    ax.axis("off")
-    table = ax.table(cellText=body, colLabels=header, loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(header))))
-    table.scale(1, 1.3)
-    ax.set_title(title, fontsize=10)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for dataset, values in margins.items():
+        ax.plot(epochs, values, marker="o", label=dataset)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(epochs, [str(e) for e in epochs])
+    ax.set_xlabel("training epochs", fontsize=11)
+    ax.set_ylabel("S2R2 minus the best baseline (points)", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.legend(fontsize=10)
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -310,7 +327,7 @@ def sweep_figure(rows: list[dict], x: str, series: str, metric: str = "value", t
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x)
     ax.set_ylabel("linear probe top-1")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -262,19 +262,32 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
              device: str = "cpu", split_name: str = "", seed: int = 0) -> dict:
     """Every metric of one encoder (a checkpoint, or the random-init floor when None): linear top-1,
     kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol. The encoder is built
-    as :func:`load_encoder` builds it: a checkpoint's with its own architecture."""
+    as :func:`load_encoder` builds it: a checkpoint's with its own architecture. Cached: the same encoder,
+    images, labels and settings under the same probe code are read back, not probed again."""
     model = load_encoder(checkpoint, arch, small_input, proj_dim, seed)
     key = checkpoint_key(checkpoint, model, seed)
+    inputs = (key, size, seed,
+              *(hashlib.sha256(t.contiguous().cpu().numpy().tobytes()).hexdigest()
+                for t in (train_images, train_labels, test_images, test_labels)),
+              *(Path(__file__).with_name(name).read_text() for name in ("probe.py", "losses.py", "models.py")))
+    path = project_dir() / "build" / "features" / f"probe-{hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return {**saved, "linear_predictions": saved["linear_predictions"].numpy()}
     train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
     test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
     linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device)
-    return {
+    metrics = {
         "linear_top1": linear.top1, "linear_c": linear.c, "linear_predictions": linear.predictions,
         "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20, device=device),
         "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200, device=device),
         "retrieval_map": retrieval_map(test_x, test_labels, device=device),
         "test_features": test_x,
     }
+    buffer = io.BytesIO()
+    torch.save({**metrics, "linear_predictions": torch.from_numpy(linear.predictions)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return metrics
 
 
 METRICS = {

@@ -1,23 +1,40 @@
-"""Run every notebook headlessly through papermill, in order; they rewrite figures/ and results/.
+"""Run every notebook headlessly through papermill, in order, publishing to figures/ and results/; and the
+run cache that makes a second run cheap.
 
-    python -m s2r2lib.reproduce [--profile quick|default|paper] [--data-root DIR] [--only 01 ...]
+    python -m s2r2lib.reproduce [--profile quick|default|paper|fashion] [--data-root DIR] [--only 01 ...] [--fresh]
 
-This is what ``make reproduce`` runs. Executed copies go to ``build/notebooks/`` (git-ignored), never
-over the sources in ``notebooks/``. A profile is a set of papermill parameters per notebook: ``quick``
-is what the tests run, ``default`` runs on the embedded data on a CPU, ``paper`` trains and probes at the
-paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on Fashion-MNIST (small real
-data). A notebook receives only the parameters its ``parameters`` cell declares.
+This is what ``make reproduce`` runs (``make reproduce FRESH=1`` passes --fresh). Executed copies go to
+``build/notebooks/`` (git-ignored), never over the sources in ``notebooks/``. A profile is a set of papermill
+parameters per notebook: ``quick`` is what the tests run, ``default`` runs on the embedded data on a CPU,
+``paper`` trains and probes at the paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on
+Fashion-MNIST (small real data). A notebook receives only the parameters its ``parameters`` cell declares.
+
+The run cache (as jupyter-cache and DVC's run cache): a training run lives in ``<runs>/<name>/<key>``, where
+the key hashes its config, a fingerprint of its data files and the library code that trains (not the plots,
+tables or this pipeline). A notebook asks :func:`cached_run` for its folder, and ``train(..., resume="auto")``
+reuses a finished run there; probe results are cached by ``s2r2lib.probe`` the same way. Nothing is deleted
+except a run that ``--fresh`` is about to recreate.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from .results import output_dir, project_dir
+from .fileio import atomic_write_bytes
+from .results import PUBLISH_ENV, output_dir, project_dir
+
+FRESH_ENV = "S2R2_FRESH"
+# Library files whose code cannot change a training run's numbers: editing them re-renders figures and
+# tables without retraining. Everything else in s2r2lib/ is part of a run's key.
+NOT_TRAINING_CODE = ("plots.py", "results.py", "fileio.py", "reproduce.py", "study.py", "probe.py", "bench")
 
 # notebook stem -> parameters, per profile. A notebook not named here runs on its own defaults.
 PROFILES: dict[str, dict[str, dict]] = {
@@ -25,7 +42,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "02_training": {"images_per_batch": 8, "views_per_image": 4, "max_steps": 20, "data_options": {"n": 512}},
         "03_linear_probe": {"n_train": 500, "n_test": 300},
         "05_figure1": {"images_grid": [4, 8], "views_grid": [2, 4], "base_images": 8, "base_views": 4,
-                       "max_steps": 10, "data_n": 256, "n_train": 300, "n_test": 200, "use_saved": False},
+                       "max_steps": 10, "data_n": 256, "n_train": 300, "n_test": 200, "retrain": True},
         "06_miniature_study": {"views_per_step": 32, "max_steps": 2, "seeds": [0, 1, 2], "data_n": 256,
                                "n_train": 200, "n_test": 100, "small_n": 64, "small_steps": [1, 2],
                                "sweep_images": [2, 4, 8], "sweep_steps": 2, "use_saved_figure1": False},
@@ -34,7 +51,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "02_training": {"images_per_batch": 32, "views_per_image": 8, "max_steps": 300, "data_options": {"n": 10000}},
         "05_figure1": {"images_grid": [4, 8, 16, 32, 64], "views_grid": [2, 4, 8, 16], "base_images": 16,
                        "base_views": 8, "max_steps": 150, "data_n": 10000, "n_train": 5000, "n_test": 2000,
-                       "use_saved": False},
+                       "retrain": True},
         "06_miniature_study": {"views_per_step": 128, "max_steps": 100, "seeds": [0, 1, 2], "data_n": 5000,
                                "n_train": 2000, "n_test": 1000, "small_n": 500, "small_steps": [25, 50, 100],
                                "sweep_images": [4, 16, 64], "sweep_steps": 100, "use_saved_figure1": True},
@@ -58,6 +75,74 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 
+def code_digest(exclude: tuple[str, ...] = NOT_TRAINING_CODE, library: Path | None = None) -> str:
+    """A hash of the library's Python sources (names and bytes), leaving out the files and folders ``exclude``
+    names (relative to s2r2lib/)."""
+    library = library or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(library.rglob("*.py")):
+        relative = path.relative_to(library).as_posix()
+        if relative.split("/")[0] in exclude:
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def data_fingerprint(config) -> str:
+    """Names, sizes and modification times of the data files a config trains on (its data_root, or the
+    default data folder); the embedded data is made by code, which :func:`code_digest` covers."""
+    if config.data == "embedded":
+        return "embedded"
+    from . import data as datasets
+
+    roots = [Path(config.data_root) if config.data_root else datasets.data_root()]
+    if config.data.startswith("fashion_mnist") and not config.data_root:
+        roots.append(datasets.FASHION_MNIST_DEBIAN_DIR)
+    digest = hashlib.sha256()
+    for root in roots:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def run_key(config) -> str:
+    """The content key of a training run: its config (less the fields that only say where or how verbosely
+    it runs), its data's fingerprint and the training code; 16 hex digits."""
+    from .train import RUNTIME_FIELDS
+
+    settings = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS or k == "device"}
+    blob = json.dumps([settings, data_fingerprint(config), code_digest()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_run(name: str, config):
+    """``config`` with its output set to ``<runs>/<name>/<run_key>``: a finished run with the same content is
+    reused by ``train(config, resume="auto")``, an interrupted one resumed, a new one trained; a config that
+    differs gets a folder of its own, so no run ever blocks another. Under ``--fresh`` (S2R2_FRESH) the
+    folder is emptied once per pipeline run, to be trained again. Records the folder as ``name``'s latest."""
+    folder = output_dir("runs") / name / run_key(config)
+    token = os.environ.get(FRESH_ENV)
+    marker = folder / ".fresh"
+    if token and folder.exists() and not (marker.is_file() and marker.read_text() == token):
+        print(f"--fresh: training {folder} again")
+        shutil.rmtree(folder)
+    if token:
+        atomic_write_bytes(marker, token.encode())
+    atomic_write_bytes(folder.parent / "latest", folder.name.encode())
+    return dataclasses.replace(config, output=str(folder))
+
+
+def latest_run(name: str) -> Path:
+    """The folder :func:`cached_run` last gave ``name`` (e.g. notebook 02's run, for notebook 03)."""
+    pointer = output_dir("runs") / name / "latest"
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no run of {name!r} in {pointer.parent}: run that notebook first, or pass "
+                                f"the checkpoint's path")
+    return pointer.parent / pointer.read_text().strip()
+
+
 def notebook_paths(folder: Path | None = None, only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``) in run order, optionally only those whose name
     starts with one of ``only``."""
@@ -70,47 +155,57 @@ def notebook_paths(folder: Path | None = None, only: list[str] | None = None) ->
     return paths
 
 
-def parameters_for(path: Path, profile: str, data_root: str | None = None) -> dict:
-    """The papermill parameters ``path`` gets under ``profile``, limited to those it declares."""
+def parameters_for(path: Path, profile: str, data_root: str | None = None, **extra) -> dict:
+    """The papermill parameters ``path`` gets under ``profile`` (and ``extra``), limited to those it declares."""
     import papermill
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     declared = papermill.inspect_notebook(str(path))
-    wanted = dict(PROFILES[profile].get(path.stem, {}))
+    wanted = {**PROFILES[profile].get(path.stem, {}), **extra}
     if data_root is not None:
         wanted["data_root"] = str(Path(data_root).resolve())
     return {name: value for name, value in wanted.items() if name in declared}
 
 
 def run(profile: str = "default", data_root: str | None = None, only: list[str] | None = None,
-        output: Path | None = None) -> list[Path]:
-    """Execute the notebooks in order; return the executed copies. Stops at the first failure."""
-    import papermill
-
+        output: Path | None = None, fresh: bool = False) -> list[Path]:
+    """Execute the notebooks in order, publishing their figures and rows; return the executed copies.
+    Stops at the first failure. ``fresh`` trains and probes every run they ask for again."""
     output = output or project_dir() / "build" / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
-    runs = output_dir("runs")
-    if any(runs.iterdir()):  # the notebooks resume a run they find; the pipeline trains afresh
-        print(f"removing the previous pipeline's training runs in {runs}")
-        shutil.rmtree(runs)
+    saved = {name: os.environ.get(name) for name in (PUBLISH_ENV, FRESH_ENV)}
+    os.environ[PUBLISH_ENV] = "1"  # the kernels inherit it: their figures and rows go to figures/ and results/
+    if fresh:
+        os.environ[FRESH_ENV] = f"{time.time_ns()}"
+        shutil.rmtree(project_dir() / "build" / "features", ignore_errors=True)  # probe caches, recreated as needed
     paths = notebook_paths(only=only)
-    executed = []
-    for number, path in enumerate(paths, start=1):
-        params = parameters_for(path, profile, data_root)
-        print(f"[{number}/{len(paths)}] {path.stem} (profile {profile}) ...", flush=True)
-        start = time.perf_counter()
-        target = output / path.name
-        try:
-            papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
-                                       kernel_name="python3", progress_bar=False)
-        except papermill.PapermillExecutionError as error:
-            raise SystemExit(f"{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
-                             f"the executed copy, with the traceback, is {target}") from None
-        print(f"[{number}/{len(paths)}] {path.stem} done in {time.perf_counter() - start:.0f} s -> {target}",
-              flush=True)
-        executed.append(target)
-    return executed
+    try:
+        return [_execute(path, number, len(paths), profile, data_root, output)
+                for number, path in enumerate(paths, start=1)]
+    finally:  # leave the caller's environment as it was (the tests call this in-process)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path) -> Path:
+    import papermill
+
+    params = parameters_for(path, profile, data_root, publish=True)
+    print(f"[{number}/{count}] {path.stem} (profile {profile}) ...", flush=True)
+    start = time.perf_counter()
+    target = output / path.name
+    try:
+        papermill.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
+                                   kernel_name="python3", progress_bar=False)
+    except papermill.PapermillExecutionError as error:
+        raise SystemExit(f"{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                         f"the executed copy, with the traceback, is {target}") from None
+    print(f"[{number}/{count}] {path.stem} done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
     parser.add_argument("--data-root", default=None, help="folder holding STL10/COCO/Fashion-MNIST files")
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 03")
+    parser.add_argument("--fresh", action="store_true", help="train and probe every run again, cached or not")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    run(args.profile, args.data_root, args.only)
+    run(args.profile, args.data_root, args.only, fresh=args.fresh)
     print(f"all notebooks done in {time.perf_counter() - start:.0f} s; figures/ and results/ are up to date")
     return 0
 

@@ -1,12 +1,23 @@
-"""Where outputs go, how every number says where it came from, and writes that survive a kill.
+"""The results tables (pandas, typed columns), where outputs go, and where every number came from.
 
-Output folders (each overridable by an environment variable, which is how the tests keep a test
-run from touching the committed files):
+Tables: every CSV in results/ is a tidy table with declared column types (:data:`TABLES`): runs.csv
+(the paper's numbers and ours, one row per number), bench_*.csv (benchmarks), and any table a caller
+declares with ``dtypes``. :func:`write_table` merges rows into a table by its key columns under a lock, and
+replaces the file atomically; it refuses text where a number belongs, and text that a spreadsheet would run
+as a formula (a leading ``=``, ``+``, ``-`` or ``@``: OWASP's CSV injection).
 
-  figures  S2R2_FIGURES_DIR  default <project>/figures
-  results  S2R2_RESULTS_DIR  default <project>/results
-  records  S2R2_RECORDS_DIR  default <project>/build/records   (numbers a notebook records for tests)
-  runs     S2R2_RUNS_DIR     default <project>/build/runs      (the notebooks' training runs)
+Output folders (each overridable by an environment variable, which is how the tests keep a test run
+from touching the committed files):
+
+  figures  S2R2_FIGURES_DIR  published: <project>/figures   scratch: <project>/build/scratch/figures
+  results  S2R2_RESULTS_DIR  published: <project>/results   scratch: <project>/build/scratch/results
+  records  S2R2_RECORDS_DIR  <project>/build/records   (numbers a notebook records for tests)
+  runs     S2R2_RUNS_DIR     <project>/build/runs      (training runs, keyed by content: s2r2lib.reproduce)
+
+Publishing: a notebook run by hand writes figures and rows to the scratch folders and never changes the
+committed results/ or figures/; ``make reproduce`` (which sets S2R2_PUBLISH=1) or a notebook's
+``publish = True`` (:func:`set_publish`) writes the committed ones. A scratch table starts from the
+published one, so a notebook run by hand reads the project's rows with the reader's own on top.
 
 <project> is the nearest folder at or above the working directory that holds ``s2r2lib/`` and
 ``pyproject.toml`` (notebooks run in ``notebooks/``); outside a checkout it is the working directory.
@@ -14,23 +25,29 @@ run from touching the committed files):
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
 import json
 import os
 import platform
+import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+import pandas as pd
+
+from .fileio import atomic_write_bytes, locked
+
+__all__ = ["atomic_write_bytes"]  # re-exported for callers that have not moved to s2r2lib.fileio yet
+
 _DIRS = {
-    "figures": ("S2R2_FIGURES_DIR", "figures"),
-    "results": ("S2R2_RESULTS_DIR", "results"),
-    "records": ("S2R2_RECORDS_DIR", "build/records"),
-    "runs": ("S2R2_RUNS_DIR", "build/runs"),
+    "figures": ("S2R2_FIGURES_DIR", "figures", "build/scratch/figures"),
+    "results": ("S2R2_RESULTS_DIR", "results", "build/scratch/results"),
+    "records": ("S2R2_RECORDS_DIR", "build/records", "build/records"),
+    "runs": ("S2R2_RUNS_DIR", "build/runs", "build/runs"),
 }
+PUBLISH_ENV = "S2R2_PUBLISH"
 
 
 def project_dir(start: Path | None = None) -> Path:
@@ -42,32 +59,82 @@ def project_dir(start: Path | None = None) -> Path:
     return start
 
 
-def output_dir(kind: str) -> Path:
-    """The folder for ``kind`` (figures, results, records or runs), created if missing."""
-    if kind not in _DIRS:
-        raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(_DIRS)}")
-    env, default = _DIRS[kind]
-    folder = Path(os.environ[env]) if os.environ.get(env) else project_dir() / default
+def publishing() -> bool:
+    """Whether outputs go to the committed results/ and figures/ (S2R2_PUBLISH=1) or to build/scratch/."""
+    return os.environ.get(PUBLISH_ENV, "") == "1"
+
+
+def set_publish(publish: bool) -> None:
+    """A notebook's ``publish`` parameter: True writes the committed results/ and figures/ from here on
+    (in this process and the processes it starts), False the scratch folders under build/."""
+    if not isinstance(publish, bool):
+        raise TypeError(f"publish must be True or False, got {publish!r}")
+    os.environ[PUBLISH_ENV] = "1" if publish else "0"
+
+
+def output_dir(kind: str, published: bool | None = None) -> Path:
+    """The folder for ``kind`` (figures, results, records or runs), created if missing: the published or
+    the scratch one as :func:`publishing` says, unless ``published`` picks one."""
+    folder = _folder(kind, published)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
+def _folder(kind: str, published: bool | None = None) -> Path:
+    """:func:`output_dir` without creating it."""
+    if kind not in _DIRS:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(_DIRS)}")
+    env, public, scratch = _DIRS[kind]
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    return project_dir() / (public if (publishing() if published is None else published) else scratch)
+
+
+# --- Provenance ----------------------------------------------------------------------------------------
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=project_dir(), capture_output=True, text=True, check=True).stdout
+
+
+def _notebook_sources(text: str) -> list[tuple[str, str]]:
+    """A notebook's cells as (type, source): what a reader wrote, without outputs or counters."""
+    cells = json.loads(text).get("cells", [])
+    return [(cell.get("cell_type", ""), "".join(cell.get("source", ""))) for cell in cells]
+
+
+def changed_sources() -> list[str]:
+    """Which of the code's two parts differ from the commit: ``s2r2lib`` (any file, new ones too) and
+    ``notebooks`` (a cell's type or source; saved outputs never count)."""
+    changed = []
+    if _git("status", "--porcelain", "--", "s2r2lib").strip():
+        changed.append("s2r2lib")
+    for line in _git("status", "--porcelain", "--", "notebooks").splitlines():
+        path = line[3:].strip().strip('"')
+        if not path.endswith(".ipynb"):
+            continue
+        try:
+            before = _notebook_sources(_git("show", f"HEAD:{path}"))
+        except subprocess.CalledProcessError:  # a new notebook
+            before = None
+        now = project_dir() / path
+        if before is None or not now.exists() or _notebook_sources(now.read_text()) != before:
+            changed.append("notebooks")
+            break
+    return changed
+
+
 def git_commit(short: bool = True) -> str:
-    """The checkout's commit, ``+dirty`` when tracked code differs from it (outputs in results/ and
-    figures/ do not count); $S2R2_COMMIT where set (a copy of the checkout without git, e.g. on a lent
-    GPU machine); ``unknown`` outside git."""
+    """The checkout's commit, with ``+modified:s2r2lib,notebooks`` naming the parts of the code that differ
+    from it (results, figures and a notebook's saved outputs never count); $S2R2_COMMIT where set (a copy of
+    the checkout without git, e.g. on a lent GPU machine); ``unknown`` outside git."""
     if os.environ.get("S2R2_COMMIT"):
         return os.environ["S2R2_COMMIT"]
-    cwd = project_dir()
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"],
-                             cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!results", ":!figures"],
-                               cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        rev = _git("rev-parse", "--short" if short else "--verify", "HEAD").strip()
+        changed = changed_sources()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return rev + ("+dirty" if dirty else "")
+    return rev + (f"+modified:{','.join(changed)}" if changed else "")
 
 
 def device_name(device: Any = "cpu") -> str:
@@ -100,36 +167,6 @@ def provenance(device: Any = "cpu") -> dict[str, str]:
     }
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
-              columns: list[str] | None = None) -> Path:
-    """Write ``rows`` (dicts) as a CSV atomically; columns default to the keys in first-seen order."""
-    rows = list(rows)
-    if columns is None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_bytes(path, buffer.getvalue().encode())
-
-
 def record(notebook: str, **numbers: Any) -> Path:
     """Save the key numbers a notebook computed, as JSON in the records folder, for the tests to check."""
     path = output_dir("records") / f"{notebook}.json"
@@ -141,40 +178,209 @@ def read_record(notebook: str) -> dict[str, Any]:
     return json.loads((output_dir("records") / f"{notebook}.json").read_text())
 
 
-def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a CSV written by :func:`write_csv`; a malformed line raises a ValueError naming it."""
-    path = Path(path)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = []
-        for row in reader:
-            if None in row or any(value is None for value in row.values()):
-                raise ValueError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} fields "
-                                 f"({', '.join(reader.fieldnames)}); fix or delete that line")
-            rows.append(row)
-    return rows
+# --- Typed tables ----------------------------------------------------------------------------------------
+
+S, I, F, B = "string", "Int64", "Float64", "boolean"
+_PROVENANCE = {"commit": S, "device": S, "torch": S, "date": S}
+
+RUN_DTYPES = {"table": S, "arch": S, "dataset": S, "method": S, "images": I, "views": I, "epochs": F, "seed": I,
+              "lr": F, "steps": I, "views_seen": I, "metric": S, "value": F, "source": S, "protocol": S,
+              "commit": S, "device": S, "train_s": F, "wall_s": F, "date": S}
+RUN_COLUMNS = list(RUN_DTYPES)
+RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "lr", "steps", "metric",
+           "source")
+
+# name (the file's stem in results/) -> (column -> dtype, key columns)
+TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "runs": (RUN_DTYPES, RUN_KEY),
+    "bench_loss": ({"impl": S, "N": I, "B": I, "K": I, "D": I, "tau": F, "device": S, "threads": I,
+                    "fwd_bwd_s": F, "peak_mib": F, "memory_measure": S, "repeats": I, "time_vs_s2r2lib": F,
+                    "status": S, **_PROVENANCE}, ("device", "impl", "N")),
+    "bench_train": ({"arch": S, "method": S, "preset": S, "scale": I, "images": I, "views": I, "view_sizes": S,
+                     "precision": S, "channels_last": B, "device": S, "threads": I, "step_s": F, "views_per_s": F,
+                     "peak_mib": F, "encoder_step_s": F, "encoder_views_per_s": F, "encoder_peak_mib": F,
+                     "time_vs_encoder": F, "overhead_share": F, "meets_goal": S, "memory_measure": S,
+                     "repeats": I, "load_avg": F, "status": S, **_PROVENANCE}, ("device", "arch", "method", "scale")),
+    "bench_views": ({"size": I, "images": I, "views_per_image": I, "backend": S, "workers": I, "arch": S,
+                     "encoder_batch": I, "rate": F, "unit": S, "ratio_to_encoder": F, "status": S, **_PROVENANCE},
+                    ("device", "size", "images", "views_per_image", "backend", "workers", "arch")),
+    # python -m s2r2lib.bench gpu: one row per measurement; value is text (numbers, yes/no, a device name).
+    "bench_gpu": ({"suite": S, "config": S, "metric": S, "value": S, "unit": S, "status": S, "note": S, "wall_s": F,
+                   "commit": S, "device": S, "torch": S, "date": S}, ("device", "suite", "config", "metric")),
+    "bench_probe": ({"impl": S, "train": I, "test": I, "dim": I, "classes": I, "device": S, "threads": I,
+                     "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
+                     "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,
+                     "commit": S, "torch": S, "date": S}, ("device", "impl", "threads")),
+    "mutation": ({"module": S, "tests": S, "killed": I, "survived": I, "timeout": I, "equivalent": I, "no_tests": I,
+                  "total": I, "sampled": S, "score": F, "tool": S, "commit": S, "date": S, "wall_s": F}, ("module",)),
+}
+_FORMULA = re.compile(r"^[=+\-@\t\r]")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # "-0.05" in a text column runs nothing
 
 
-def upsert_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], key: tuple[str, ...]) -> Path:
-    """Merge ``rows`` into the CSV at ``path``: a row replaces the old one with the same ``key`` values,
-    every other old row is kept (a CPU run leaves the committed GPU rows alone). Atomic."""
-    rows = [{name: "" if value is None else str(value) for name, value in row.items()} for row in rows]
-    for row in rows:
-        missing = [name for name in key if name not in row]
-        if missing:
-            raise ValueError(f"upsert_csv: row lacks key column(s) {missing}: {row}")
-    old = read_csv(path) if Path(path).exists() else []
-    new_keys = {tuple(row[name] for name in key) for row in rows}
-    kept = [row for row in old if tuple(row.get(name, "") for name in key) not in new_keys]
-    columns = list(dict.fromkeys([*(name for row in old for name in row), *(name for row in rows for name in row)]))
-    return write_csv(path, [*kept, *rows], columns)
+def table_path(name: str | os.PathLike, published: bool | None = None) -> Path:
+    """results/<name>.csv for a table name; a path (``.csv``) as given."""
+    name = Path(name)
+    return name if name.suffix == ".csv" else output_dir("results", published) / f"{name}.csv"
+
+
+def _schema(path: Path, dtypes: Mapping[str, str] | None, key: Iterable[str] | None):
+    declared_dtypes, declared_key = TABLES.get(path.stem, (None, None))
+    dtypes, key = dtypes or declared_dtypes, tuple(key or declared_key or ())
+    if dtypes is None or not key:
+        raise ValueError(f"table {path.stem!r} has no declared column types or key; pass dtypes= and "
+                         f"key_columns=, or declare it in s2r2lib.results.TABLES")
+    missing = [column for column in key if column not in dtypes]
+    if missing:
+        raise ValueError(f"key_columns {missing} of table {path.stem!r} are not among its columns {list(dtypes)}")
+    return dict(dtypes), key
+
+
+def typed(rows: pd.DataFrame | Iterable[Mapping[str, Any]], dtypes: Mapping[str, str],
+          table: str = "table", first_line: int | None = None) -> pd.DataFrame:
+    """``rows`` as a DataFrame with exactly the columns of ``dtypes``, each of its declared type (a missing
+    column is empty). Refuses unknown columns, a number column holding anything but a finite number or an
+    empty cell, and text starting with =, +, -, @ (a spreadsheet would run it). ``first_line`` numbers the
+    rows as lines of a file in the errors."""
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    unknown = [column for column in frame.columns if column not in dtypes]
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {unknown}; its columns are {list(dtypes)}")
+    where = (lambda i: f"line {first_line + i}") if first_line is not None else (lambda i: f"row {i}")
+    out = {}
+    for column, dtype in dtypes.items():
+        values = frame[column].tolist() if column in frame else [None] * len(frame)
+        cells = [None if _blank(v) else v for v in values]
+        if dtype == S:
+            cells = [v if v is None else str(v) for v in cells]
+            bad = [i for i, v in enumerate(cells) if v is not None and _FORMULA.match(v) and not _PLAIN_NUMBER.match(v)]
+            if bad:
+                v = cells[bad[0]]
+                raise ValueError(f"{table}, {where(bad[0])}: column {column!r} starts with {v[0]!r}, which a "
+                                 f"spreadsheet runs as a formula (CSV injection): {v[:80]!r}; remove the "
+                                 f"leading character")
+        elif dtype == B:
+            spelled = [v if v is None else str(v).strip().lower() for v in cells]
+            bad = [i for i, v in enumerate(spelled) if v not in (None, "true", "false")]
+            if bad:
+                raise ValueError(f"{table}, {where(bad[0])}: column {column!r} holds True or False, "
+                                 f"got {values[bad[0]]!r}")
+            cells = [v if v is None else v == "true" for v in spelled]
+        else:
+            numbers = [v if v is None else _number(v) for v in cells]
+            bad = [i for i, v in enumerate(numbers) if v is not None
+                   and (not np.isfinite(v) or (dtype == I and v % 1 != 0))]
+            if bad:
+                kind = "an integer" if dtype == I else "a finite number"
+                raise ValueError(f"{table}, {where(bad[0])}: column {column!r} holds {kind} (or nothing, for "
+                                 f"not measured), got {values[bad[0]]!r}")
+            cells = [v if v is None else (int(v) if dtype == I else v) for v in numbers]
+        out[column] = pd.array(cells, dtype=dtype)
+    return pd.DataFrame(out, index=range(len(frame)))
+
+
+def _blank(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number, str)):
+        return float("nan")  # True, a list, a dict: not a number
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
+
+
+def _read(path: Path, dtypes: Mapping[str, str]) -> pd.DataFrame:
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as error:
+        line = re.search(r"line (\d+)", str(error))
+        raise ValueError(f"{path}:{line.group(1) if line else '?'}: a line with more fields than the header "
+                         f"({error}); fix or delete that line") from None
+    short = raw.isna().any(axis=1)
+    if short.any():
+        raise ValueError(f"{path}:{int(np.flatnonzero(short)[0]) + 2}: fewer fields than the header's "
+                         f"{len(raw.columns)}; fix or delete that line")
+    return typed(raw, dtypes, table=str(path), first_line=2)
+
+
+def read_table(name: str | os.PathLike, dtypes: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A results table (``"runs"``, ``"bench_train"``, or a path to a ``.csv``) as a typed DataFrame; in
+    scratch mode a table not written there yet is read from the published folder. Empty (with its
+    columns) when there is none."""
+    path = table_path(name)
+    dtypes = dtypes or TABLES.get(path.stem, (None,))[0]
+    if dtypes is None:
+        raise ValueError(f"table {path.stem!r} has no declared column types; pass dtypes= or declare it in "
+                         f"s2r2lib.results.TABLES")
+    for candidate in (path, table_path(name, published=True)):
+        if candidate.is_file():
+            return _read(candidate, dtypes)
+    return typed([], dtypes)
+
+
+def committed_table(name: str) -> pd.DataFrame:
+    """The table ``name`` as the project commits it, <project>/results/<name>.csv, whatever the output folders
+    say (what a notebook shows as "the committed rows"); empty when there is none."""
+    dtypes = TABLES[name][0]
+    path = project_dir() / "results" / f"{name}.csv"
+    return _read(path, dtypes) if path.is_file() else typed([], dtypes)
+
+
+def _key_strings(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
+    return frame[list(key)].astype("string").fillna("").agg("\x1f".join, axis=1)
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
+    """``old`` with ``new`` merged in by ``key``: a new row takes the place of the old row with its key (so a
+    rerun keeps the file's order), other new rows go at the end, every other old row stays."""
+    if new.empty:
+        return old.reset_index(drop=True)
+    old, new = old.reset_index(drop=True), new.reset_index(drop=True)
+    new_keys = _key_strings(new, key)
+    last = ~new_keys.duplicated(keep="last")
+    new, new_keys = new[last.to_numpy()].reset_index(drop=True), new_keys[last].reset_index(drop=True)
+    old_keys = _key_strings(old, key) if len(old) else pd.Series([], dtype="string")
+    first_position = pd.Series(np.arange(len(old)), index=old_keys.to_numpy())
+    first_position = first_position[~first_position.index.duplicated()]
+    new_position = new_keys.map(first_position).astype("float64")
+    new_position = new_position.fillna(pd.Series(len(old) + np.arange(len(new), dtype="float64")))
+    kept = ~old_keys.isin(set(new_keys)).to_numpy()
+    merged = pd.concat([old[kept].assign(_at=np.flatnonzero(kept).astype("float64")),
+                        new.assign(_at=new_position.to_numpy())], ignore_index=True)
+    return merged.sort_values("_at", kind="stable").drop(columns="_at").reset_index(drop=True)
+
+
+def write_table(name: str | os.PathLike, rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+                key_columns: Iterable[str] | None = None, dtypes: Mapping[str, str] | None = None) -> Path:
+    """Merge ``rows`` into the table ``name`` (results/<name>.csv, or a ``.csv`` path) by ``key_columns``: a
+    row replaces the one with the same key, every other row is kept (a CPU run leaves the committed GPU rows
+    alone). Types are checked first (:func:`typed`); the read-merge-write holds the file's lock, so
+    concurrent writers lose nothing; the file is replaced atomically. Key and types default to the
+    table's declaration in :data:`TABLES`."""
+    path = table_path(name)
+    dtypes, key = _schema(path, dtypes, key_columns)
+    new = typed(rows, dtypes, table=path.name)
+    with locked(path):
+        return atomic_write_bytes(path, _merged_csv(path, new, dtypes, key))
+
+
+def _merged_csv(path: Path, new: pd.DataFrame, dtypes: Mapping[str, str], key: tuple[str, ...],
+                always: pd.DataFrame | None = None) -> bytes:
+    published = _folder("results", published=True) / path.name if path.parent == _folder("results") else path
+    source = path if path.is_file() else published
+    old = _read(source, dtypes) if source.is_file() else typed([], dtypes)
+    if always is not None:  # rows the table always holds, added where missing
+        present = set(_key_strings(old, key)) if len(old) else set()
+        old = pd.concat([old, always[~_key_strings(always, key).isin(present).to_numpy()]], ignore_index=True)
+    return merge_rows(old, new, key).to_csv(index=False, lineterminator="\n").encode()
 
 
 # --- results/runs.csv: the paper's numbers and ours, one tidy table ---------------------------------
-
-RUN_COLUMNS = ["table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "value",
-               "source", "protocol", "commit", "device", "wall_s", "date"]
-RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "source")
 
 # Tables 1 and 2 of the paper, every printed cell, each number exactly as printed (top-1 on STL10-test
 # of a linear probe): (table, arch, training data, method, #images, #views) -> {epochs: value}.
@@ -200,82 +406,83 @@ PAPER_PROTOCOL = ("as printed in the paper: linear classifier on frozen features
                   "top-1 on STL10-test; best hyper-parameters per model")
 
 
-def paper_rows() -> list[dict[str, str]]:
-    """Every cell of the paper's Tables 1 and 2 as a ``source=paper`` row of runs.csv."""
-    rows = []
-    for table, arch, dataset, method, images, views, cells in _PAPER_TABLES:
-        for epochs, value in zip(_EPOCHS[table], cells.split(), strict=True):
-            rows.append({"table": table, "arch": arch, "dataset": dataset, "method": method, "images": images,
-                         "views": views, "epochs": epochs, "seed": "", "metric": "linear_top1", "value": value,
-                         "source": "paper", "protocol": PAPER_PROTOCOL, "commit": "", "device": "",
-                         "wall_s": "", "date": ""})
-    return rows
+def paper_rows() -> pd.DataFrame:
+    """Every cell of the paper's Tables 1 and 2 as a ``source=paper`` row of runs.csv (value in %, as printed)."""
+    rows = [{"table": table, "arch": arch, "dataset": dataset, "method": method, "images": images, "views": views,
+             "epochs": epochs, "metric": "linear_top1", "value": value, "source": "paper", "protocol": PAPER_PROTOCOL}
+            for table, arch, dataset, method, images, views, cells in _PAPER_TABLES
+            for epochs, value in zip(_EPOCHS[table], cells.split(), strict=True)]
+    return typed(rows, RUN_DTYPES, table="paper rows")
 
 
 def runs_path() -> Path:
-    return output_dir("results") / "runs.csv"
+    return table_path("runs")
 
 
-def read_runs() -> list[dict[str, str]]:
-    """The rows of results/runs.csv (the paper's rows when the file does not exist yet)."""
+def read_runs() -> pd.DataFrame:
+    """results/runs.csv as a typed DataFrame (the paper's rows when the file does not exist yet)."""
+    runs = read_table("runs")
+    return runs if len(runs) else paper_rows()
+
+
+def write_runs(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Path:
+    """Merge measured ``rows`` into results/runs.csv by :data:`RUN_KEY` (a rerun replaces only its own rows,
+    in place), with the paper's rows always present. Locked and atomic."""
     path = runs_path()
-    if not path.exists():
-        return [{k: str(v) for k, v in row.items()} for row in paper_rows()]
-    rows = read_csv(path)
-    if rows and set(rows[0]) != set(RUN_COLUMNS):
-        raise ValueError(f"{path}: columns {list(rows[0])} are not runs.csv's {RUN_COLUMNS}")
-    return rows
+    new = typed(rows, RUN_DTYPES, table=path.name)
+    with locked(path):
+        return atomic_write_bytes(path, _merged_csv(path, new, RUN_DTYPES, RUN_KEY, always=paper_rows()))
 
 
-def write_runs(rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Merge measured ``rows`` into results/runs.csv by key (a rerun replaces only its own rows), with the
-    paper's rows always present. Atomic."""
-    rows = list(rows)
-    for row in rows:
-        unknown = set(row) - set(RUN_COLUMNS)
-        if unknown:
-            raise ValueError(f"runs.csv has no column(s) {sorted(unknown)}; its columns are {RUN_COLUMNS}")
-    path = runs_path()
-    if not path.exists():
-        write_csv(path, paper_rows(), RUN_COLUMNS)
-    present = {tuple(row[k] for k in RUN_KEY) for row in read_runs()}  # also refuses a malformed file
-    missing_paper = [row for row in paper_rows() if tuple(str(row[k]) for k in RUN_KEY) not in present]
-    return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*missing_paper, *rows]], RUN_KEY)
+def paper_table(runs: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Table 1 or 2 laid out as printed: a row per (training data, model, #images, #views), in the paper's
+    order, and per epoch budget the paper's top-1 beside ours (both in %; ours empty where not measured:
+    it is never filled in). Columns: (epochs, "paper" | "measured")."""
+    if table not in _EPOCHS:
+        raise ValueError(f"table must be one of {sorted(_EPOCHS)}, got {table!r}")
+    cells = runs[(runs["table"] == table) & (runs["metric"] == "linear_top1")]
+    cells = cells.assign(value=cells["value"].where(cells["source"] == "paper", cells["value"] * 100))
+    index = ["dataset", "method", "images", "views"]
+    wide = cells.pivot_table(index=index, columns=["epochs", "source"], values="value", aggfunc="first",
+                             sort=False, dropna=False)
+    order = pd.MultiIndex.from_frame(cells.loc[cells["source"] == "paper", index].drop_duplicates())
+    columns = pd.MultiIndex.from_product([[float(e) for e in _EPOCHS[table]], ["paper", "measured"]],
+                                         names=["epochs", "source"])
+    wide = wide.reindex(index=order, columns=columns).astype("Float64")
+    wide.index.names = ["training data", "model", "#images", "#views"]
+    return wide.rename(columns=lambda e: int(e) if isinstance(e, float) else e, level=0)
 
 
-def paper_table(rows: list[Mapping[str, str]], table: str) -> tuple[list[str], list[list[str]]]:
-    """Table 1 or 2 laid out as printed, each cell "paper / measured" ("paper / –" where we have no
-    measurement: it is never filled in). Returns (header, body rows)."""
-    epochs = [str(e) for e in _EPOCHS[table]]
-    header = ["training data", "model", "#images", "#views", *epochs]
-    cells: dict[tuple, dict[str, dict[str, str]]] = {}
-    for row in rows:
-        if row["table"] != table or row["metric"] != "linear_top1":
-            continue
-        key = (row["dataset"], row["method"], str(row["images"]), str(row["views"]))
-        cells.setdefault(key, {}).setdefault(str(row["epochs"]), {})[row["source"]] = row["value"]
-    body = []
-    for key, by_epoch in cells.items():
-        body.append([*key, *(f"{by_epoch.get(e, {}).get('paper', '')} / {by_epoch.get(e, {}).get('measured', '–')}"
-                             for e in epochs)])
-    return header, body
-
-
-def paper_margins(rows: list[Mapping[str, str]], table: str = "table1", method: str = "S2R2") -> dict[str, list[float]]:
+def paper_margins(runs: pd.DataFrame, table: str = "table1", method: str = "S2R2") -> dict[str, list[float]]:
     """Per training set, ``method``'s printed top-1 minus the best other model's, at each epoch budget."""
-    paper = [row for row in rows if row["source"] == "paper" and row["table"] == table]
-    cells: dict[tuple[str, str], dict[str, float]] = {}
-    for row in paper:
-        cells.setdefault((row["dataset"], str(row["epochs"])), {})[row["method"]] = float(row["value"])
-    margins: dict[str, list[float]] = {}
-    for (dataset, _), by_method in cells.items():
-        others = [value for name, value in by_method.items() if name != method]
-        margins.setdefault(dataset, []).append(round(by_method[method] - max(others), 1))
-    return margins
+    paper = runs[(runs["source"] == "paper") & (runs["table"] == table)]
+    by_method = paper.pivot_table(index=["dataset", "epochs"], columns="method", values="value", sort=False)
+    margin = (by_method[method] - by_method.drop(columns=method).max(axis=1)).round(1)
+    return {dataset: values.tolist() for dataset, values in margin.groupby(level="dataset", sort=False)}
 
 
-def format_rows(rows: list[Mapping[str, Any]], columns: list[str]) -> str:
-    """Rows as an aligned plain-text table."""
-    lines = [[str(c) for c in columns], *[[str(row.get(c, "")) for c in columns] for row in rows]]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in lines)
+def styled(frame: pd.DataFrame, digits: int = 1, caption: str | None = None):
+    """``frame`` for reading in a notebook: numbers to ``digits`` decimals, an empty cell as "–"."""
+    style = frame.style.format(precision=digits, na_rep="–", thousands=",")
+    return style.set_caption(caption) if caption else style
+
+
+def measured_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The measured rows, one line per run (its table, data, method, encoder, batch, epochs, seed, lr, steps)
+    and one column per metric, in % (with the commit that measured them)."""
+    index = ["table", "dataset", "method", "arch", "images", "views", "epochs", "seed", "lr", "steps"]
+    measured = runs[runs["source"] == "measured"]
+    wide = measured.pivot_table(index=index, columns="metric", values="value", aggfunc="first", sort=False,
+                                dropna=False) * 100
+    wide = wide.dropna(how="all")
+    commits = measured.groupby(index, sort=False, dropna=False)["commit"].first()
+    return wide.assign(commit=commits.reindex(wide.index)).rename_axis(columns=None)
+
+
+def save_wide(frame: pd.DataFrame, name: str) -> Path:
+    """A display table (e.g. :func:`paper_table`) as results/<name>.csv, its column levels joined by a
+    space and its index as the first columns; atomic."""
+    flat = frame.set_axis([" ".join(str(part) for part in column) if isinstance(column, tuple) else str(column)
+                           for column in frame.columns], axis=1).reset_index()
+    return atomic_write_bytes(output_dir("results") / f"{name}.csv",
+                              flat.to_csv(index=False, lineterminator="\n").encode())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from s2r2lib.bench import train as bench
-from s2r2lib.results import read_csv
+from s2r2lib.results import read_table
 from s2r2lib.train import PRESETS
 
 
@@ -39,9 +39,9 @@ def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(
     assert bench.main([*tiny, "--methods", "s2r2", "swav"]) == 0
     assert torch.get_num_threads() == threads  # the benchmark leaves its caller's settings alone
     printed = capsys.readouterr().out
-    rows = read_csv(out)
-    assert [(row["arch"], row["method"], row["scale"]) for row in rows] == [("narrow_cnn", "s2r2", "64"),
-                                                                            ("narrow_cnn", "swav", "64")]
+    rows = read_table(out).to_dict("records")
+    assert [(row["arch"], row["method"], row["scale"]) for row in rows] == [("narrow_cnn", "s2r2", 64),
+                                                                            ("narrow_cnn", "swav", 64)]
     assert set(bench.COLUMNS) <= set(rows[0])
     for row in rows:
         assert row["status"] == "measured"
@@ -57,6 +57,6 @@ def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(
 
     # A second run of one method replaces its row and keeps the other (rows are keyed by device, arch, method, scale).
     assert bench.main([*tiny, "--methods", "s2r2"]) == 0
-    again = read_csv(out)
-    assert [row["method"] for row in again] == ["swav", "s2r2"]
-    assert again[0] == rows[1]
+    again = read_table(out).to_dict("records")
+    assert [row["method"] for row in again] == ["s2r2", "swav"]  # replaced in place: the file keeps its order
+    assert again[1] == rows[1] and again[0]["date"] >= rows[0]["date"]

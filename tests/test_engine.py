@@ -298,15 +298,20 @@ def test_projections_scale_the_measured_rate_to_each_presets_epoch_and_table_cel
     assert rows["paper-resnet50-stl10-s2r2", "table2_200_epochs_hours"]["value"] == pytest.approx(200 * r50)
 
 
+def _text_rows(path) -> list[dict[str, str]]:
+    """A results table's rows with every cell as text ("" where empty), as the device check wrote them."""
+    from s2r2lib.results import read_table
+
+    return read_table(path).astype("string").fillna("").to_dict("records")
+
+
 def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path, monkeypatch, capsys):
     """The CPU smoke of ``python -m s2r2lib.bench gpu``: the code the GPU run takes, end to end."""
     from s2r2lib.bench import gpu as check
-    from s2r2lib.results import read_csv
-
     monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
     assert check.main(["--smoke", "--out-dir", str(tmp_path / "out")]) == 0
     assert "No CUDA device here (or --smoke)" in capsys.readouterr().out
-    rows = read_csv(tmp_path / "out" / "bench_gpu.csv")
+    rows = _text_rows(tmp_path / "out" / "bench_gpu.csv")
     assert [r for r in rows if not r["status"].startswith(("measured", "projection", "skipped: no"))] == []
     assert {r["suite"] for r in rows} == {"environment", "training", "encoder", "projection", "resume", "compile", "suites"}
     assert all(r["commit"] and r["device"].startswith("cpu:") and r["torch"] and r["date"] for r in rows)
@@ -322,12 +327,10 @@ def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path,
 
 def test_the_device_check_skips_what_the_budget_leaves_no_time_for(tmp_path, monkeypatch):
     from s2r2lib.bench import gpu as check
-    from s2r2lib.results import read_csv
-
     monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setattr(check.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "smoke"))
     assert check.main(["--smoke", "--budget", "0", "--stages", "training", "resume"]) == 0
-    rows = read_csv(tmp_path / "smoke" / "bench_gpu.csv")
+    rows = _text_rows(tmp_path / "smoke" / "bench_gpu.csv")
     assert [(r["suite"], r["status"]) for r in rows if r["suite"] != "environment"] == [
         ("training", "skipped: budget"), ("resume", "skipped: budget")]
     assert not (tmp_path / "results").exists()

@@ -1,13 +1,10 @@
-"""The probe recovers what is there, never chooses its settings on test labels, and runs.csv stays tidy."""
-
-import re
-from pathlib import Path
+"""The probe recovers what is there and never chooses its settings on test labels."""
 
 import numpy as np
 import pytest
 import torch
 
-from s2r2lib import probe, results
+from s2r2lib import probe
 from s2r2lib.data import load
 
 
@@ -125,61 +122,10 @@ def test_evaluate_reports_every_metric_and_caches_features(tmp_path, monkeypatch
     assert {"linear_top1", "knn20_top1", "knn200_top1", "retrieval_map", "linear_c"} <= set(first)
 
 
-def test_paper_rows_hold_every_printed_cell_of_tables_1_and_2():
-    rows = results.paper_rows()
-    assert len(rows) == 9 * 8 + 6 * 4
-    assert {row["source"] for row in rows} == {"paper"} and {row["metric"] for row in rows} == {"linear_top1"}
-
-
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "s2r2-paper.md"
-
-
-@pytest.mark.skipif(not PAPER.is_file(), reason="the paper's text is not beside this checkout")
-def test_paper_rows_match_the_paper_text_exactly():
-    printed = []
-    for line in PAPER.read_text().splitlines():
-        if re.search(r"\b(SimCLR|SwAV|S2R2)\t", line):
-            printed.append(line.split("\t")[-len(line.split("\t")) + line.split("\t").index(
-                next(cell for cell in line.split("\t") if cell in ("SimCLR", "SwAV", "S2R2"))):])
-    ours = {}
-    for row in results.paper_rows():
-        ours.setdefault((row["table"], row["dataset"], row["method"]), [str(row["images"]), str(row["views"])]).append(row["value"])
-    assert sorted(cells[1:] for cells in printed) == sorted(ours.values())
-
-
-@pytest.fixture
-def own_results(tmp_path, monkeypatch):
-    """A results folder of this test's own: a broken runs.csv must not leak into other tests."""
-    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
-
-
-def test_write_runs_merges_by_key_keeps_the_paper_and_refuses_bad_columns(own_results):
-    measured = {"table": "probe", "arch": "narrow_cnn", "dataset": "embedded", "method": "S2R2", "images": 32,
-                "views": 8, "epochs": 1, "seed": 0, "metric": "linear_top1", "value": "0.4", "source": "measured"}
-    results.write_runs([measured])
-    results.write_runs([{**measured, "value": "0.5"}, {**measured, "seed": 1}])
-    rows = results.read_runs()
-    ours = [row for row in rows if row["source"] == "measured"]
-    assert sorted((row["seed"], row["value"]) for row in ours) == [("0", "0.5"), ("1", "0.4")]
-    assert sum(row["source"] == "paper" for row in rows) == 96
-    with pytest.raises(ValueError, match="no column"):
-        results.write_runs([{**measured, "accuracy": 1}])
-
-
-def test_a_hand_edited_runs_file_is_refused_with_its_line(own_results):
-    results.write_runs([])
-    path = results.runs_path()
-    lines = path.read_text().splitlines()
-    lines[5] += ",an extra field"
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"runs\.csv:6"):
-        results.write_runs([])
-
-
 def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys):
     from s2r2lib.bench import probe as bench
     from s2r2lib.losses import average_precision
-    from s2r2lib.results import read_csv
+    from s2r2lib.results import read_table
 
     _, _, features, labels = bench.make_features(10, 200, 8, 4)
     per_query = average_precision(features, labels, per_query=True)
@@ -192,10 +138,10 @@ def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys
             "--before-queries", "20", "--out", str(out)]
     assert bench.main(argv) == 0
     assert torch.get_num_threads() == threads
-    rows = {row["impl"]: row for row in read_csv(out)}
+    rows = {row["impl"]: row for row in read_table(out).to_dict("records")}
     assert set(rows) == {"s2r2lib", "before"} and {row["status"] for row in rows.values()} == {"measured"}
     ours, before = rows["s2r2lib"], rows["before"]
-    assert float(ours["speedup_vs_before"]) == pytest.approx(float(before["total_s"]) / float(ours["total_s"]), rel=0.05)
+    assert ours["speedup_vs_before"] == pytest.approx(before["total_s"] / ours["total_s"], rel=0.05)
     assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
     assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
     assert "scaled from 20 queries" in before["note"]

@@ -48,36 +48,6 @@ def test_parameters_for_passes_only_what_a_notebook_declares(monkeypatch):
         reproduce.parameters_for(path, "nope")
 
 
-def test_upsert_replaces_rows_by_key_and_keeps_the_others(tmp_path):
-    path = tmp_path / "t.csv"
-    results.upsert_csv(path, [{"device": "cuda", "n": 1, "v": "gpu"}, {"device": "cpu", "n": 1, "v": "old"}],
-                       key=("device", "n"))
-    results.upsert_csv(path, [{"device": "cpu", "n": 1, "v": "new", "extra": "x"}], key=("device", "n"))
-    rows = results.read_csv(path)
-    assert [(r["device"], r["v"], r["extra"]) for r in rows] == [("cuda", "gpu", ""), ("cpu", "new", "x")]
-
-
-def test_a_malformed_csv_line_is_named_in_the_error(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("a,b\n1,2\n3,4,5\n")
-    with pytest.raises(ValueError, match=r"t\.csv:3"):
-        results.read_csv(path)
-
-
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "t.txt"
-    results.atomic_write_bytes(path, b"old")
-
-    def interrupted(src, dst):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        results.atomic_write_bytes(path, b"new")
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
-
-
 def test_saved_figures_are_byte_identical_on_a_rerun():
     import matplotlib.pyplot as plt
 
@@ -89,7 +59,87 @@ def test_saved_figures_are_byte_identical_on_a_rerun():
     assert results.output_dir("figures") != ROOT / "figures"  # tests never write the committed figures
 
 
-def test_provenance_names_commit_device_and_date():
-    prov = results.provenance("cpu")
-    assert prov["device"].startswith("cpu:") and prov["date"].endswith("Z")
-    assert prov["commit"] == "unknown" or len(prov["commit"].split("+")[0]) >= 7
+# --- The run cache: a run is reused while its config, data and training code are unchanged -------------
+
+def tiny_config(**changes):
+    from s2r2lib import train
+
+    settings = {"max_steps": 2, "images_per_batch": 4, "views_per_image": 2, "data_options": {"n": 64}}
+    return train.TrainConfig(**{**settings, **changes}).resolved()
+
+
+def test_a_run_key_changes_with_the_config_and_the_training_code_only(tmp_path):
+    import shutil
+
+    key = reproduce.run_key(tiny_config())
+    assert reproduce.run_key(tiny_config()) == key
+    assert reproduce.run_key(tiny_config(progress=False, checkpoint_every=7, output="elsewhere")) == key
+    assert reproduce.run_key(tiny_config(max_steps=3)) != key
+    assert reproduce.run_key(tiny_config(lr=2e-3)) != key
+    assert reproduce.run_key(tiny_config(device="cuda")) != key  # another device is another measurement
+
+    library = tmp_path / "s2r2lib"
+    shutil.copytree(ROOT / "s2r2lib", library, ignore=shutil.ignore_patterns("__pycache__"))
+    digest = reproduce.code_digest(library=library)
+    (library / "plots.py").write_text((library / "plots.py").read_text() + "\n# a plot changed\n")
+    (library / "bench" / "views.py").write_text((library / "bench" / "views.py").read_text() + "\n# a benchmark\n")
+    assert reproduce.code_digest(library=library) == digest  # figures re-render without retraining
+    (library / "losses.py").write_text((library / "losses.py").read_text() + "\n# the loss changed\n")
+    assert reproduce.code_digest(library=library) != digest
+
+
+def test_a_run_key_follows_the_data_files(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"1")
+    config = tiny_config(data="folder", data_root=str(tmp_path / "images"), split=None)
+    key = reproduce.run_key(config)
+    assert reproduce.run_key(config) == key
+    (tmp_path / "images" / "b.png").write_bytes(b"2")
+    assert reproduce.run_key(config) != key
+
+
+def test_cached_run_gives_each_config_its_folder_and_fresh_empties_it_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv(reproduce.FRESH_ENV, raising=False)
+    first = reproduce.cached_run("nb", tiny_config())
+    assert reproduce.cached_run("nb", tiny_config()).output == first.output
+    other = reproduce.cached_run("nb", tiny_config(seed=1))
+    assert other.output != first.output and reproduce.latest_run("nb") == Path(other.output)
+    Path(first.output).mkdir(parents=True)
+    (Path(first.output) / "checkpoint.pt").write_bytes(b"trained")
+    reproduce.cached_run("nb", tiny_config())
+    assert (Path(first.output) / "checkpoint.pt").exists()  # no flag, no deletion
+    monkeypatch.setenv(reproduce.FRESH_ENV, "pipeline-1")
+    reproduce.cached_run("nb", tiny_config())
+    assert not (Path(first.output) / "checkpoint.pt").exists()  # --fresh: trained again
+    (Path(first.output) / "checkpoint.pt").write_bytes(b"trained again")
+    reproduce.cached_run("nb", tiny_config())  # the same pipeline asks again: keep what it trained
+    assert (Path(first.output) / "checkpoint.pt").read_bytes() == b"trained again"
+    with pytest.raises(FileNotFoundError, match="run that notebook first"):
+        reproduce.latest_run("never-ran")
+
+
+def test_a_finished_run_is_reused_not_trained_again(tmp_path, monkeypatch):
+    from s2r2lib import train
+
+    monkeypatch.setenv("S2R2_RUNS_DIR", str(tmp_path / "runs"))
+    config = reproduce.cached_run("nb", tiny_config(progress=False))
+    first = train.train(config, resume="auto")
+    trained = Path(first["checkpoint"]).stat().st_mtime_ns
+    again = train.train(reproduce.cached_run("nb", tiny_config(progress=False)), resume="auto")
+    assert again["resumed_from"] == first["steps"] == 2 and again["checkpoint"] == first["checkpoint"]
+    assert Path(again["checkpoint"]).stat().st_mtime_ns == trained
+
+
+@pytest.mark.smoke
+def test_reproducing_one_notebook_deletes_no_other_run(tmp_path, monkeypatch):
+    for kind in ("figures", "results", "records", "runs"):
+        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
+    kept = tmp_path / "runs" / "02_training" / "0123456789abcdef" / "checkpoint.pt"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"a GPU run of notebook 02")
+    before = {name: os.environ.get(name) for name in (reproduce.FRESH_ENV, results.PUBLISH_ENV)}
+    reproduce.run("quick", only=["01"], output=tmp_path / "executed", fresh=True)
+    assert kept.read_bytes() == b"a GPU run of notebook 02"
+    assert (tmp_path / "figures" / "01_relaxation.png").is_file()
+    assert {name: os.environ.get(name) for name in before} == before  # the caller's environment is left alone

@@ -157,7 +157,7 @@ class Recorder:
             self.write()
 
     def write(self) -> None:
-        results.upsert_csv(self.path, [{c: row.get(c, "") for c in COLUMNS} for row in self.rows], KEY)
+        results.write_table(self.path, [{c: row.get(c, "") for c in COLUMNS} for row in self.rows], KEY)
 
     def failed(self) -> list[dict]:
         return [row for row in self.rows if row["status"].startswith("failed")]
@@ -546,7 +546,7 @@ def suites_stage(profile: Profile, recorder: Recorder, out_dir: Path, seconds_le
 def seed_from_results(out_dir: Path) -> list[Path]:
     """Copy results/'s bench CSVs that ``out_dir`` lacks into it, so that the rows this run merges in sit
     beside the committed ones there: each file in ``out_dir`` can then replace its namesake in results/."""
-    source = results.output_dir("results")
+    source = results.output_dir("results", published=True)
     if source.resolve() == out_dir.resolve():
         return []
     copied = []

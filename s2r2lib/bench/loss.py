@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import smooth_ap_loss
-from ..results import output_dir, provenance, upsert_csv
+from ..results import output_dir, provenance, write_table
 from . import run_worker
 
 IMPLS = ("s2r2lib", "naive", "pml")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out or output_dir("results") / "bench_loss.csv"
     columns = ["impl", "N", "B", "K", "D", "tau", "device", "threads", "fwd_bwd_s", "peak_mib",
                "memory_measure", "repeats", "time_vs_s2r2lib", "status", "commit", "torch", "date"]
-    upsert_csv(path, [{c: row.get(c, "") for c in columns} for row in rows], key=("device", "impl", "N"))
+    write_table(path, [{c: row.get(c, "") for c in columns} for row in rows], key_columns=("device", "impl", "N"))
     print(f"wrote {path}")
     return 0
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import probe
-from ..results import output_dir, provenance, upsert_csv
+from ..results import output_dir, provenance, write_table
 from . import run_worker
 
 IMPLS = ("s2r2lib", "before")
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["impl", "train", "test", "dim", "classes", "device", "threads", "linear_s", "knn_s", "map_s", "total_s",
                "speedup_vs_before", "meets_goal", "linear_top1", "knn20_top1", "knn200_top1", "retrieval_map", "note",
                "status", "commit", "torch", "date"]
-    upsert_csv(path, [{c: row.get(c, "") for c in columns} for row in rows], key=("device", "impl", "threads"))
+    write_table(path, [{c: row.get(c, "") for c in columns} for row in rows])
     print(f"wrote {path}")
     return 0
 

@@ -43,7 +43,7 @@ import torch
 from .. import train
 from ..distributed import resolve_device
 from ..models import ARCHS
-from ..results import output_dir, provenance, upsert_csv
+from ..results import output_dir, provenance, write_table
 from ..views import make_multicrop_views, make_views
 from . import run_worker
 
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{arch:9s} {method:7s} {row['views']:5d} {row['status']}", flush=True)
     path = args.out or output_dir("results") / "bench_train.csv"
-    upsert_csv(path, [{c: row.get(c, "") for c in COLUMNS} for row in rows],
-               key=("device", "arch", "method", "scale"))
+    write_table(path, [{c: row.get(c, "") for c in COLUMNS} for row in rows],
+                key_columns=("device", "arch", "method", "scale"))
     print(f"wrote {path}")
     return 0 if all(row["status"] == "measured" for row in rows) else 1
 

@@ -171,8 +171,7 @@ def main(argv: list[str]) -> int:
                          **results.provenance(row_device)})
 
     _print_table(rows, device)
-    path = results.upsert_csv(args.out or results.output_dir("results") / "bench_views.csv", rows,
-                              key=("device", "size", "backend", "workers"))  # a GPU run keeps the CPU rows
+    path = results.write_table(args.out or "bench_views", rows)  # merged by key: a GPU run keeps the CPU rows
     print(f"wrote {path}")
     return 0 if all(row["status"] in ("ok", NO_KORNIA) for row in rows) else 1
 

@@ -1,0 +1,276 @@
+"""The results tables: typed columns, merges by key, writers that take turns, files with the user's mode,
+the paper's tables as printed, and outputs that publish only when asked."""
+
+import multiprocessing
+import os
+import re
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from s2r2lib import fileio, plots, results
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT.parent / "shared" / "paper" / "s2r2-paper.md"
+MEASURED = {"table": "probe", "arch": "narrow_cnn", "dataset": "embedded", "method": "S2R2", "images": 32,
+            "views": 8, "epochs": 1, "seed": 0, "metric": "linear_top1", "value": "0.4", "source": "measured"}
+
+
+@pytest.fixture
+def own_results(tmp_path, monkeypatch):
+    """A results folder of this test's own: a broken runs.csv must not leak into other tests."""
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+# --- The paper's rows and tables --------------------------------------------------------------------
+
+def test_paper_rows_hold_every_printed_cell_of_tables_1_and_2():
+    rows = results.paper_rows()
+    assert len(rows) == 9 * 8 + 6 * 4
+    assert set(rows["source"]) == {"paper"} and set(rows["metric"]) == {"linear_top1"}
+    assert rows["value"].dtype == "Float64" and rows["images"].dtype == "Int64"
+
+
+@pytest.mark.skipif(not PAPER.is_file(), reason="the paper's text is not beside this checkout")
+def test_paper_rows_match_the_paper_text_exactly():
+    printed = []
+    for line in PAPER.read_text().splitlines():
+        cells = line.split("\t")
+        names = [i for i, cell in enumerate(cells) if cell in ("SimCLR", "SwAV", "S2R2")]
+        if names and re.search(r"\b(SimCLR|SwAV|S2R2)\t", line):
+            printed.append(cells[names[0] + 1:])
+    ours = {}
+    for row in results.paper_rows().to_dict("records"):
+        ours.setdefault((row["table"], row["dataset"], row["method"]), [str(row["images"]), str(row["views"])]) \
+            .append(f"{row['value']:.1f}")
+    assert sorted(printed) == sorted(ours.values())
+
+
+def test_paper_table_is_a_pivot_in_the_papers_order_with_measured_cells_only_where_measured():
+    runs = pd.concat([results.paper_rows(), results.typed([{
+        **MEASURED, "table": "table1", "arch": "resnet18", "dataset": "COCO-Val", "method": "S2R2", "images": 8,
+        "views": 10, "epochs": 50, "value": 0.6123}], results.RUN_DTYPES)], ignore_index=True)
+    table = results.paper_table(runs, "table1")
+    assert table.shape == (9, 16)
+    assert list(table.index.get_level_values("model")[:3]) == ["SimCLR", "SwAV", "S2R2"]
+    assert table.loc[("STL10 (unlabeled + train)", "S2R2", 64, 20), (10, "paper")] == pytest.approx(72.4)
+    assert table.loc[("COCO-Val", "S2R2", 8, 10), (50, "measured")] == pytest.approx(61.23)  # in %, as the paper
+    assert int(table.xs("measured", axis=1, level="source").notna().sum().sum()) == 1
+    html = results.styled(table).to_html()
+    assert "61.2" in html and "–" in html  # an unmeasured cell reads as a dash, never as a number
+
+
+def test_paper_margins_are_s2r2_minus_the_best_other_model_per_budget():
+    margins = results.paper_margins(results.paper_rows(), "table1")
+    assert margins["STL10 (unlabeled + train)"][0] == pytest.approx(72.4 - 67.4)
+    assert margins["COCO-Val"][-1] == pytest.approx(68.5 - 64.8)
+    assert len(margins["COCO-Train"]) == 8
+
+
+# --- Merging, refusing, reading back ---------------------------------------------------------------------
+
+def test_write_runs_merges_by_key_in_place_keeps_the_paper_and_refuses_bad_columns(own_results):
+    results.write_runs([MEASURED, {**MEASURED, "seed": 1}])
+    results.write_runs([{**MEASURED, "value": "0.5"}])
+    runs = results.read_runs()
+    ours = runs[runs["source"] == "measured"]
+    assert list(zip(ours["seed"], ours["value"])) == [(0, 0.5), (1, 0.4)]  # seed 0 replaced where it stood
+    assert (runs["source"] == "paper").sum() == 96
+    with pytest.raises(ValueError, match=r"no column\(s\) \['accuracy'\]"):
+        results.write_runs([{**MEASURED, "accuracy": 1}])
+
+
+def test_a_run_that_differs_only_in_lr_or_steps_is_a_row_of_its_own(own_results):
+    results.write_runs([{**MEASURED, "lr": 1e-4, "steps": 100}, {**MEASURED, "lr": 1e-3, "steps": 100},
+                        {**MEASURED, "lr": 1e-3, "steps": 200, "views_seen": 25600, "train_s": 12.5}])
+    ours = results.read_runs().query("source == 'measured'")
+    assert len(ours) == 3 and ours["views_seen"].iloc[2] == 25600 and ours["train_s"].iloc[2] == 12.5
+
+
+def test_a_table_written_before_the_new_columns_reads_with_them_empty(own_results):
+    own_results.mkdir(parents=True)
+    old_columns = [c for c in results.RUN_COLUMNS if c not in ("lr", "steps", "views_seen", "train_s")]
+    pd.DataFrame([MEASURED], columns=old_columns).to_csv(results.runs_path(), index=False)
+    runs = results.read_runs()
+    assert list(runs.columns) == results.RUN_COLUMNS and runs["lr"].isna().all() and runs["value"][0] == 0.4
+
+
+@pytest.mark.parametrize("column, value", [("value", "abc"), ("value", "=1+2"), ("value", "inf"), ("value", [1]),
+                                           ("images", 2.5), ("images", "8 images"), ("seed", True)])
+def test_a_number_column_refuses_anything_but_a_number(own_results, column, value):
+    with pytest.raises(ValueError, match=f"column '{column}' holds"):
+        results.write_runs([{**MEASURED, column: value}])
+    assert not results.runs_path().exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("text", ['=HYPERLINK("http://x","click")', "=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|'/C calc'!A0",
+                                  "+1+cmd", "-2+3+cmd", "\t=1+1"])
+def test_text_a_spreadsheet_would_run_as_a_formula_is_refused(own_results, text):
+    with pytest.raises(ValueError, match="CSV injection"):
+        results.write_runs([{**MEASURED, "method": text}])
+
+
+def test_a_hand_edited_formula_or_a_broken_line_is_refused_with_its_line(own_results):
+    results.write_runs([MEASURED])
+    path = results.runs_path()
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace("SimCLR", "=SUM(A1:A9)", 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"line 4: column 'method' starts with '='"):
+        results.read_runs()
+    lines[3] = lines[4]
+    lines[5] += ",an extra field"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"runs\.csv:6"):
+        results.write_runs([])
+
+
+def test_a_table_needs_declared_types_and_a_key(own_results):
+    with pytest.raises(ValueError, match="no declared column types"):
+        results.write_table("study_verdicts", [{"claim": "1"}])
+    path = results.write_table("study_verdicts", [{"claim": 1, "verdict": "holds"}], key_columns=["claim"],
+                               dtypes={"claim": "Int64", "verdict": "string"})
+    results.write_table("study_verdicts", [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}],
+                        key_columns=["claim"], dtypes={"claim": "Int64", "verdict": "string"})
+    table = results.read_table(path.stem, dtypes={"claim": "Int64", "verdict": "string"})
+    assert table.to_dict("records") == [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}]
+
+
+def _write_many(args):
+    worker, count = args
+    for i in range(count):
+        results.write_runs([{**MEASURED, "seed": worker * 1000 + i}])
+
+
+def test_writers_in_several_processes_at_once_lose_no_row(own_results):
+    workers, count = 4, 12
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.map(_write_many, [(worker, count) for worker in range(workers)])
+    ours = results.read_runs().query("source == 'measured'")
+    assert sorted(ours["seed"]) == sorted(w * 1000 + i for w in range(workers) for i in range(count))
+    assert (results.read_runs()["source"] == "paper").sum() == 96
+
+
+def test_a_lock_held_too_long_names_the_file_and_what_to_do(tmp_path):
+    path = tmp_path / "t.csv"
+    with fileio.locked(path), pytest.raises(TimeoutError, match=r"t\.csv stayed locked.*delete"):
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:  # another process: the lock is per process
+            pool.apply(_lock_briefly, (path,))
+
+
+def _lock_briefly(path):
+    with fileio.locked(path, timeout=0.2):
+        pass
+
+
+# --- Files: atomic, with the user's mode ---------------------------------------------------------------------
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    fileio.atomic_write_bytes(path, b"old")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fileio.atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o077])
+def umask(request):
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def test_written_files_get_the_users_umask_like_any_other_file(tmp_path, umask, monkeypatch):
+    import torch
+
+    from s2r2lib import train
+
+    monkeypatch.setenv("S2R2_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    expected = 0o666 & ~umask
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots()
+    written = [fileio.atomic_write_bytes(tmp_path / "plain.bin", b"x"), results.write_runs([MEASURED]),
+               *plots.save_figure(fig, "mode"), train.save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.ones(1)})]
+    plt.close(fig)
+    config = train.TrainConfig(max_steps=1, output=str(tmp_path / "run")).resolved()
+    train._prepare_output(config, resume=False)
+    written.append(tmp_path / "run" / "config.yaml")
+    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written}
+    assert modes == {path.name: oct(expected) for path in written}
+
+
+# --- Where outputs go --------------------------------------------------------------------------------------
+
+def test_outputs_go_to_scratch_unless_published(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "s2r2lib").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("")
+    monkeypatch.chdir(project)
+    for kind in ("FIGURES", "RESULTS"):
+        monkeypatch.delenv(f"S2R2_{kind}_DIR", raising=False)
+    monkeypatch.setenv(results.PUBLISH_ENV, "0")  # and restored after the test
+    assert results.output_dir("figures") == project / "build" / "scratch" / "figures"
+    published = project / "results"
+    published.mkdir()
+    results.write_runs([MEASURED])  # by hand: the scratch table starts from the published one
+    assert not (published / "runs.csv").exists()
+    results.set_publish(True)
+    assert results.output_dir("results") == published and results.output_dir("figures") == project / "figures"
+    results.write_runs([{**MEASURED, "seed": 7}])
+    results.set_publish(False)
+    results.write_runs([{**MEASURED, "seed": 8}])
+    scratch = results.read_runs().query("source == 'measured'")
+    assert sorted(scratch["seed"]) == [0, 8]  # the scratch copy is older than the publish of seed 7
+    assert results.committed_table("runs").query("source == 'measured'")["seed"].tolist() == [7]  # the project's own rows, wherever outputs go
+    with pytest.raises(TypeError, match="publish must be True or False"):
+        results.set_publish("yes")
+
+
+def test_provenance_names_commit_device_and_date():
+    prov = results.provenance("cpu")
+    assert prov["device"].startswith("cpu:") and prov["date"].endswith("Z")
+    assert prov["commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{7,}(\+modified:[a-z0-9,]+)?", prov["commit"])
+
+
+def test_provenance_counts_code_and_notebook_sources_but_never_saved_outputs(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    def notebook(source, outputs=()):
+        cell = {"cell_type": "code", "source": source, "metadata": {}, "outputs": list(outputs),
+                "execution_count": 1 if outputs else None}
+        (tmp_path / "notebooks" / "01_a.ipynb").write_text(json.dumps(
+            {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+    (tmp_path / "s2r2lib").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "s2r2lib" / "a.py").write_text("x = 1\n")
+    notebook("print(1)")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.chdir(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{7,}", results.git_commit())
+    notebook("print(1)", outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}])
+    (tmp_path / "README.md").write_text("other files never count")
+    assert "+" not in results.git_commit()  # a notebook run and saved: its outputs are no change of code
+    notebook("print(2)")
+    assert results.git_commit().endswith("+modified:notebooks")
+    (tmp_path / "s2r2lib" / "b.py").write_text("y = 2\n")
+    assert results.git_commit().endswith("+modified:s2r2lib,notebooks")
