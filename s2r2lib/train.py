@@ -80,12 +80,14 @@ class TrainConfig:
     crops: list = field(default_factory=lambda: [[2, 32, [0.14, 1.0]], [4, 16, [0.05, 0.14]]])
     prototypes: int = 30                # swav
     queue_length: int = 0               # swav: stored embeddings per code crop (0: no queue)
+    prototype_freeze_steps: int | None = None  # swav: prototypes frozen for these first steps (None: one epoch)
     epsilon: float = 0.05               # swav: Sinkhorn's entropic regularisation
     epochs: int = 1
     max_steps: int | None = None        # a budget in steps instead of epochs
     optimizer: str | None = None        # None: the method's paper default (METHOD_DEFAULTS)
     lr: float | None = None
     schedule: str | None = None
+    warmup_steps: int = 0               # linear warmup from lr / warmup_steps to lr, then the schedule
     tau: float | None = None
     weight_decay: float = 0.0
     seed: int = 0
@@ -285,10 +287,14 @@ def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The step's learning rate: fixed, or cosine decay from lr to 0 over the run."""
+    """The step's learning rate: a linear warmup over the first ``warmup_steps`` steps, then fixed, or
+    cosine decay from lr to 0 over the remaining steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
-    return 0.5 * config.lr * (1 + math.cos(math.pi * step / total_steps))
+    decay_steps = max(1, total_steps - config.warmup_steps)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - config.warmup_steps) / decay_steps))
 
 
 # --- Checkpoints --------------------------------------------------------------------------------------
@@ -511,8 +517,9 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
             loss, z, ids = _ranking_step(engine, batch, generator, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if learner.prototypes is not None and step < steps_per_epoch:
-            learner.prototypes.weight.grad = None  # SwAV: prototypes frozen during the first epoch
+        if learner.prototypes is not None and step < (steps_per_epoch if config.prototype_freeze_steps is None
+                                                       else config.prototype_freeze_steps):
+            learner.prototypes.weight.grad = None  # SwAV: prototypes frozen early (by default the first epoch)
         optimizer.step()
 
         loss_value = loss.item()
