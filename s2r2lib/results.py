@@ -169,9 +169,9 @@ def upsert_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], key: 
 
 # --- results/runs.csv: the paper's numbers and ours, one tidy table ---------------------------------
 
-RUN_COLUMNS = ["table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "value",
-               "source", "protocol", "commit", "device", "wall_s", "date"]
-RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "metric", "source")
+RUN_COLUMNS = ["table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "lr", "steps", "views_seen",
+               "metric", "value", "source", "protocol", "commit", "device", "train_s", "wall_s", "date"]
+RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "lr", "steps", "metric", "source")
 
 # Tables 1 and 2 of the paper, every printed cell, each number exactly as printed (top-1 on STL10-test
 # of a linear probe): (table, arch, training data, method, #images, #views) -> {epochs: value}.
@@ -219,7 +219,7 @@ def read_runs() -> list[dict[str, str]]:
     if not path.exists():
         return [{k: str(v) for k, v in row.items()} for row in paper_rows()]
     rows = read_csv(path)
-    if rows and set(rows[0]) != set(RUN_COLUMNS):
+    if rows and not set(rows[0]) <= set(RUN_COLUMNS):
         raise ValueError(f"{path}: columns {list(rows[0])} are not runs.csv's {RUN_COLUMNS}")
     return rows
 
@@ -235,8 +235,8 @@ def write_runs(rows: Iterable[Mapping[str, Any]]) -> Path:
     path = runs_path()
     if not path.exists():
         write_csv(path, paper_rows(), RUN_COLUMNS)
-    present = {tuple(row[k] for k in RUN_KEY) for row in read_runs()}  # also refuses a malformed file
-    missing_paper = [row for row in paper_rows() if tuple(str(row[k]) for k in RUN_KEY) not in present]
+    present = {tuple(row.get(k, "") for k in RUN_KEY) for row in read_runs()}  # also refuses a malformed file
+    missing_paper = [row for row in paper_rows() if tuple(str(row.get(k, "")) for k in RUN_KEY) not in present]
     return upsert_csv(path, [{c: row.get(c, "") for c in RUN_COLUMNS} for row in [*missing_paper, *rows]], RUN_KEY)
 
 
