@@ -3,12 +3,13 @@
     python -m s2r2lib.bench loss     smooth_ap_loss against the naive N x N x N form (and PML's SmoothAPLoss)
     python -m s2r2lib.bench views    view backends against the encoder's appetite
     python -m s2r2lib.bench train    one training step per method against the encoder-only step
+    python -m s2r2lib.bench study    notebook 06's step as the engine ran it before, beside the study's settings
     python -m s2r2lib.bench all      every suite in turn
 
 Each suite is a module here with ``main(argv) -> int``.
 """
 
-SUITES = ("loss", "views", "train")
+SUITES = ("loss", "views", "train", "study")
 
 
 def run_worker(module: str, job: dict, timeout: int, hint: str = "") -> dict:
