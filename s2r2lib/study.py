@@ -171,7 +171,7 @@ class StudyPlan:
             raise ValueError(f"StudyPlan: unknown data set(s) {unknown}; expected names from {list(STUDY_SETS)}")
 
 
-_FULL = StudyPlan(train_seconds=75.0)
+_FULL = StudyPlan(train_seconds=60.0)
 PLANS = {
     # About an hour on an idle 2-core CPU (two 1-thread workers); see notebook 06 for the measured time.
     "full": _FULL,
@@ -184,7 +184,7 @@ PLANS = {
                        snapshots=(0.5, 1.0), timing_steps=3),
     # On a GPU: ResNet18 at 32 px, longer runs, 5 seeds, Fashion-MNIST too (not run on the CPU).
     "gpu": dataclasses.replace(_FULL, train_seconds=600.0, seeds=(0, 1, 2, 3, 4), arch="resnet18", device="cuda",
-                               workers=1, threads=4, data_n=20000,
+                               workers=1, threads=4, data_n=20000, n_probe_test=10000,
                                main_sets=("embedded-object", "embedded-cluttered", "fashion-mnist",
                                           "fashion-mnist-clutter")),
 }
@@ -523,6 +523,8 @@ def _probe_settings(plan: StudyPlan, family: str, root: Path, data_root: str | N
 def _job(plan, root, data_root, table, method, lr, steps, dataset, seed, label, images=None, data_n=None,
          num_classes=None, probe_steps=None) -> dict:
     config = method_config(method, plan, lr, steps, dataset, seed, images, data_n, num_classes)
+    if STUDY_SETS[dataset][3] == "fashion":
+        config = dataclasses.replace(config, data_root=data_root)
     config = dataclasses.replace(config, output=run_folder(config, root, f"{label}/{method}"))
     return {"config": config.to_dict(), "table": table, "method": method, "dataset": label,
             "probe_steps": probe_steps or config.keep_steps,
@@ -599,14 +601,15 @@ def measured_sets(plan: StudyPlan, data_root: str | None = None) -> tuple[StudyP
 
 def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> dict:
     """The whole study: timing pass, lr search, then every run and floor; or, for ``rerun="subset"``, seed 0
-    of the main runs at the committed full profile's steps and lrs (rows of table ``study-rerun``).
+    of the main runs at the committed full profile's steps and lrs (rows of table ``study-rerun``), in
+    ``<root>/rerun`` so that they are trained again even where the full profile's runs are on disk.
     Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
     root = Path(root)
     plan, missing = measured_sets(plan, data_root)
     with Workers(plan.workers, plan.threads) as workers:
         if plan.rerun == "subset":  # the committed full rows say what to train: no timing, no search
             budget, best = committed_plan(committed_rows(), plan)
-            search = []
+            search, root = [], root / "rerun"  # never the full profile's own runs, read back
         else:
             budget = measure_budget(plan, root, workers)
             search, best = lr_search(plan, budget, root, workers, data_root)
@@ -934,16 +937,17 @@ def committed_plan(rows: list[dict], plan: StudyPlan) -> tuple[dict, dict]:
 
 
 def agreement(rerun: list[dict], committed: list[dict]) -> "pd.DataFrame":
-    """Each rerun probe beside the committed one of the same (data set, method, images, seed, steps), as
+    """Each rerun probe beside the committed one of the same (data set, method, images, lr, seed, steps), as
     verdict-shaped rows (claim "rerun"): the difference, and the tolerance it must stay within: twice the
     committed seeds' standard deviation of that cell, at least :data:`RERUN_TOLERANCE`."""
     import pandas as pd
 
     new, old = frame(rerun), frame(committed)
-    key = ["dataset", "method", "images", "seed", "steps"]
-    merged = new.merge(old, on=key, suffixes=("", "_committed"))
-    spread = old.groupby(["dataset", "method", "images", "steps"])["value"].std(ddof=1).rename("seed_sd").reset_index()
-    merged = merged.merge(spread, on=["dataset", "method", "images", "steps"], how="left")
+    old = old[old["table"] == "study"]  # the lr search's rows share a run's key but for its lr
+    cell = ["dataset", "method", "images", "lr", "steps"]
+    merged = new.merge(old, on=[*cell, "seed"], suffixes=("", "_committed"))  # NaN lr (a floor) matches NaN
+    spread = old.groupby(cell, dropna=False)["value"].std(ddof=1).rename("seed_sd").reset_index()
+    merged = merged.merge(spread, on=cell, how="left")
     table = []
     for _, r in merged.iterrows():
         difference = r["value"] - r["value_committed"]

@@ -317,6 +317,13 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     assert {f"06_{name}.png" for name in ("data", "claim1_methods", "claim3_small_data", "claim4_batch",
                                           "verdicts")} <= figures
+    # the default profile's path: seed 0 of the main runs trained again from the committed rows' steps and
+    # lrs (in a folder of its own), and compared with them
+    rerun = study.run_study(dataclasses.replace(QUICK, rerun="subset"), study.default_root())
+    assert rerun["search"] == [] and {r["table"] for r in rerun["rows"]} == {"study-rerun"}
+    table = study.agreement(rerun["rows"], study.committed_rows())
+    main_probes = len(study.METHODS) * len(QUICK.main_sets) * len(QUICK.snapshots)
+    assert len(table) >= main_probes and set(table["verdict"]) == {"agrees"}
 
 
 def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
