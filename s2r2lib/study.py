@@ -234,15 +234,11 @@ def run_folder(config: TrainConfig, root: str | Path, label: str) -> str:
     return str(Path(root) / label / digest.hexdigest()[:12])
 
 
-def views_per_step(config: TrainConfig) -> int:
-    """Encoder forward passes per step (a SwAV crop of any size counts as one)."""
-    return config.views_in_batch
-
-
 @functools.cache
 def forward_flops(arch: str, small_input: bool, size: int) -> float:
     """Floating-point operations of one view's forward pass through the encoder and projection head at
-    ``size`` px, counted by ``torch.utils.flop_counter`` (a multiply-add counts as 2)."""
+    ``size`` px, counted by ``torch.utils.flop_counter``: convolutions and matrix products, a multiply-add as
+    2; norms and activations are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .models import build_model
@@ -434,7 +430,7 @@ def run_job(job: dict) -> list[dict]:
         rows.append(_row(job["table"], job["dataset"], job["method"], result["top1"], config.arch, config.seed,
                          config.device, images=config.images_per_batch, views=views,
                          epochs=round(step * config.images_per_batch / state["num_images"], 3), lr=f"{config.lr:g}",
-                         steps=step, views_seen=step * views_per_step(config), train_s=state["train_wall_s"],
+                         steps=step, views_seen=step * config.views_in_batch, train_s=state["train_wall_s"],
                          probe_s=result["probe_s"]))
     return rows
 
