@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: reproduce test lab bench clean-build
+.PHONY: reproduce test lab bench gpu-check clean-build
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ lab: $(STAMP)
 ## Benchmarks; writes results/bench_*.csv.
 bench: $(STAMP)
 	$(PY) -m s2r2lib.bench all
+
+## The device check (python -m s2r2lib.bench gpu): the paper's setting on one GPU in at most 8 minutes,
+## rows to results/bench_gpu.csv (OUT_DIR=... elsewhere); a tiny CPU smoke where there is no GPU. Uses the
+## venv's Python when there is one, else python3 (a GPU machine's own PyTorch); it installs nothing.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.bench gpu $(if $(OUT_DIR),--out-dir $(OUT_DIR))
 
 clean-build:
 	rm -rf build

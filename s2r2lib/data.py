@@ -9,21 +9,35 @@ in ``DATASETS``:
   embedded               procedural shapes, no files needed (s2r2lib.synthetic); 40 px
   stl10                  <root>/stl10_binary/*.bin; train, test, unlabeled, train+unlabeled; 96 px
   coco                   <root>/train2017/*.jpg or <root>/val2017/*.jpg, unlabelled; 96 px
-  folder                 any folder of images, recursively; ``labelled=True`` for class_name/* layout
+  folder                 <root>/**/*.jpg (png, ...), recursively; split: a sub-folder of root, or
+                         all of root (None, or ``unlabeled``); ``labelled=True`` for class_name/*
   fashion_mnist          the idx files, found under <root> or the Debian package's folder; 32 px
   fashion_mnist_clutter  canvases of several Fashion-MNIST items (see :func:`clutter`); 64 px
 
 Nothing is ever downloaded: a missing file raises FileNotFoundError that says what was expected
-where and how to get it. ``root`` defaults to $S2R2_DATA_DIR or <project>/data.
+where and how to get it. ``root`` defaults to $S2R2_DATA_DIR or <project>/data, except for
+``folder``, which needs one.
 
 The cache. Folders (and STL10 at sizes other than its own 96 px, or train+unlabeled) are decoded
-once, each image's shorter side resized to ``size`` and centre-cropped to size x size, into one
-uint8 .npy file under ``cache_dir`` (default $S2R2_CACHE_DIR or <project>/build/cache), written
-through a memory map (never two copies in memory) and renamed into place when complete. Later loads
-memory-map it. The file name holds a fingerprint of the sorted file list with sizes and
-modification times, and ``size``: change, add or remove a file and the next load rebuilds it. Old
-cache files are not deleted. A file that cannot be read as an image is skipped with one warning that
-counts and names them, or, with ``strict=True``, raises ValueError.
+once, each image turned upright by its EXIF orientation, its shorter side resized to ``size`` and
+centre-cropped to size x size, into one uint8 .npy file under ``cache_dir``, written through a memory
+map (never two copies in memory) and renamed into place when complete. Later loads memory-map it. The
+file name holds a fingerprint of the sorted file list with sizes and modification times, and
+``size``: change, add or remove a file and the next load rebuilds it. Old cache files are not
+deleted. Cache files are created with the user's umask, like any other file.
+
+Where the cache goes when no ``cache_dir`` is given (:func:`cache_root`), first match wins:
+  1. $S2R2_CACHE_DIR, when set;
+  2. <checkout>/build/cache, when the working directory is inside an s2r2 checkout (the folder holding
+     ``pyproject.toml`` and ``s2r2lib/``; git-ignored there);
+  3. the user's cache directory: $XDG_CACHE_HOME/s2r2, by default ~/.cache/s2r2.
+
+Bad image files. A file that cannot be read as an image is skipped with one warning that counts and
+names them, or, with ``strict=True``, raises ValueError. So is a decompression bomb: a header that
+declares more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's limit, about 89 million: a 10k x
+10k image) is refused before any pixel is decoded; raise that limit to read such images. Images
+smaller than ``size`` on their shorter side (a 1x1 icon, a 16 px thumbnail) are upscaled and counted
+in a warning.
 """
 
 from __future__ import annotations
@@ -37,8 +51,9 @@ import math
 import multiprocessing
 import os
 import struct
-import tempfile
+import uuid
 import warnings
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -46,7 +61,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from s2r2lib import synthetic
@@ -61,7 +76,7 @@ FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 EMBEDDED_SIZES = {"train": 5000, "test": 2000, "unlabeled": 20000}  # default images per split
-_CACHE_VERSION = 1  # part of every fingerprint; bump when the cached pixels would change
+_CACHE_VERSION = 2  # part of every fingerprint; bump when the cached pixels or metadata change (2: EXIF, upscaled)
 _CHUNK = 1024  # images resized at once when building a cache from an array
 
 
@@ -105,8 +120,25 @@ def data_root() -> Path:
 
 
 def cache_root() -> Path:
-    """Where resized caches go when no cache_dir is given: $S2R2_CACHE_DIR or <project>/build/cache."""
-    return Path(os.environ.get("S2R2_CACHE_DIR") or project_dir() / "build" / "cache")
+    """Where resized caches go when no cache_dir is given: $S2R2_CACHE_DIR; else build/cache of the
+    checkout holding the working directory; else $XDG_CACHE_HOME/s2r2 (default ~/.cache/s2r2)."""
+    if os.environ.get("S2R2_CACHE_DIR"):
+        return Path(os.environ["S2R2_CACHE_DIR"])
+    checkout = project_dir()
+    if (checkout / "pyproject.toml").is_file() and (checkout / "s2r2lib").is_dir():
+        return checkout / "build" / "cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "s2r2"  # XDG: relative is ignored
+
+
+def _check_whole(value: object, what: str, minimum: int) -> None:
+    """Refuse ``value`` unless it is a whole number >= ``minimum`` (True, 31.5 and "8" are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+
+
+def _check_size(size: object, loader: str) -> None:
+    _check_whole(size, f"{loader}: size (the side of the square images returned, in pixels)", 1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,9 +155,10 @@ def _fingerprint(files: list[Path], base: Path, *extra: object) -> str:
 
 
 def _temporary(folder: Path, stem: str) -> Path:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".npy.tmp")
-    os.close(fd)
-    return Path(name)
+    """A new, empty, hidden file in ``folder``, created with the user's umask (mkstemp's are 0600)."""
+    path = folder / f".{stem}.{uuid.uuid4().hex[:12]}.npy.tmp"
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    return path
 
 
 def _keep_rows(path: Path, rows: int) -> None:
@@ -197,21 +230,30 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(path: str, size: int) -> np.ndarray | str:
-    """The image at ``path`` as (3, size, size) uint8, shorter side resized to ``size`` and centre-
-    cropped; or, if it cannot be read, a one-line reason. Never raises for a bad file."""
-    try:
-        with warnings.catch_warnings(), Image.open(path) as image:
-            warnings.simplefilter("ignore")  # e.g. corrupt EXIF; the caller reports bad files itself
-            scale = size / min(image.size)
-            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-            image = _to_rgb(image)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        return f"{type(err).__name__}: {err}"
+def _decode(path: str, size: int, max_pixels: int | None) -> tuple[np.ndarray, tuple[int, int]] | str:
+    """The image at ``path`` as (3, size, size) uint8, turned upright by its EXIF orientation, shorter
+    side resized to ``size`` and centre-cropped, with its (width, height) in the file; or, if it
+    cannot be read or declares more than ``max_pixels`` pixels (checked on the header, before any
+    decoding), a one-line reason. Never raises for a bad file."""
+    # Pillow's warnings (DecompressionBombWarning from Image.open, corrupt EXIF) are silenced from
+    # before the file is opened: the caller reports bad files itself, with their reasons.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    return (f"{width}x{height} is {width * height} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                            f"= {max_pixels}: a possible decompression bomb, not decoded")
+                scale = size / min(width, height)
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                image = _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as err:
+            return f"{type(err).__name__}: {err}"  # struct.error: EXIF that exif_transpose cannot rewrite
     side = min(image.size)
     left, top = (image.width - side) / 2, (image.height - side) / 2
     image = image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
-    return np.asarray(image).transpose(2, 0, 1)
+    return np.asarray(image).transpose(2, 0, 1), (width, height)
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -219,21 +261,44 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def image_folder(root: str | os.PathLike, size: int = 96, labelled: bool = False, name: str | None = None,
-                 cache_dir: str | os.PathLike | None = None, strict: bool = False,
-                 workers: int = 0) -> ImageSet:
+def _listing(entries: list[str]) -> str:
+    """The first five of ``entries`` joined, and how many more there are."""
+    more = f"; and {len(entries) - 5} more" if len(entries) > 5 else ""
+    return "; ".join(entries[:5]) + more
+
+
+def image_folder(root: str | os.PathLike | None = None, split: str | None = None, size: int = 96,
+                 labelled: bool = False, name: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 strict: bool = False, workers: int = 0) -> ImageSet:
     """Every image under ``root`` (jpg, jpeg, png, bmp, gif, webp, tif, tiff; recursively), cached.
 
-    Returns images (N, 3, size, size): each file's shorter side resized to ``size``, centre-cropped;
-    grayscale, palette, 16-bit and alpha images converted to RGB. labelled=True reads the
-    ``root/class_name/.../*.jpg`` layout: classes are the sorted sub-folders holding images, labels
-    index them. An unreadable file is skipped with one warning, or raises ValueError if ``strict``.
-    ``workers`` > 0 decodes in that many processes (worth it for COCO's 118k images).
+    Returns images (N, 3, size, size): each file turned upright by its EXIF orientation, its shorter
+    side resized to ``size``, centre-cropped; grayscale, palette, 16-bit and alpha images converted to
+    RGB. split: a sub-folder of root (e.g. ``train``, ``test``); None reads all of root, and so does
+    ``unlabeled`` when root has no such sub-folder (it is TrainConfig's default pre-training split, so
+    ``python -m s2r2lib.train data=folder data_root=DIR`` trains on every image under DIR).
+    labelled=True reads the ``root/class_name/.../*.jpg`` layout: classes are the sorted sub-folders
+    holding images, labels index them. An unreadable file, or one declaring more pixels than
+    PIL.Image.MAX_IMAGE_PIXELS, is skipped with one warning, or raises ValueError if ``strict``; images
+    smaller than ``size`` are upscaled and counted in the warning. ``workers`` > 0 decodes in that many
+    processes (worth it for COCO's 118k images).
     """
+    _check_size(size, "image_folder")
+    if root is None:
+        raise ValueError("image_folder needs root=, the folder holding the images (in a TrainConfig: "
+                         "data_root=DIR)")
     root = Path(root)
-    name = name or f"folder-{root.name}"
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"image folder root {root} is a file, not a folder; pass root= the folder that "
+                         f"holds the images (e.g. {root.parent})")
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; pass root= the folder holding the images")
+    if split is not None and (root / split).is_dir():
+        root, name = root / split, name or f"folder-{root.name}-{split}"
+    elif split not in (None, "unlabeled"):
+        raise FileNotFoundError(f"image folder split {split!r} not found: expected the sub-folder "
+                                f"{root / split}; pass split=None (or 'unlabeled') to read every image under {root}")
+    name = name or f"folder-{root.name}"
     if labelled:
         listed = [(d.name, _image_files(d)) for d in sorted(root.iterdir()) if d.is_dir()]
         classes = [folder for folder, group in listed if group]
@@ -248,9 +313,9 @@ def image_folder(root: str | os.PathLike, size: int = 96, labelled: bool = False
                                 "check the path, or that the images have one of these extensions")
 
     def fill(out: np.ndarray) -> dict:
-        decode = partial(_decode, size=size)
+        decode = partial(_decode, size=size, max_pixels=Image.MAX_IMAGE_PIXELS)
         paths = [str(f) for f in files]
-        kept, labels, skipped = 0, [], []
+        kept, labels, skipped, upscaled = 0, [], [], []
         with contextlib.ExitStack() as stack:
             if workers:
                 pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
@@ -258,31 +323,38 @@ def image_folder(root: str | os.PathLike, size: int = 96, labelled: bool = False
             else:
                 results = map(decode, paths)
             for i, result in enumerate(tqdm(results, total=len(paths), desc=f"caching {name} at {size}px")):
+                relative = files[i].relative_to(root).as_posix()
                 if isinstance(result, str):
                     if strict:
                         raise ValueError(f"cannot read image {paths[i]} ({result}); remove or replace "
                                          "it, or pass strict=False to skip unreadable files")
-                    skipped.append(f"{files[i].relative_to(root).as_posix()} ({result})")
+                    skipped.append(f"{relative} ({result})")
                     continue
-                out[kept] = result
+                out[kept], (width, height) = result
+                if min(width, height) < size:
+                    upscaled.append(f"{relative} ({width}x{height})")
                 kept += 1
                 if labelled:
                     labels.append(file_labels[i])
         if kept == 0:
             raise ValueError(f"none of the {len(files)} image files under {root} could be read, e.g. "
                              f"{skipped[0]}; check that they are images")
-        return {"n": kept, "files": len(files), "skipped": skipped, "classes": classes,
-                "labels": labels if labelled else None}
+        return {"n": kept, "files": len(files), "skipped": skipped, "upscaled": upscaled,
+                "classes": classes, "labels": labels if labelled else None}
 
     stem = f"{name}-{size}-{_fingerprint(files, root, size, labelled)}"
     images, meta = _cached(stem, len(files), size, fill, cache_dir)
-    if meta["skipped"]:
-        skipped = meta["skipped"]
-        message = (f"{len(skipped)} of {meta['files']} files under {root} are not readable images: "
-                   + "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
-        if strict:
-            raise ValueError(message + ". Remove or replace them, or pass strict=False to skip them")
-        warnings.warn(message + ". Skipped them; pass strict=True to raise instead", stacklevel=2)
+    skipped, upscaled = meta["skipped"], meta["upscaled"]
+    unreadable = f"{len(skipped)} of {meta['files']} files under {root} are not readable images: {_listing(skipped)}"
+    if skipped and strict:
+        raise ValueError(unreadable + ". Remove or replace them, or pass strict=False to skip them")
+    problems = [unreadable + ". Skipped them; pass strict=True to raise instead"] if skipped else []
+    if upscaled:
+        problems.append(f"{len(upscaled)} of {meta['n']} images under {root} are smaller than {size} px on "
+                        f"their shorter side and were upscaled (blurred): {_listing(upscaled)}. Pass a "
+                        "smaller size, or remove them")
+    if problems:
+        warnings.warn(". ".join(problems), stacklevel=2)
     labels = None if meta["labels"] is None else torch.tensor(meta["labels"], dtype=torch.int64)
     return ImageSet(torch.from_numpy(images[:meta["n"]]), labels, meta["classes"], name)
 
@@ -309,6 +381,17 @@ def coco(root: str | os.PathLike | None = None, split: str = "train2017", size: 
 # STL10
 
 
+def _stl10_count(path: Path) -> int:
+    """The number of images in an STL10 ``*_X.bin`` file, which must hold at least one, whole."""
+    image_bytes = 3 * 96 * 96
+    nbytes = path.stat().st_size
+    if nbytes == 0 or nbytes % image_bytes:
+        raise ValueError(f"{path} holds {nbytes} bytes, not a whole number of 3x96x96 images "
+                         f"({image_bytes} bytes each); it is empty, truncated or not an STL10 _X.bin file. "
+                         f"Download stl10_binary.tar.gz again from {STL10_URL}")
+    return nbytes // image_bytes
+
+
 def read_stl10_images(path: str | os.PathLike) -> np.ndarray:
     """The images of an STL10 ``*_X.bin`` file as a memory-mapped (N, 3, 96, 96) uint8 view, upright.
 
@@ -316,14 +399,20 @@ def read_stl10_images(path: str | os.PathLike) -> np.ndarray:
     swapped on reading, as torchvision's STL10 does (reshape to (-1, 3, 96, 96), transpose (0, 1, 3, 2)).
     """
     path = Path(path)
-    image_bytes = 3 * 96 * 96
-    nbytes = path.stat().st_size
-    if nbytes == 0 or nbytes % image_bytes:
-        raise ValueError(f"{path} holds {nbytes} bytes, not a whole number of 3x96x96 images "
-                         f"({image_bytes} bytes each); it is truncated or not an STL10 _X.bin file. "
-                         f"Download stl10_binary.tar.gz again from {STL10_URL}")
-    raw = np.memmap(path, dtype=np.uint8, mode="c", shape=(nbytes // image_bytes, 3, 96, 96))
+    raw = np.memmap(path, dtype=np.uint8, mode="c", shape=(_stl10_count(path), 3, 96, 96))
     return raw.transpose(0, 1, 3, 2)
+
+
+def _stl10_classes(folder: Path) -> list[str]:
+    """The 10 class names of ``folder/class_names.txt`` (one a line), or the standard ones without it."""
+    path = folder / "class_names.txt"
+    if not path.is_file():
+        return list(STL10_CLASSES)
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) != len(STL10_CLASSES):
+        raise ValueError(f"{path} lists {len(names)} class names; STL10 has {len(STL10_CLASSES)}, one a "
+                         "line. Restore it from stl10_binary.tar.gz, or delete it to use the standard names")
+    return names
 
 
 def _stl10_labels(path: Path, count: int) -> np.ndarray:
@@ -345,9 +434,10 @@ def stl10(root: str | os.PathLike | None = None, split: str = "train", size: int
     at 96 px is memory-mapped straight from its file; other sizes, and train+unlabeled, go through
     the cache. Returns images (N, 3, size, size), labels (N,) int64 or None for ``unlabeled``.
     """
-    parts = split.split("+")
+    _check_size(size, "stl10")
     if split not in ("train", "test", "unlabeled", "train+unlabeled"):
         raise ValueError(f"unknown STL10 split {split!r}; expected train, test, unlabeled or train+unlabeled")
+    parts = split.split("+")
     root = Path(root) if root is not None else data_root()
     folder = root / "stl10_binary"
     x_files = [folder / f"{part}_X.bin" for part in parts]
@@ -358,9 +448,8 @@ def stl10(root: str | os.PathLike | None = None, split: str = "train", size: int
             f"STL10 {split} needs {', '.join(missing)} in {folder}. Download stl10_binary.tar.gz "
             f"(2.6 GB) from {STL10_URL} and unpack it in {root}, or pass root= the folder that holds "
             "stl10_binary/")
-    names_file = folder / "class_names.txt"
-    classes = names_file.read_text().split() if names_file.is_file() else list(STL10_CLASSES)
-    counts = [(p.stat().st_size // (3 * 96 * 96)) for p in x_files]
+    classes = _stl10_classes(folder)
+    counts = [_stl10_count(p) for p in x_files]
     labels = [_stl10_labels(y, n) for y, n in zip(y_files, counts)]
     if "unlabeled" in parts:
         labels.append(np.full(counts[-1], -1, dtype=np.int64))
@@ -395,11 +484,18 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path} is a damaged gzip file ({err}); it is truncated or corrupt, get it "
+                             "again") from err
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path} is not an idx file of unsigned bytes: it starts {data[:4].hex()}, "
                          "expected 000008 and the number of dimensions")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header declares {ndim} dimensions ({4 + 4 * ndim} header "
+                         f"bytes) but the file holds {len(data)} bytes; get it again")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = data[4 + 4 * ndim:]
     if len(body) != math.prod(shape):
@@ -436,6 +532,7 @@ def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", s
     they are; at any other size the 28 px item is resized to 7/8 of the side and centred on black (at
     32 px: the classic 2 px border). Grayscale is repeated to three channels without a copy.
     """
+    _check_size(size, "fashion_mnist")
     if split not in ("train", "test"):
         raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected train or test")
     image_file, label_file = _fashion_files(Path(root) if root is not None else None, split)
@@ -443,6 +540,11 @@ def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", s
     if images.ndim != 3 or labels.shape != (len(images),):
         raise ValueError(f"{image_file} and {label_file} do not match: images {images.shape}, labels "
                          f"{labels.shape}; expected (N, 28, 28) and (N,)")
+    if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
+        first = int(np.argmax(labels >= len(FASHION_MNIST_CLASSES)))
+        raise ValueError(f"{label_file} holds label {labels[first]} at item {first}; Fashion-MNIST labels are "
+                         f"0-{len(FASHION_MNIST_CLASSES) - 1}. The file is corrupt or not Fashion-MNIST's; "
+                         "get it again")
     images = torch.from_numpy(images.copy())[:, None]
     if size != images.shape[-1]:
         inner = round(size * 7 / 8)
@@ -463,6 +565,7 @@ def clutter(items: ImageSet, n: int, size: int = 64, per_image: tuple[int, int] 
     (Fashion-MNIST); each stays whole inside the canvas. Unlabelled: for pre-training. Same
     arguments, same bytes.
     """
+    _check_size(size, "clutter")
     low, high = per_image
     if not (1 <= low <= high) or not (0 < scale[0] <= scale[1] <= 1) or len(items) == 0:
         raise ValueError(f"clutter needs 1 <= per_image[0] <= per_image[1], 0 < scale[0] <= scale[1] "
@@ -522,6 +625,7 @@ def embedded(root: str | os.PathLike | None = None, split: str = "train", size: 
     classes (see :func:`s2r2lib.synthetic.render`). ``root`` is unused; it is accepted so that
     ``load(name, root=...)`` works for every name.
     """
+    _check_size(size, "embedded")
     if mode not in synthetic.MODES:
         raise ValueError(f"unknown embedded mode {mode!r}; expected one of {synthetic.MODES}")
     if mode == "cluttered" and split != "unlabeled":
@@ -547,18 +651,20 @@ def embedded(root: str | os.PathLike | None = None, split: str = "train", size: 
 
 def try_load(name: str, root: str | os.PathLike | None = None, split: str | None = None,
              size: int | None = None, **kwargs) -> ImageSet | None:
-    """:func:`load`, or None with a printed reason when the data set's files are not there (for optional
-    previews of real data in the notebooks)."""
+    """:func:`load`, or None with the whole printed reason (it says where to get the files) when the data
+    set's files are not there (for optional previews of real data in the notebooks)."""
     try:
         return load(name, root=root, split=split, size=size, **kwargs)
     except FileNotFoundError as error:
-        print(f"{name}: not available here ({str(error).splitlines()[0][:160]})")
+        print(f"{name}: not available here. {error}")
         return None
 
 
 def subset(images: ImageSet, n: int | None, seed: int = 0) -> ImageSet:
     """``n`` images drawn without replacement (fixed by ``seed``), in their original order; all of them
     when ``n`` is None or not smaller than the set (e.g. a probe on part of STL10's or Fashion-MNIST's splits)."""
+    if n is not None:
+        _check_whole(n, "subset: n (the number of images to keep; None keeps all)", 0)
     if n is None or n >= len(images):
         return images
     keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values

@@ -5,133 +5,206 @@ Conventions shared by every function here (paper, Methodology):
 * ``z`` is (N, D): one row per view, N = B * K for B images with K views each. Similarity is the
   cosine similarity of eq. 2, so ``z`` need not be normalised.
 * ``ids`` is (N,) integers naming each view's source image: any values, any order; the views of one
-  image need not be contiguous, but every image has the same number of views K >= 2, and B >= 2.
+  image need not be contiguous, but every image has the same number of views K >= 2 (``average_precision``
+  also takes images with different numbers), and B >= 2. In a training loop, pass instead the
+  :class:`BatchGroups` that :func:`ranking_groups` builds once: the losses then make no host sync.
 * Every view is a query once. Its positives are the other K - 1 views of its image, its negatives the
   K (B - 1) views of the other images. The query is never in its own retrieval set.
 
 The official Smooth-AP code (Brown et al., 2020) counts the query as its own positive (it sits at rank
 1 with similarity 1); the paper's S2R2 does not, and neither do we: |P| = K - 1, |N| = K (B - 1).
 ``tests/test_losses.py`` shows the two conventions give different numbers.
+
+Ties. Eq. 2 as printed counts only views strictly more similar than positive i, so a view tied with i
+does not rank above it and a collapsed encoder (every similarity equal) would score AP = 1. The exact AP
+here counts ties as ``sklearn.metrics.average_precision_score`` does, R(i, X) = #{j in X: s_qj >= s_qi}
+(i included). That equals eq. 2 whenever there are no ties, and it scores collapsed features as chance,
+the fraction of positives. The smoothed loss is unchanged: eq. 3's sigmoid gives a tie 1/2 either way.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["smooth_ap_loss", "average_precision", "nt_xent_loss", "swav_loss", "sinkhorn_knopp", "ranking_ap",
-           "DEFAULT_MEMORY_BUDGET"]
+           "ranking_groups", "BatchGroups", "check_embeddings", "DEFAULT_MEMORY_BUDGET"]
 
 # Bytes of scratch memory the ranking may use at once; 3 float32 (chunk, K-1, N) tensors live at peak.
 DEFAULT_MEMORY_BUDGET = 32 * 2**20
 
 
 @dataclass(frozen=True)
-class _Groups:
-    """The retrieval structure of a batch: who is whose positive."""
+class BatchGroups:
+    """The retrieval structure of a batch, who is whose positive, built and validated once by :func:`ranking_groups`.
 
+    Pass it in place of ``ids`` to :func:`smooth_ap_loss`, :func:`nt_xent_loss` or :func:`average_precision`:
+    the structure of a training batch is fixed by the config, so checking it every step would only cost host
+    syncs. Given a BatchGroups, the losses check shapes and devices only (no sync); the caller checks z for
+    NaN, inf or all-zero rows itself with :func:`check_embeddings` (the training engine does, every
+    ``log_every`` steps).
+    """
+
+    ids: torch.Tensor        # (N,) integers: the image of each view
     positives: torch.Tensor  # (N, K-1) long: the indices of each query's positives
     pos_mask: torch.Tensor   # (N, N) bool: j is a positive of query q (never q itself)
     neg_mask: torch.Tensor   # (N, N) bool: j is a negative of query q
 
 
-def _check_batch(name: str, z: torch.Tensor, ids: torch.Tensor) -> _Groups:
-    """Validate ``z`` and ``ids`` and build the positives of every query, or raise a ValueError."""
-    if not isinstance(z, torch.Tensor) or z.dim() != 2:
-        raise ValueError(f"{name}: z must be a 2-D tensor (views, dim), got shape "
-                         f"{tuple(getattr(z, 'shape', ()))}")
-    ids = torch.as_tensor(ids)
-    if ids.dim() != 1 or ids.shape[0] != z.shape[0]:
-        raise ValueError(f"{name}: ids must have shape ({z.shape[0]},), one per row of z; "
-                         f"got {tuple(ids.shape)}")
-    if ids.device != z.device:
-        raise ValueError(f"{name}: z is on {z.device} but ids on {ids.device}; move both to one device")
+def _check_ids(name: str, ids) -> torch.Tensor:
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name}: ids must be a tensor of integers (or a BatchGroups from ranking_groups), "
+                        f"got {type(ids).__name__}")
+    if ids.dim() != 1:
+        raise ValueError(f"{name}: ids must have shape (N,), one per view; got {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
         raise ValueError(f"{name}: ids must be integers naming each view's image, got {ids.dtype}")
-    if not z.dtype.is_floating_point:
-        raise ValueError(f"{name}: z must be floating point, got {z.dtype}")
-    if not torch.isfinite(z).all():
-        raise ValueError(f"{name}: z holds NaN or inf; check the encoder's output "
-                         f"(learning rate, precision) before the loss")
+    return ids
+
+
+def ranking_groups(ids: torch.Tensor, name: str = "ranking_groups") -> BatchGroups:
+    """Validate a batch's ``ids`` and build its :class:`BatchGroups`: B >= 2 images, each with the same K >= 2 views.
+
+    Costs a few host syncs; build it once per run when the batch structure is fixed, e.g.
+    ``ranking_groups(torch.arange(B, device=device).repeat_interleave(K))``.
+    """
+    ids = _check_ids(name, ids)
     images, counts = torch.unique(ids, return_counts=True)
     if len(images) < 2:
-        raise ValueError(f"{name} needs at least 2 images in a batch to have negatives; got {len(images)}")
+        raise ValueError(f"{name} needs at least 2 images in a batch to have negatives; ids name {len(images)}")
     if counts.min() < 2:
         lone = images[counts.argmin()].item()
-        raise ValueError(f"{name} needs at least 2 views per image; image {lone} has 1")
+        raise ValueError(f"{name} needs at least 2 views per image; ids: image {lone} has 1")
     if (counts != counts[0]).any():
-        raise ValueError(f"{name} needs the same number of views for every image; got counts from "
+        raise ValueError(f"{name} needs the same number of views for every image; ids give counts from "
                          f"{counts.min().item()} to {counts.max().item()}")
     views_per_image = int(counts[0])
     # Group the view indices by image: row b holds the K views of the b-th image.
     groups = torch.argsort(ids, stable=True).view(len(images), views_per_image)
     # others[m] lists the members of a group other than member m.
-    member = torch.arange(views_per_image, device=z.device)
+    member = torch.arange(views_per_image, device=ids.device)
     others = member.expand(views_per_image, -1)[member[:, None] != member[None, :]]
     others = others.view(views_per_image, views_per_image - 1)
-    positives = torch.empty(z.shape[0], views_per_image - 1, dtype=torch.long, device=z.device)
+    positives = torch.empty(len(ids), views_per_image - 1, dtype=torch.long, device=ids.device)
     positives[groups.reshape(-1)] = groups[:, others].reshape(-1, views_per_image - 1)
     same = ids[:, None] == ids[None, :]
-    eye = torch.eye(len(ids), dtype=torch.bool, device=z.device)
-    return _Groups(positives, same & ~eye, ~same)
+    eye = torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+    return BatchGroups(ids, positives, same & ~eye, ~same)
 
 
-def _cosine_similarity(z: torch.Tensor) -> torch.Tensor:
-    """s_uv of eq. 2 for all pairs, in float32 or float64 even under autocast: (N, D) -> (N, N)."""
+def _check_embeddings(name: str, z, views: int | None, device: torch.device | None, validate: bool) -> None:
+    """z must be (N, D >= 1) floating point, one row per view, on the ids' device; with ``validate`` also
+    finite and without an all-zero row (one host sync)."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name}: z must be a tensor (views, dim), got {type(z).__name__}")
+    if z.dim() != 2:
+        raise ValueError(f"{name}: z must be a 2-D tensor (views, dim), got shape {tuple(z.shape)}")
+    if not z.dtype.is_floating_point:
+        raise ValueError(f"{name}: z must be floating point, got {z.dtype}")
+    if z.shape[1] == 0:
+        raise ValueError(f"{name}: z has 0 columns; an embedding needs at least one dimension (check proj_dim)")
+    if views is not None and z.shape[0] != views:
+        raise ValueError(f"{name}: ids must have shape ({z.shape[0]},), one per row of z; got ({views},)")
+    if device is not None and device != z.device:
+        raise ValueError(f"{name}: z is on {z.device} but ids on {device}; move both to one device")
+    if validate:
+        scale = z.abs().amax(dim=1)
+        bad = ~torch.isfinite(scale) | (scale == 0)
+        if bad.any():
+            row = int(bad.int().argmax())
+            what = "is all zeros, so it has no direction" if scale[row] == 0 else "holds NaN or inf"
+            raise ValueError(f"{name}: z row {row} {what}; check the encoder's output (learning rate, "
+                             f"precision) before the loss")
+
+
+def check_embeddings(z: torch.Tensor, name: str = "check_embeddings") -> None:
+    """Raise a ValueError if the embeddings z (N, D) hold NaN or inf or an all-zero row (which has no direction).
+
+    The value check a loss skips when it is given a :class:`BatchGroups`; it costs one host sync, so a
+    training loop runs it now and then (every ``log_every`` steps), not every step. ``name`` starts the message.
+    """
+    _check_embeddings(name, z, None, None, validate=True)
+
+
+def _check_tau(name: str, tau, allow_none: bool = False, argument: str = "tau") -> None:
+    """A temperature must be a positive, finite Python number (eq. 3's tau); a tensor, bool or string is refused."""
+    if tau is None and allow_none:
+        return
+    if isinstance(tau, torch.Tensor) or isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"{name}: {argument} must be a positive finite number"
+                        f"{' or None (exact)' if allow_none else ''}, got {type(tau).__name__} {tau!r}; "
+                        f"pass a Python float, e.g. {argument}=0.01")
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"{name}: {argument} must be a positive finite number ({argument} > 0, a temperature), "
+                         f"got {tau}")
+
+
+def _prepare(name: str, z, ids) -> tuple[BatchGroups | None, torch.Tensor]:
+    """Check ``z`` against ``ids`` (validating both and z's values) or against a prebuilt BatchGroups (no sync)."""
+    if isinstance(ids, BatchGroups):
+        _check_embeddings(name, z, len(ids.ids), ids.ids.device, validate=False)
+        return ids, ids.ids
+    ids = _check_ids(name, ids)
+    _check_embeddings(name, z, len(ids), ids.device, validate=True)
+    return None, ids
+
+
+def _cosine_similarity(z: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    """s_uv of eq. 2 between views ``rows`` and all views, in float32 or float64 even under autocast: (Q, N).
+
+    Each row is divided by its largest entry before it is normalised. Cosine similarity ignores scale, so
+    this changes nothing in exact arithmetic; in floating point it keeps rows with norms near the ends
+    of the float range (above 1e19 or below 1e-13 in float32, whose squares overflow or underflow)
+    exact instead of turning them into 0 or a vector shorter than 1.
+    """
     z = z if z.dtype == torch.float64 else z.float()
     with torch.autocast(z.device.type, enabled=False):
-        r = F.normalize(z, dim=1)
-        return r @ r.T
+        scale = z.detach().abs().amax(dim=1, keepdim=True)
+        r = F.normalize(z / torch.where(scale > 0, scale, 1.0), dim=1)
+        return r[rows] @ r.T
 
 
-def _chunk_size(n: int, positives: int, budget: int, element_bytes: int) -> int:
-    per_query = 3 * positives * n * element_bytes
-    return max(1, min(n, budget // max(per_query, 1)))
+def _chunk_size(n: int, per_query_bytes: int, budget: int) -> int:
+    return max(1, min(n, budget // max(per_query_bytes, 1)))
 
 
-def _rank_sums(sim: torch.Tensor, groups: _Groups, rows: slice, tau: float | None):
-    """For queries ``rows``: the relaxed indicators g and the ranks of eq. 2.
+def _rank_sums(sim: torch.Tensor, groups: BatchGroups, rows: slice, tau: float):
+    """For queries ``rows``: the relaxed indicators g and the ranks of eq. 2 with eq. 3's sigmoid.
 
-    g[q, p, j] = phi(s_qj - s_qi) for the p-th positive i of query q (eq. 3; the exact indicator of
-    eq. 2 when ``tau`` is None). Returns g (Q, K-1, N), the rank among positives
-    R(i, P) = 1 + sum_{j in P, j != i} g (Q, K-1), and the count of negatives ranked above i,
+    g[q, p, j] = phi(s_qj - s_qi; tau) for the p-th positive i of query q. Returns g (Q, K-1, N), the rank
+    among positives R(i, P) = 1 + sum_{j in P, j != i} g (Q, K-1), and the sum over the negatives
     sum_{j in N} g (Q, K-1). The query itself is in neither mask; j == i is removed below.
     """
     s = sim[rows]                                             # (Q, N)
     s_pos = torch.gather(s, 1, groups.positives[rows])        # (Q, K-1): s_qi
-    d = s[:, None, :] - s_pos[:, :, None]                     # (Q, K-1, N): s_qj - s_qi
-    g = d.div_(tau).sigmoid_() if tau is not None else (d > 0).to(s.dtype)
+    g = (s[:, None, :] - s_pos[:, :, None]).div_(tau).sigmoid_()  # (Q, K-1, N): phi(s_qj - s_qi)
     masks = torch.stack([groups.pos_mask[rows], groups.neg_mask[rows]], dim=2).to(s.dtype)  # (Q, N, 2)
     sums = torch.bmm(g, masks)                                # (Q, K-1, 2)
-    # j == i is among the positives but not in R(i, P): take its own term, phi(0) or 1{0 > 0}, back out.
-    self_term = 0.5 if tau is not None else 0.0
-    return g, 1.0 + sums[..., 0] - self_term, sums[..., 1]
-
-
-def _per_query_ap(sim: torch.Tensor, groups: _Groups, tau: float | None, chunk: int) -> torch.Tensor:
-    """AP_q of eq. 1 for every query (N,), smoothed by eq. 3 or exact when ``tau`` is None, in chunks."""
-    n, positives = groups.positives.shape
-    ap = sim.new_empty(n)
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
-        ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
-    return ap
+    # j == i is among the positives but not in R(i, P): take its own term, phi(0) = 1/2, back out.
+    return g, 0.5 + sums[..., 0], sums[..., 1]
 
 
 class _SmoothAP(torch.autograd.Function):
     """Per-query smoothed AP (eqs. 1-3) from the similarity matrix, chunked over queries.
 
     Forward keeps only the (N, N) similarities; backward recomputes each chunk's (Q, K-1, N) terms, so
-    peak memory is set by the chunk, not by N^2 (K-1), in both passes.
+    peak memory is set by the chunk, not by N^2 (K-1), in both passes. Both passes run with autocast off,
+    in the similarities' float32 (or float64): in bf16 the ranks, sums of up to N sigmoids, are not exact.
     """
 
     @staticmethod
     def forward(ctx, sim, groups, tau, chunk):
-        ap = _per_query_ap(sim, groups, tau, chunk)
+        n, positives = groups.positives.shape
+        ap = sim.new_empty(n)
+        with torch.autocast(sim.device.type, enabled=False):
+            for start in range(0, n, chunk):
+                rows = slice(start, start + chunk)
+                _, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
+                ap[rows] = (rank_pos / (rank_pos + rank_neg)).sum(1) / positives
         ctx.save_for_backward(sim)
         ctx.groups, ctx.tau, ctx.chunk = groups, tau, chunk
         return ap
@@ -142,32 +215,34 @@ class _SmoothAP(torch.autograd.Function):
         groups, tau, chunk = ctx.groups, ctx.tau, ctx.chunk
         n, positives = groups.positives.shape
         grad_sim = torch.zeros_like(sim)
-        for start in range(0, n, chunk):
-            rows = slice(start, start + chunk)
-            g, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
-            rank_all_sq = (rank_pos + rank_neg) ** 2
-            # d AP_q / d g_qij: +rank_neg / R^2 for a positive j, -rank_pos / R^2 for a negative j,
-            # each scaled by 1 / |P|; times d g / d s = g (1 - g) / tau, and the incoming gradient.
-            scale = grad_ap[rows, None] / (positives * tau)                           # (Q, 1)
-            coef = torch.stack([rank_neg, rank_pos], dim=2) / rank_all_sq[..., None]  # (Q, K-1, 2)
-            coef *= scale[..., None]
-            h = g.mul_(1 - g)                                                          # g (1 - g), in place
-            pos = groups.pos_mask[rows].to(sim.dtype)
-            neg = groups.neg_mask[rows].to(sim.dtype)
-            # d s_qj: sum over the positives i of query q.
-            by_j = torch.bmm(h.transpose(1, 2), coef)                                 # (Q, N, 2)
-            grad_rows = pos * by_j[..., 0] - neg * by_j[..., 1]
-            # d s_qi (the positive being ranked): minus the sum over j. The j == i term is added
-            # above and subtracted here, so it cancels as it must (d = s_qi - s_qi is constant).
-            masks = torch.stack([pos, neg], dim=2)
-            by_i = torch.bmm(h, masks)                                                 # (Q, K-1, 2)
-            grad_pos = coef[..., 0] * by_i[..., 0] - coef[..., 1] * by_i[..., 1]
-            grad_rows.scatter_add_(1, groups.positives[rows], -grad_pos)
-            grad_sim[rows] = grad_rows
+        grad_ap = grad_ap.to(sim.dtype)
+        with torch.autocast(sim.device.type, enabled=False):
+            for start in range(0, n, chunk):
+                rows = slice(start, start + chunk)
+                g, rank_pos, rank_neg = _rank_sums(sim, groups, rows, tau)
+                rank_all_sq = (rank_pos + rank_neg) ** 2
+                # d AP_q / d g_qij: +rank_neg / R^2 for a positive j, -rank_pos / R^2 for a negative j,
+                # each scaled by 1 / |P|; times d g / d s = g (1 - g) / tau, and the incoming gradient.
+                scale = grad_ap[rows, None] / (positives * tau)                           # (Q, 1)
+                coef = torch.stack([rank_neg, rank_pos], dim=2) / rank_all_sq[..., None]  # (Q, K-1, 2)
+                coef *= scale[..., None]
+                h = g.mul_(1 - g)                                                          # g (1 - g), in place
+                pos = groups.pos_mask[rows].to(sim.dtype)
+                neg = groups.neg_mask[rows].to(sim.dtype)
+                # d s_qj: sum over the positives i of query q.
+                by_j = torch.bmm(h.transpose(1, 2), coef)                                 # (Q, N, 2)
+                grad_rows = pos * by_j[..., 0] - neg * by_j[..., 1]
+                # d s_qi (the positive being ranked): minus the sum over j. The j == i term is added
+                # above and subtracted here, so it cancels as it must (d = s_qi - s_qi is constant).
+                masks = torch.stack([pos, neg], dim=2)
+                by_i = torch.bmm(h, masks)                                                 # (Q, K-1, 2)
+                grad_pos = coef[..., 0] * by_i[..., 0] - coef[..., 1] * by_i[..., 1]
+                grad_rows.scatter_add_(1, groups.positives[rows], -grad_pos)
+                grad_sim[rows] = grad_rows
         return grad_sim, None, None, None
 
 
-def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.01,
+def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float = 0.01,
                    memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
     """S2R2's objective: 1 - the mean smoothed AP over all N = B*K queries (eqs. 1-3).
 
@@ -178,12 +253,16 @@ def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.01,
     positive (the official Smooth-AP code counts it; see the module docstring).
 
     Only positives are ranked, so the work is N x (K-1) x N, never N x N x N; it is done in chunks of
-    queries that keep scratch memory under ``memory_budget`` bytes, and recomputed in backward.
+    queries that keep scratch memory under ``memory_budget`` bytes, and recomputed in backward. The
+    ranking runs in float32 (float64 for float64 z) with autocast off, whatever the caller's autocast.
 
     Args:
-        z: (N, D) embeddings, one row per view; need not be normalised.
-        ids: (N,) integers naming each view's source image.
-        tau: sigmoid temperature of eq. 3 (> 0); the paper's Smooth-AP default is 0.01.
+        z: (N, D) embeddings, one row per view; need not be normalised, and any finite nonzero norm is
+            ranked exactly (each row is scaled by its largest entry first); an all-zero row is refused.
+        ids: (N,) integers naming each view's source image; or, in a training loop, the
+            :class:`BatchGroups` of :func:`ranking_groups` built once, which skips the validation and
+            its host syncs (z is then not checked for NaN, inf or all-zero rows).
+        tau: sigmoid temperature of eq. 3 (a positive finite number); the paper's Smooth-AP default is 0.01.
         memory_budget: bytes of scratch memory per chunk of queries.
 
     Returns:
@@ -195,36 +274,78 @@ def smooth_ap_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.01,
         >>> loss = smooth_ap_loss(z, ids)
         >>> loss.backward()
     """
-    if not tau > 0:
-        raise ValueError(f"smooth_ap_loss needs tau > 0 (the sigmoid temperature of eq. 3), got {tau}")
-    groups = _check_batch("smooth_ap_loss", z, ids)
+    _check_tau("smooth_ap_loss", tau)
+    groups, ids = _prepare("smooth_ap_loss", z, ids)
+    groups = groups or ranking_groups(ids, "smooth_ap_loss")
     sim = _cosine_similarity(z)
     n, positives = groups.positives.shape
-    chunk = _chunk_size(n, positives, memory_budget, sim.element_size())
+    chunk = _chunk_size(n, 3 * positives * n * sim.element_size(), memory_budget)
     return 1.0 - _SmoothAP.apply(sim, groups, float(tau), chunk).mean()
 
 
+def _exact_ap(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Exact AP of each ranked list, as ``sklearn.metrics.average_precision_score``: (..., M), (..., M) bool -> (...,).
+
+    AP = 1/|P| sum_{i in P} R(i, P) / R(i, I) with R(i, X) = #{j in X: s_j >= s_i}, i itself included:
+    an item tied with positive i counts as ranked at or above it. This is sklearn's step function over
+    distinct score thresholds (all items tied at a score enter the list together), so a list of equal
+    scores has AP = the fraction of positives. An item at -inf that is not relevant never ranks at or
+    above a finite score: it is left out. A list holding NaN gets NaN. Sorting makes it O(M log M).
+    """
+    values, order = scores.sort(dim=-1)                              # ascending
+    rel = relevant.gather(-1, order).long()
+    index = torch.arange(scores.shape[-1], device=scores.device).expand_as(values)
+    starts = torch.ones_like(rel)
+    starts[..., 1:] = values[..., 1:] != values[..., :-1]           # the first item of each run of ties
+    first = (index * starts).cummax(dim=-1).values                   # index of the first item tied with each
+    rank_all = scores.shape[-1] - first                              # R(i, I): items at or above s_i
+    below = rel.cumsum(-1) - rel                                     # positives before each index
+    rank_pos = rel.sum(-1, keepdim=True) - below.gather(-1, first)   # R(i, P): positives at or above s_i
+    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    ap = (rel * rank_pos.to(dtype) / rank_all.to(dtype)).sum(-1) / rel.sum(-1).to(dtype)
+    return ap.masked_fill(scores.isnan().any(-1), math.nan)
+
+
 @torch.no_grad()
-def average_precision(z: torch.Tensor, ids: torch.Tensor, per_query: bool = False,
+def average_precision(z: torch.Tensor, ids: torch.Tensor | BatchGroups, per_query: bool = False,
                       memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
     """The exact mean AP over all queries: eqs. 1-2 with the indicator, for evaluation.
 
-    Same conventions as :func:`smooth_ap_loss`. A view tied with positive i does not rank above it
-    (eq. 2's strict ``> 0``); with no ties each query's AP equals
-    ``sklearn.metrics.average_precision_score`` on its retrieval set.
+    Same conventions as :func:`smooth_ap_loss`, except that images may have different numbers of
+    views (each at least 2). Ties are handled as ``sklearn.metrics.average_precision_score`` handles
+    them: R(i, X) = #{j in X: s_qj >= s_qi}, so a view tied with positive i ranks at or above it, and
+    each query's AP equals sklearn's on its retrieval set (all other views). A collapsed encoder, every
+    similarity equal, scores the fraction of positives among the retrieved, (K - 1) / (N - 1): chance.
+    Chunks of queries keep scratch memory under ``memory_budget`` bytes.
+
+    Args:
+        z: (N, D) embeddings. ids: (N,) image of each view, or a :class:`BatchGroups` (no validation).
 
     Returns:
         The mean AP (a scalar), or the (N,) AP of every query when ``per_query`` is True.
     """
-    groups = _check_batch("average_precision", z, ids)
-    sim = _cosine_similarity(z)
-    n, positives = groups.positives.shape
-    chunk = _chunk_size(n, positives, memory_budget, sim.element_size())
-    ap = _per_query_ap(sim, groups, None, chunk)
+    groups, ids = _prepare("average_precision", z, ids)
+    if groups is None:
+        images, counts = torch.unique(ids, return_counts=True)
+        if len(images) < 2:
+            raise ValueError(f"average_precision needs at least 2 images in a batch; ids name {len(images)}")
+        if counts.min() < 2:
+            raise ValueError(f"average_precision needs at least 2 views per image (a query needs a positive); "
+                             f"ids: image {images[counts.argmin()].item()} has 1")
+    n = len(ids)
+    chunk = _chunk_size(n, 96 * n, memory_budget)  # sorted scores, order, ranks: about 96 bytes an item
+    ap = torch.empty(n, dtype=torch.float64 if z.dtype == torch.float64 else torch.float32, device=z.device)
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        query = torch.arange(n, device=z.device)[rows, None]
+        # The query is not in its own retrieval set: at -inf and not relevant, it ranks above nothing.
+        s = _cosine_similarity(z, rows).scatter_(1, query, -math.inf)
+        relevant = (ids[rows, None] == ids[None, :]).scatter_(1, query, False)
+        ap[rows] = _exact_ap(s, relevant)
     return ap if per_query else ap.mean()
 
 
-def nt_xent_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def nt_xent_loss(z: torch.Tensor, ids: torch.Tensor | BatchGroups, tau: float = 0.1) -> torch.Tensor:
     """SimCLR's NT-Xent (normalised temperature-scaled cross entropy), generalised to K views.
 
     Every ordered pair (q, p) of distinct views of one image is a classification of p among all other
@@ -235,14 +356,15 @@ def nt_xent_loss(z: torch.Tensor, ids: torch.Tensor, tau: float = 0.1) -> torch.
     exactly SimCLR's loss over 2B anchors (both directions averaged).
 
     Args:
-        z: (N, D) embeddings; need not be normalised. ids: (N,) image of each view. tau: temperature.
+        z: (N, D) embeddings; need not be normalised. ids: (N,) image of each view, or a
+        :class:`BatchGroups` (no validation, as in :func:`smooth_ap_loss`). tau: temperature (positive, finite).
 
     Returns:
         A scalar tensor.
     """
-    if not tau > 0:
-        raise ValueError(f"nt_xent_loss needs tau > 0, got {tau}")
-    groups = _check_batch("nt_xent_loss", z, ids)
+    _check_tau("nt_xent_loss", tau)
+    groups, ids = _prepare("nt_xent_loss", z, ids)
+    groups = groups or ranking_groups(ids, "nt_xent_loss")
     logits = _cosine_similarity(z) / tau
     logits = logits.masked_fill(torch.eye(len(logits), dtype=torch.bool, device=logits.device), -math.inf)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -302,8 +424,8 @@ def swav_loss(scores, code_crops: int = 2, temperature: float = 0.1, epsilon: fl
     if len(shape) != 2 or shape[0] < 2 or any(s.shape != shape for s in scores):
         raise ValueError(f"swav_loss needs every crop's scores as one (images >= 2, prototypes) shape; "
                          f"got {[tuple(s.shape) for s in scores]}")
-    if not temperature > 0 or not epsilon > 0:
-        raise ValueError(f"swav_loss needs temperature > 0 and epsilon > 0, got {temperature} and {epsilon}")
+    _check_tau("swav_loss", temperature, argument="temperature")
+    _check_tau("swav_loss", epsilon, argument="epsilon")
     if queue_scores is not None and len(queue_scores) != code_crops:
         raise ValueError(f"swav_loss: queue_scores needs one tensor per code crop ({code_crops}), "
                          f"got {len(queue_scores)}")
@@ -324,21 +446,27 @@ def ranking_ap(scores: torch.Tensor, relevant: torch.Tensor, tau: float | None =
     """AP of one query's ranked list (eq. 1), exact (``tau`` None) or smoothed by eq. 3.
 
     The teaching form of the objective: ``scores`` (M,) are the similarities of the M retrieved items
-    to the query (the query itself excluded), ``relevant`` (M,) bool marks the positives. Differentiable
-    in ``scores`` when ``tau`` is given.
+    to the query (the query itself excluded), ``relevant`` (M,) bool marks the positives. Exact AP
+    handles ties as ``sklearn.metrics.average_precision_score`` does: R(i, X) = #{j in X: s_j >= s_i},
+    so M equal scores give the fraction of positives. Smoothed AP uses eq. 3's sigmoid, where a tie
+    counts 1/2, and is differentiable in ``scores``.
     """
-    scores = torch.as_tensor(scores, dtype=torch.get_default_dtype())
-    relevant = torch.as_tensor(relevant, dtype=torch.bool)
+    if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
+        scores = torch.as_tensor(scores, dtype=torch.get_default_dtype())
+    relevant = torch.as_tensor(relevant, dtype=torch.bool, device=scores.device)
     if scores.dim() != 1 or scores.shape != relevant.shape:
         raise ValueError(f"ranking_ap needs scores and relevant of one shape (M,), got "
                          f"{tuple(scores.shape)} and {tuple(relevant.shape)}")
     if not relevant.any():
-        raise ValueError("ranking_ap needs at least one relevant item")
-    if tau is not None and not tau > 0:
-        raise ValueError(f"ranking_ap needs tau > 0 or None, got {tau}")
-    d = scores[None, :] - scores[relevant][:, None]          # (|P|, M): s_qj - s_qi
-    g = torch.sigmoid(d / tau) if tau is not None else (d > 0).to(scores.dtype)
-    g = g.masked_fill(torch.arange(len(scores))[None, :] == torch.nonzero(relevant)[:, :1], 0.0)
+        raise ValueError("ranking_ap: relevant marks no item; AP needs at least one relevant item")
+    if scores.isnan().any():
+        raise ValueError(f"ranking_ap: scores hold NaN at positions {torch.nonzero(scores.isnan())[:, 0].tolist()}; "
+                         f"a ranking needs comparable scores")
+    _check_tau("ranking_ap", tau, allow_none=True)
+    if tau is None:
+        return _exact_ap(scores, relevant)
+    g = torch.sigmoid((scores[None, :] - scores[relevant][:, None]) / tau)   # (|P|, M): phi(s_qj - s_qi)
+    g = g.masked_fill(torch.arange(len(scores), device=scores.device)[None, :] == torch.nonzero(relevant)[:, :1], 0.0)
     rank_all = 1 + g.sum(1)
     rank_pos = 1 + g[:, relevant].sum(1)
     return (rank_pos / rank_all).mean()

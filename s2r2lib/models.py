@@ -12,6 +12,9 @@ in [0, 1]) go straight in and the probe later sees the same pipeline.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
@@ -87,6 +90,16 @@ def build_model(arch: str = "resnet18", small_input: bool = False, proj_dim: int
     max-pool, as CIFAR ResNets). proj_hidden defaults to feat_dim, as in SimCLR.
     mean, std: per-channel statistics the encoder normalises with (default ImageNet's).
     """
+    _check_width("proj_dim", proj_dim)
+    if proj_hidden is not None:
+        _check_width("proj_hidden", proj_hidden)
+    if not isinstance(small_input, bool):
+        raise TypeError(f"small_input must be True or False, got {type(small_input).__name__} {small_input!r}")
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != 3 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be 3 finite numbers, one per RGB channel; got {values!r}")
+    if min(std) <= 0:
+        raise ValueError(f"std must be positive for every channel (the encoder divides by it); got {std!r}")
     if arch == "narrow_cnn":
         backbone, feat_dim = NarrowCNN(small_input), NarrowCNN.feat_dim
     elif arch in ("resnet18", "resnet50"):
@@ -100,3 +113,11 @@ def build_model(arch: str = "resnet18", small_input: bool = False, proj_dim: int
     else:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     return S2R2Model(Encoder(backbone, feat_dim, mean, std), proj_dim, proj_hidden)
+
+
+def _check_width(name: str, value) -> None:
+    """A layer width: a whole number >= 1 (0 would make every embedding empty and the loss constant)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number of units (an int >= 1), got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1 (the width of the projection head's layer); got {value}")

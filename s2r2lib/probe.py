@@ -8,12 +8,16 @@ size, with the encoder in eval mode (every norm layer too); they are standardise
 split's statistics; a multinomial logistic regression (sklearn's objective, solved by full-batch L-BFGS
 in float64) is fitted for each inverse regularisation strength C in a grid on 80 % of the training split and scored on the held-out 20 %;
 the best C is refitted on the whole training split; the test split is touched once, at the end.
+
+Every metric runs on the ``device`` it is given (default: where the features are), so a probe of a GPU
+encoder's features stays on the GPU; on the CPU, torch uses its configured threads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import average_precision
+from .losses import DEFAULT_MEMORY_BUDGET, average_precision
 from .models import S2R2Model, build_model
 from .results import atomic_write_bytes, project_dir
 
@@ -30,21 +34,60 @@ LINEAR_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on st
                    f"{{{', '.join(f'{c:g}' for c in C_GRID)}}} chosen on a held-out 20% of the training split, "
                    "refit on all of it; test split used once")
 KNN_PROTOCOL = "kNN: cosine similarity, the k nearest training images vote with weight exp(s / 0.07)"
-MAP_PROTOCOL = "retrieval mAP: exact AP (eqs. 1-2) of every test image as a query, same class = positive"
+MAP_PROTOCOL = ("retrieval mAP: exact AP (eqs. 1-2, ties as sklearn) of every test image as a query over all others, "
+                "same class = positive")
 
 
-def load_encoder(checkpoint: str | Path | None, arch: str = "narrow_cnn", small_input: bool = True,
-                 seed: int = 0) -> S2R2Model:
-    """The model of a training checkpoint (weights only), or a random-init one (the floor) when
-    ``checkpoint`` is None; in eval mode."""
+# The encoder's architecture, as a training config names it; a random-init encoder's defaults.
+ENCODER_FIELDS = {"arch": "narrow_cnn", "small_input": True, "proj_dim": 128}
+
+
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """A checkpoint of ``s2r2lib.train`` (a dict with model, config, step, ...), loaded with
+    ``weights_only=True`` so that nothing in the file runs. FileNotFoundError for a missing file;
+    ValueError for any file that is not such a checkpoint (torch's own text is not passed on: it suggests
+    loading with weights_only=False, which would run whatever the file holds)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one first (notebook 02 or python -m s2r2lib.train), "
+                                f"or point to a run's checkpoint.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated zip, random bytes, a pickle with code or foreign classes in it
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict)):
+        raise ValueError(f"checkpoint {path} is not a weights-only s2r2 checkpoint: it is corrupt, truncated, or "
+                         f"was not written by s2r2lib.train (which saves model, config and step). Point to a run's "
+                         f"checkpoint.pt, or train again")
+    return state
+
+
+def load_encoder(checkpoint: str | Path | None, arch: str | None = None, small_input: bool | None = None,
+                 proj_dim: int | None = None, seed: int = 0) -> S2R2Model:
+    """The model of a training checkpoint, built with the arch, small_input and proj_dim of the run's saved
+    config; or a random-init one (the floor) when ``checkpoint`` is None, built as given (defaults:
+    :data:`ENCODER_FIELDS`). In eval mode. For a checkpoint, a value given must match the saved one."""
+    given = {"arch": arch, "small_input": small_input, "proj_dim": proj_dim}
+    state = None if checkpoint is None else read_checkpoint(checkpoint)
+    if state is None:
+        settings = {k: ENCODER_FIELDS[k] if v is None else v for k, v in given.items()}
+    else:
+        saved = state["config"]
+        missing = [k for k in ENCODER_FIELDS if k not in saved]
+        if missing:
+            raise ValueError(f"checkpoint {checkpoint}: its config lacks {missing}; it is not a checkpoint of "
+                             f"s2r2lib.train")
+        settings = {k: saved[k] for k in ENCODER_FIELDS}
+        mismatched = {k: v for k, v in given.items() if v is not None and v != settings[k]}
+        if mismatched:
+            raise ValueError("load_encoder: " + ", ".join(f"{k}={v!r}" for k, v in mismatched.items())
+                             + f" was asked for, but checkpoint {checkpoint} was trained with "
+                             + ", ".join(f"{k}={settings[k]!r}" for k in mismatched)
+                             + "; leave them out (None) to use the checkpoint's own")
     torch.manual_seed(seed)
-    model = build_model(arch, small_input=small_input)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}; train one first (notebook 02 or "
-                                    f"python -m s2r2lib.train)")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    model = build_model(**settings)
+    if state is not None:
+        model.load_state_dict(state["model"])
     return model.eval()
 
 
@@ -81,10 +124,11 @@ def cached_features(model: S2R2Model, images: torch.Tensor, size: int, key: str,
     return features
 
 
-def checkpoint_key(checkpoint: str | Path | None, seed: int = 0) -> str:
-    """A name for a checkpoint's features: the hash of its bytes (random-init: the seed)."""
+def checkpoint_key(checkpoint: str | Path | None, model: S2R2Model, seed: int = 0) -> str:
+    """A name for an encoder's features: the hash of its checkpoint's bytes; for a random-init encoder,
+    its seed and architecture (the hash of its module tree, strides included)."""
     if checkpoint is None:
-        return f"random-init-{seed}"
+        return f"random-init-{seed}-{hashlib.sha256(repr(model).encode()).hexdigest()[:8]}"
     return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
 
 
@@ -99,9 +143,9 @@ class ProbeResult:
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_iter: int):
     """Multinomial logistic regression with sklearn's objective, C * sum(cross entropy) + |W|^2 / 2
-    (bias not penalised), by full-batch L-BFGS in float64; returns a predict function."""
-    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    (bias not penalised), by full-batch L-BFGS in float64 on x's device; returns a predict function."""
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-6,
                                   tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
 
@@ -116,16 +160,33 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_
     return lambda z: (z @ weight.detach() + bias.detach()).argmax(1)
 
 
+def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:
+    """A tensor (kept where it is unless ``device`` says otherwise) or an array, as ``dtype`` on the device."""
+    a = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    return a.to(device=device if device is not None else a.device, dtype=dtype)
+
+
 def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: float = 0.2, seed: int = 0,
-                 max_iter: int = 500) -> ProbeResult:
-    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score."""
-    train_x, test_x = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (train_x, test_x))
-    train_y, test_y = (torch.as_tensor(np.asarray(a), dtype=torch.long) for a in (train_y, test_y))
+                 max_iter: int = 500, device: str | torch.device | None = None) -> ProbeResult:
+    """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score.
+
+    Features and labels are arrays or tensors; the fits run on ``device`` (default: train_x's device)."""
+    if not c_grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf
+                             for c in c_grid):
+        raise ValueError(f"linear_probe: c_grid must be a non-empty list of positive finite numbers (inverse "
+                         f"regularisation strengths), got {c_grid!r}")
+    if not isinstance(held_out, float) or not 0 < held_out < 1:
+        raise ValueError(f"linear_probe: held_out must be a fraction strictly between 0 and 1, got {held_out!r}")
+    device = device if device is not None else (train_x.device if isinstance(train_x, torch.Tensor) else "cpu")
+    train_x, test_x = (_as_tensor(a, torch.float64, device) for a in (train_x, test_x))
+    train_y, test_y = (_as_tensor(a, torch.long, device) for a in (train_y, test_y))
     if len(train_x) != len(train_y) or len(test_x) != len(test_y) or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"linear_probe: features and labels disagree: train {tuple(train_x.shape)} / "
                          f"{tuple(train_y.shape)}, test {tuple(test_x.shape)} / {tuple(test_y.shape)}")
+    _check_labels("linear_probe", "train_y", train_y)
+    _check_labels("linear_probe", "test_y", test_y)
     classes = int(max(train_y.max(), test_y.max())) + 1
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x)))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_x))).to(train_x.device)
     cut = int(len(order) * (1 - held_out))
     fit, val = order[:cut], order[cut:]
 
@@ -134,62 +195,84 @@ def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: floa
         predict = _fit_logistic((x - mean) / std, y, classes, c, max_iter)
         return lambda z: predict((z - mean) / std)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: more threads only add synchronisation (and suffer on a busy machine)
-    try:
-        validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
-                      for c in c_grid}
-        best = max(c_grid, key=lambda c: (validation[c], -c))
-        predictions = fitted(train_x, train_y, best)(test_x)
-    finally:
-        torch.set_num_threads(threads)
-    return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.numpy())
+    validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
+                  for c in c_grid}
+    best = max(c_grid, key=lambda c: (validation[c], -c))
+    predictions = fitted(train_x, train_y, best)(test_x)
+    return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.cpu().numpy())
 
 
 def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-             k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """kNN top-1 (:data:`KNN_PROTOCOL`): cosine similarity, k neighbours weighted by exp(s / temperature)."""
-    train_x, test_x = F.normalize(train_x.float(), dim=1), F.normalize(test_x.float(), dim=1)
+             k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+             device: str | torch.device | None = None) -> float:
+    """kNN top-1 (:data:`KNN_PROTOCOL`): cosine similarity, k neighbours weighted by exp(s / temperature),
+    on ``device`` (default: train_x's device)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"knn_top1: k must be a whole number of neighbours >= 1, got {k!r}")
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"knn_top1: temperature must be a positive finite number, got {temperature!r}")
+    device = device if device is not None else train_x.device
+    train_x, test_x = (F.normalize(x.to(device, torch.float32), dim=1) for x in (train_x, test_x))
+    train_y, test_y = train_y.to(device), test_y.to(device)
     classes = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, len(train_x))
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(test_x), chunk):
         sims, idx = (test_x[start:start + chunk] @ train_x.T).topk(k, dim=1)
-        votes = torch.zeros(len(sims), classes).scatter_add_(1, train_y[idx], (sims / temperature).exp())
-        correct += (votes.argmax(1) == test_y[start:start + chunk]).sum().item()
-    return correct / len(test_x)
+        votes = torch.zeros(len(sims), classes, device=device).scatter_add_(1, train_y[idx], (sims / temperature).exp())
+        correct += (votes.argmax(1) == test_y[start:start + chunk]).sum()
+    return correct.item() / len(test_x)
 
 
-def retrieval_map(features: torch.Tensor, labels: torch.Tensor, per_class: int | None = None, seed: int = 0) -> float:
-    """Exact retrieval mAP (:data:`MAP_PROTOCOL`) via :func:`s2r2lib.losses.average_precision`, every
-    class an "image" whose members are its "views". ``average_precision`` needs equal class sizes: with
-    ``per_class`` (or unequal classes) a class-balanced random subset of that many per class is used."""
-    counts = torch.bincount(labels)
-    counts = counts[counts > 0]
-    take = per_class or int(counts.min())
-    if per_class is not None or (counts != counts[0]).any():
-        gen = torch.Generator().manual_seed(seed)
-        keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()), generator=gen)[:take]]
-                          for c in labels.unique()])
-        features, labels = features[keep], labels[keep]
-    return float(average_precision(features, labels))
+def retrieval_map(features: torch.Tensor, labels: torch.Tensor, device: str | torch.device | None = None,
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> float:
+    """Exact retrieval mAP (:data:`MAP_PROTOCOL`) via :func:`s2r2lib.losses.average_precision`, every class
+    an "image" whose members are its "views": each feature is a query, all the others its retrieval set.
+    Ties count as ``sklearn.metrics.average_precision_score`` counts them, so collapsed features score
+    chance (the fraction of same-class items), not 1. Classes may differ in size; each needs 2 members.
+    Queries are ranked many at a time, in chunks under ``memory_budget`` bytes, on ``device`` (default:
+    the features' device)."""
+    if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"retrieval_map: features and labels must be tensors, got {type(features).__name__} and "
+                        f"{type(labels).__name__}; wrap arrays with torch.as_tensor")
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"retrieval_map: features must be (N, D) and labels (N,), got {tuple(features.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if not torch.isfinite(features).all():
+        raise ValueError("retrieval_map: features hold NaN or inf; check the encoder")
+    _check_labels("retrieval_map", "labels", labels)
+    classes, counts = labels.unique(return_counts=True)
+    if len(classes) < 2 or counts.min() < 2:
+        raise ValueError(f"retrieval_map needs at least 2 classes of at least 2 members each (a query needs a "
+                         f"positive); labels give {len(classes)} classes, the smallest with {counts.min().item()}")
+    device = device if device is not None else features.device
+    return float(average_precision(features.to(device), labels.to(device), memory_budget=memory_budget))
+
+
+def _check_labels(name: str, argument: str, labels: torch.Tensor) -> None:
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+        raise ValueError(f"{name}: {argument} must be 1-D integer class labels, got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{name}: {argument} must be class indices >= 0, got {labels.min().item()}")
 
 
 def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_images, test_labels, size: int,
-             arch: str = "narrow_cnn", small_input: bool = True, device: str = "cpu", split_name: str = "",
-             seed: int = 0) -> dict:
+             arch: str | None = None, small_input: bool | None = None, proj_dim: int | None = None,
+             device: str = "cpu", split_name: str = "", seed: int = 0) -> dict:
     """Every metric of one encoder (a checkpoint, or the random-init floor when None): linear top-1,
-    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol."""
-    model = load_encoder(checkpoint, arch, small_input, seed)
-    key = checkpoint_key(checkpoint, seed)
+    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol. The encoder is built
+    as :func:`load_encoder` builds it: a checkpoint's with its own architecture."""
+    model = load_encoder(checkpoint, arch, small_input, proj_dim, seed)
+    key = checkpoint_key(checkpoint, model, seed)
     train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
     test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
-    linear = linear_probe(train_x.numpy(), train_labels.numpy(), test_x.numpy(), test_labels.numpy(), seed=seed)
+    linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device)
     return {
         "linear_top1": linear.top1, "linear_c": linear.c, "linear_predictions": linear.predictions,
-        "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20),
-        "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200),
-        "retrieval_map": retrieval_map(test_x, test_labels),
+        "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20, device=device),
+        "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200, device=device),
+        "retrieval_map": retrieval_map(test_x, test_labels, device=device),
         "test_features": test_x,
     }
 
@@ -205,7 +288,7 @@ METHOD_NAMES = {"s2r2": "S2R2", "simclr": "SimCLR", "swav": "SwAV"}
 
 def run_config(checkpoint: str | Path) -> dict:
     """The training config a checkpoint was made with (see ``s2r2lib.train.TrainConfig``)."""
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["config"]
+    return read_checkpoint(checkpoint)["config"]
 
 
 def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
@@ -218,7 +301,7 @@ def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path 
     setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed}
     wall = probe_s
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = read_checkpoint(checkpoint)
         config = state["config"]
         views = (sum(c for c, _, _ in config["crops"]) if config["method"] == "swav" else config["views_per_image"])
         setting = {"arch": config["arch"], "method": METHOD_NAMES[config["method"]],

@@ -54,7 +54,10 @@ def output_dir(kind: str) -> Path:
 
 def git_commit(short: bool = True) -> str:
     """The checkout's commit, ``+dirty`` when tracked code differs from it (outputs in results/ and
-    figures/ do not count); ``unknown`` outside git."""
+    figures/ do not count); $S2R2_COMMIT where set (a copy of the checkout without git, e.g. on a lent
+    GPU machine); ``unknown`` outside git."""
+    if os.environ.get("S2R2_COMMIT"):
+        return os.environ["S2R2_COMMIT"]
     cwd = project_dir()
     try:
         rev = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"],

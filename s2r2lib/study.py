@@ -50,7 +50,7 @@ def train_and_probe(config: TrainConfig, train_set: ImageSet, test_set: ImageSet
     summary = train(config, resume="auto")
     start = time.perf_counter()
     metrics = probe.evaluate(summary["checkpoint"], train_set.images, train_set.labels, test_set.images,
-                             test_set.labels, config.view_size, arch=config.arch, small_input=config.small_input,
+                             test_set.labels, config.view_size,  # the checkpoint gives arch and small_input
                              device=config.device, split_name=f"{probe_name}-{len(train_set)}-{len(test_set)}")
     return probe.result_rows(metrics, table, dataset, summary["checkpoint"], device=config.device,
                              probe_s=time.perf_counter() - start)
@@ -444,7 +444,8 @@ def time_job(job: dict) -> dict[str, float]:
         for method in METHODS:
             steps = 3 + plan.timing_steps
             config = dataclasses.replace(method_config(method, plan, plan.lrs[0], steps, data_n=512, seed=job["seed"]),
-                                         output=str(Path(folder) / method), keep_steps=[], checkpoint_every=10**6)
+                                         output=str(Path(folder) / method), keep_steps=[], checkpoint_every=10**6,
+                                         log_every=1)  # every step read and timed on its own
             train(config)
             out[method] = statistics.median(row["wall_s"] for row in read_log(config.output)[3:])
     return out

@@ -3,6 +3,8 @@ everything, and torchrun + DDP past one process.
 
     python -m s2r2lib.train --config run.yaml [--preset NAME] [--resume] [key=value ...]
     torchrun --nproc-per-node 4 -m s2r2lib.train --config run.yaml
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-id run1 --rdzv-backend c10d --rdzv-endpoint host0:29500 \
+             -m s2r2lib.train --config run.yaml          # the same command on each node
 
 Methods as the paper trains them (Sec. 3):
   s2r2    smooth_ap_loss over the B*K views; Adam, lr 1e-4, fixed.
@@ -10,29 +12,42 @@ Methods as the paper trains them (Sec. 3):
   swav    multi-crop, prototypes, Sinkhorn-Knopp codes, prototypes frozen in the first epoch, optional
           queue; LARS, lr 1 with cosine decay.
 
+The engine reads nothing back from the device inside a step: the loss and batch AP stay there and are
+read every ``log_every`` steps. On CUDA, cuDNN autotunes its kernels and Adam is fused; images that fit
+stay on the GPU.
+
 Exact resume. Each step's batch is drawn from a permutation fixed by (seed, epoch), and its views from a
 generator seeded by (seed, step, rank); the learning rate is a function of the step. A checkpoint holds
 the model, prototypes, optimiser, SwAV queue, RNG states and the step, so a run killed at any point and
-resumed from its last checkpoint ends with the same weights as one never stopped (bitwise on the CPU).
-Checkpoints are written atomically and loaded with ``torch.load(weights_only=True)``; configs with
-``yaml.safe_load``: nothing a file holds is ever run.
+resumed from its last checkpoint ends as one never stopped: with the same weights, bitwise, on the CPU and,
+with ``deterministic=true`` (deterministic kernels, cuBLAS's fixed workspace), on a GPU; on a GPU without
+it, within the difference between two uninterrupted runs (cuDNN's autotuned and atomic kernels differ from
+run to run; ``python -m s2r2lib.bench gpu`` measures both). Checkpoints are written atomically and loaded
+with ``torch.load(weights_only=True)``; configs with ``yaml.safe_load``: nothing a file holds is ever run.
 
-Distributed. Under torchrun, each process takes B / world of the images of a step; the embeddings of all
-processes are gathered with their gradients (:func:`gather_with_grad`), so the ranking, NT-Xent and
-Sinkhorn see the global batch, and DDP's gradient averaging then yields the global batch's gradient.
+Distributed (set-up and gather in :mod:`s2r2lib.distributed`). Under torchrun, each process takes
+B / world of the images of a step; the embeddings of all processes are gathered with their gradients
+(:func:`gather_with_grad`), so the ranking, NT-Xent and Sinkhorn see the global batch, and DDP's gradient
+averaging then yields the global batch's gradient. All K views of an image sit on one process, so batch
+norm sees per-process statistics unless ``sync_bn=true``. Rank 0 builds the data cache before the others
+read it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
+import inspect
 import io
 import math
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +60,9 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import probe
-from .losses import average_precision, nt_xent_loss, smooth_ap_loss, swav_loss
+from .distributed import gather_with_grad, rank_zero_first, resolve_device, setup
+from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_groups, smooth_ap_loss,
+                     swav_loss)
 from .models import ARCHS, build_model
 from .results import atomic_write_bytes
 from .views import make_multicrop_views, make_views
@@ -58,12 +75,18 @@ METHOD_DEFAULTS = {
     "swav": {"optimizer": "lars", "lr": 1.0, "schedule": "cosine", "tau": 0.1},
 }
 # Fields that may change between a run and its resumption; every other field must match the checkpoint.
-RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile", "keep_steps", "knn_every")
+RUNTIME_FIELDS = ("output", "device", "progress", "checkpoint_every", "compile", "keep_steps", "knn_every",
+                  "log_every", "deterministic", "sync_bn")  # how a run is executed, as device and world size
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; saved as ``<output>/config.yaml`` beside it."""
+    """Everything that defines a training run; saved as ``<output>/config.yaml`` beside it.
+
+    Every field is checked against its declared type when the config is made (from Python, a dict, a YAML
+    file or the command line) and coerced where YAML 1.1 reads a value loosely: ``lr: 1e-3`` is a string
+    to YAML 1.1 and becomes the float 0.001 here. :meth:`resolved` then checks ranges, names and the device.
+    """
 
     method: str = "s2r2"
     data: str = "embedded"              # a name from s2r2lib.data.DATASETS
@@ -92,10 +115,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     output: str = "runs/s2r2"
-    device: str = "cpu"
+    device: str = "cpu"                 # cpu, cuda, cuda:<index> or mps; resolved() writes it with its index
     precision: str = "fp32"             # fp32 or bf16 (autocast)
     channels_last: bool = True
     compile: bool = False
+    deterministic: bool = False         # bitwise-reproducible CUDA kernels (slower); see "Exact resume"
+    sync_bn: bool = False               # under DDP: batch norm statistics over the global batch
+    log_every: int = 10                 # steps between reads of the loss from the device (log rows)
     checkpoint_every: int = 50          # steps
     keep_steps: list = field(default_factory=list)  # also keep checkpoint-<step>.pt after these steps
     progress: bool = True
@@ -103,44 +129,83 @@ class TrainConfig:
     knn_data: str = "embedded"          # the labelled data set the monitor probes (train and test splits)
     knn_images: int = 1000              # training images the monitor uses (half as many test images)
 
+    def __post_init__(self):
+        for name, declared in _field_types().items():
+            setattr(self, name, _coerce(name, getattr(self, name), declared))
+        if not all(_is_int(step) for step in self.keep_steps):
+            raise TypeError(f"TrainConfig: keep_steps must be a list of step numbers (integers), got {self.keep_steps!r}")
+        self.crops = _checked_crops(self.crops)
+        if not all(isinstance(key, str) for key in self.data_options):
+            raise TypeError(f"TrainConfig: data_options must map option names (strings) to values, got {self.data_options!r}")
+
     def resolved(self) -> TrainConfig:
-        """This config with the method's defaults filled in, validated."""
+        """This config with the method's defaults filled in and the device written with its index
+        (:func:`resolve_device`), validated."""
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+            raise ValueError(f"TrainConfig: unknown method {self.method!r}; expected one of {METHODS}")
         filled = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
-        config = dataclasses.replace(self, **filled)
+        config = dataclasses.replace(self, **filled, device=str(resolve_device(self.device)))
         config.validate()
         return config
 
     def validate(self) -> None:
+        """Refuse values out of range, unknown names, and an output that cannot be a run folder."""
         def bad(message: str):
             raise ValueError(f"TrainConfig: {message}")
 
+        def positive_finite(name: str):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                bad(f"{name} must be a positive finite number, got {value}")
+
         if self.arch not in ARCHS:
             bad(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        for name in ("image_size", "view_size", "proj_dim", "checkpoint_every", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad(f"max_steps must be at least 1 (or null: train for `epochs`), got {self.max_steps}")
         if self.images_per_batch < 2:
             bad(f"images_per_batch (B) must be at least 2 so that every view has negatives; got {self.images_per_batch}")
         if self.method != "swav" and self.views_per_image < 2:
             bad(f"views_per_image (K) must be at least 2 so that every view has a positive; got {self.views_per_image}")
         if self.view_size > self.image_size:
             bad(f"view_size {self.view_size} is larger than image_size {self.image_size}; views are crops")
+        for name in ("lr", "tau", "epsilon"):
+            positive_finite(name)
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if self.method == "swav":
-            if sum(count for count, _, _ in self.crops[:1]) < 2 or len(self.crops) < 1:
+            if len(self.crops) < 1 or self.crops[0][0] < 2:
                 bad(f"swav needs at least 2 large crops first in `crops`, got {self.crops}")
             for count, size, scale in self.crops:
-                if size > self.image_size or not 0 < scale[0] <= scale[1] <= 1:
+                if size > self.image_size:
                     bad(f"swav crop {[count, size, scale]} does not fit {self.image_size}-px images "
-                        f"(size <= image_size, 0 < scale_min <= scale_max <= 1)")
+                        f"(crop size <= image_size)")
+            if self.prototypes < 1:
+                bad(f"prototypes must be at least 1, got {self.prototypes}")
         if self.optimizer not in (None, "adam", "lars", "sgd"):
             bad(f"unknown optimizer {self.optimizer!r}; expected adam, lars or sgd")
         if self.schedule not in (None, "constant", "cosine"):
             bad(f"unknown schedule {self.schedule!r}; expected constant or cosine")
         if self.precision not in ("fp32", "bf16"):
             bad(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.method == "swav" and self.queue_length and self.queue_length < self.images_per_batch:
+        if self.queue_length < 0 or (self.method == "swav" and 0 < self.queue_length < self.images_per_batch):
             bad(f"queue_length {self.queue_length} must be 0 or at least images_per_batch {self.images_per_batch}")
-        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
-            bad("epochs and max_steps must be positive")
+        if any(step < 1 for step in self.keep_steps):
+            bad(f"keep_steps are step numbers from 1, got {self.keep_steps}")
+        _check_data_set("data", self.data, self.data_options)
+        if self.knn_every < 0:
+            bad(f"knn_every must be 0 (no kNN monitor) or a number of steps, got {self.knn_every}")
+        if self.knn_every:
+            _check_data_set("knn_data", self.knn_data, {})
+            if self.knn_images < 2:
+                bad(f"knn_images must be at least 2 (half of them are test images), got {self.knn_images}")
+        if not self.output.strip():
+            bad("output is empty; name the run folder, e.g. output=runs/my_run")
+        for folder in (Path(self.output), *Path(self.output).parents):
+            if folder.exists() and not folder.is_dir():
+                bad(f"output {self.output!r} cannot be a run folder: {folder} is a file; choose another output")
 
     @property
     def views_in_batch(self) -> int:
@@ -152,20 +217,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise TypeError(f"TrainConfig.from_dict needs a mapping of field: value, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(map(str, set(values) - known))
         if unknown:
             raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, partial: bool = False):
-        """The config in a YAML file (``yaml.safe_load``); with ``partial``, just its checked fields."""
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        """The config in a YAML file (safe, alias bombs refused: :func:`read_yaml`); with ``partial``,
+        just its checked fields."""
+        try:
+            text = Path(path).read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"config {path} is not a text (UTF-8) YAML file") from None
+        values = read_yaml(text, f"config {path}") or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config is a mapping of field: value, got {type(values).__name__}")
+            raise ValueError(f"config {path}: a config is a mapping of field: value, got {type(values).__name__}")
         config = cls.from_dict(values)
-        return values if partial else config
+        return {k: getattr(config, k) for k in values} if partial else config
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """``["lr=1e-3", "data_options={mode: cluttered}"]`` -> a new config (values parsed as YAML)."""
@@ -174,8 +246,127 @@ class TrainConfig:
             key, sep, raw = assignment.partition("=")
             if not sep:
                 raise ValueError(f"override {assignment!r} is not key=value")
-            values[key.strip()] = yaml.safe_load(raw)
+            values[key.strip()] = read_yaml(raw, f"override {assignment!r}")
         return TrainConfig.from_dict(values)
+
+
+@functools.cache
+def _field_types() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+          dict: "a mapping {key: value}"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coerce(name: str, value, declared):
+    """``value`` as field ``name``'s declared type (``int``, ``float | None``, ...), or TypeError.
+
+    Floats take integers and the strings YAML 1.1 leaves unread (``1e-3``); strings take numbers and
+    torch devices written as text (``output=2024``); nothing else is converted (``images_per_batch=2.5``
+    and ``small_input=1`` are errors, not 2 and True)."""
+    options = [kind for kind in typing.get_args(declared) if kind is not type(None)] or [declared]
+    kind, optional = options[0], len(options) < len(typing.get_args(declared))
+    if value is None and optional:
+        return value
+    if kind is float and (_is_int(value) or isinstance(value, str)):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is str and (_is_int(value) or isinstance(value, (float, torch.device))):
+        return str(value)
+    if kind is list and isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, kind) and (kind is not int or _is_int(value)):
+        return value
+    expected = _KINDS[kind] + (" or null" if optional else "")
+    raise TypeError(f"TrainConfig: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _checked_crops(crops: list) -> list:
+    """SwAV's crops as [[count, size, [scale_min, scale_max]], ...] (counts, sizes >= 1; 0 < min <= max <= 1)."""
+    def number(x) -> bool:
+        return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+
+    checked = []
+    for i, crop in enumerate(crops):
+        ok = (isinstance(crop, (list, tuple)) and len(crop) == 3 and _is_int(crop[0]) and _is_int(crop[1])
+              and isinstance(crop[2], (list, tuple)) and len(crop[2]) == 2 and all(map(number, crop[2])))
+        if not ok or crop[0] < 1 or crop[1] < 1 or not 0 < crop[2][0] <= crop[2][1] <= 1:
+            raise ValueError(f"TrainConfig: crops[{i}] is {crop!r}; each crop is [count, size, [scale_min, scale_max]] "
+                             f"with count, size >= 1 and 0 < scale_min <= scale_max <= 1, e.g. crops=[[2, 32, [0.14, 1.0]], "
+                             f"[4, 16, [0.05, 0.14]]]")
+        checked.append([crop[0], crop[1], [float(crop[2][0]), float(crop[2][1])]])
+    return checked
+
+
+def _check_data_set(field_name: str, name: str, options: dict) -> None:
+    """Refuse a data set that s2r2lib.data does not know, or options its loader does not take."""
+    if name not in datasets.DATASETS:
+        raise ValueError(f"TrainConfig: unknown {field_name} {name!r}; expected one of {sorted(datasets.DATASETS)}")
+    parameters = inspect.signature(datasets.DATASETS[name]).parameters
+    accepted = sorted(set(parameters) - {"root", "split", "size"})
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"TrainConfig: data_options {unknown} are not options of data set {name!r}; it takes "
+                         f"{accepted} (root, split and size are the fields data_root, split and image_size)")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing alias bombs ("billion laughs"): a config holds a few dozen
+    values, so a document with more than MAX_ALIASES aliases, a recursive alias, or more than MAX_VALUES
+    values once its aliases are expanded is refused. Counted on the composed node graph, where aliased
+    nodes are still shared, so a bomb is refused in microseconds instead of expanding it."""
+
+    MAX_ALIASES, MAX_VALUES = 100, 10_000
+    source = "YAML"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases = getattr(self, "aliases", 0) + 1
+            if self.aliases > self.MAX_ALIASES:
+                raise ValueError(f"{self.source} uses more than {self.MAX_ALIASES} YAML aliases (*name); a config "
+                                 "is a mapping of field: value, so write the values out")
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        sizes: dict[int, int | None] = {}
+
+        def expanded(node) -> int:  # values in the document once every alias is replaced by its anchor
+            if id(node) in sizes:
+                if sizes[id(node)] is None:
+                    raise ValueError(f"{self.source} holds a recursive YAML alias; a config cannot contain itself")
+                return sizes[id(node)]
+            sizes[id(node)] = None
+            children = ([] if isinstance(node, yaml.ScalarNode) else node.value if isinstance(node, yaml.SequenceNode)
+                        else [part for pair in node.value for part in pair])
+            sizes[id(node)] = total = 1 + sum(expanded(child) for child in children)
+            if total > self.MAX_VALUES:
+                raise ValueError(f"{self.source} expands to more than {self.MAX_VALUES} values through YAML "
+                                 "aliases (an alias bomb?); a config is a mapping of field: value, so write "
+                                 "the values out")
+            return total
+
+        if node is not None:
+            expanded(node)
+        return node
+
+
+def read_yaml(text: str, source: str):
+    """``text`` parsed as ``yaml.safe_load`` does (no tags that build objects), alias bombs refused with a
+    ValueError naming ``source`` (e.g. "config run.yaml")."""
+    loader = _ConfigLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _swav(large: int, small: int) -> list:
@@ -206,56 +397,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# --- Distributed --------------------------------------------------------------------------------------
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sums every process's gradient and returns this process's slice."""
-
-    @staticmethod
-    def forward(ctx, x):
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad.chunk(dist.get_world_size())[dist.get_rank()]
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (n, ...) of every process in rank order, keeping gradients; ``x`` alone when
-    not distributed. Each process then computes the loss of the global batch; with DDP's averaging
-    the parameters get exactly the global batch's gradient (not 1 / world of it)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return _GatherWithGrad.apply(x)
-
-
-def _init_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; (0, 1, config.device) without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, torch.device(config.device)
-    cuda = torch.device(config.device).type == "cuda"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
-    if config.images_per_batch % world:
-        raise ValueError(f"images_per_batch {config.images_per_batch} must divide among {world} processes")
-    return dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu")
-
-
 # --- Optimisation -------------------------------------------------------------------------------------
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), as SwAV uses it.
 
-    Each weight's step is scaled by trust * |w| / |grad + wd * w|; biases and norm layers (1-D
-    parameters) are neither scaled nor decayed.
+    Each weight's step is scaled by trust * |w| / |grad + wd * w| (left unscaled where either norm is
+    0); biases and norm layers (1-D parameters) are neither scaled nor decayed. One fused pass over
+    all weights (``torch._foreach_*``), with no read of a norm back to the host.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust: float = 0.001):
@@ -264,23 +413,32 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = p.norm(), grad.norm()
-                    if w_norm > 0 and g_norm > 0:
-                        grad = grad.mul(group["trust"] * w_norm / g_norm)
-                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            weights = [i for i, p in enumerate(params) if p.ndim > 1]
+            if weights:
+                decayed = torch._foreach_add([grads[i] for i in weights], [params[i] for i in weights],
+                                             alpha=group["weight_decay"])
+                w_norm = torch.stack(torch._foreach_norm([params[i] for i in weights]))
+                g_norm = torch.stack(torch._foreach_norm(decayed))
+                scale = torch.where((w_norm > 0) & (g_norm > 0), group["trust"] * w_norm / g_norm,
+                                    torch.ones_like(w_norm))
+                torch._foreach_mul_(decayed, list(scale.unbind()))
+                for i, grad in zip(weights, decayed):
+                    grads[i] = grad
+            buffers = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, grads)
+            torch._foreach_add_(params, buffers, alpha=-group["lr"])
 
 
 def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """The config's optimiser; Adam is fused (one kernel for all weights) on CUDA."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        fused = True if torch.device(config.device).type == "cuda" else None
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "lars":
         return LARS(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
@@ -306,21 +464,31 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None) -> dict:
-    """Load a checkpoint without running code from it (``weights_only=True``); check it belongs to ``config``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point output at the run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated zip, a pickle with code in it, random bytes
-        raise ValueError(f"checkpoint {path} is corrupt, truncated or not a weights-only checkpoint "
-                         f"({type(error).__name__}: {str(error)[:200]})") from None
+def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None, fingerprint: str | None = None) -> dict:
+    """Load a checkpoint without running code from it (:func:`s2r2lib.probe.read_checkpoint`); check that it
+    belongs to ``config`` and was trained on the data of ``fingerprint`` (:func:`data_fingerprint`)."""
+    state = probe.read_checkpoint(path)
     if config is not None:
-        mismatched = _config_difference(state.get("config", {}), config.to_dict())
+        mismatched = _config_difference(state["config"], config.to_dict())
         if mismatched:
             raise ValueError(f"checkpoint {path} belongs to another config; differing fields: {mismatched}")
+    saved = state.get("data_fingerprint")
+    if fingerprint is not None and saved is not None and saved != fingerprint:
+        raise ValueError(f"checkpoint {path} was trained on other data: its data fingerprint is {saved}, the data "
+                         f"now gives {fingerprint} (images x channels x height x width: hash). The data set changed "
+                         f"since the run began (files added, removed or replaced); resume with the data it was "
+                         f"trained on, or start a new run in another output")
     return state
+
+
+def data_fingerprint(images: torch.Tensor, samples: int = 512) -> str:
+    """A cheap identity of the training images (N, C, H, W): their shape and a hash of ``samples`` whole
+    images evenly spaced through the set, first and last included, e.g. ``"39x3x40x40:5f0c2a..."``. A set
+    that grew, shrank or was resized changes it; for STL10's 105k memory-mapped images it reads 14 MB."""
+    positions = torch.linspace(0, len(images) - 1, min(len(images), samples)).round().long().unique()
+    digest = hashlib.sha256(repr((tuple(images.shape), str(images.dtype))).encode())
+    digest.update(images[positions].cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return f"{'x'.join(map(str, images.shape))}:{digest.hexdigest()[:16]}"
 
 
 def _config_difference(saved: dict, current: dict) -> dict:
@@ -329,20 +497,30 @@ def _config_difference(saved: dict, current: dict) -> dict:
 
 
 def _prepare_output(config: TrainConfig, resume: bool) -> Path:
-    """Create the run folder, or refuse one that holds another run (or this one, without --resume)."""
+    """Claim the run folder and write its config.yaml. Refuse a folder whose checkpoint belongs to another
+    run (or to this one, without --resume); a folder without a checkpoint (a start that failed, or was
+    killed before its first checkpoint) blocks nothing. Temporaries that a killed checkpoint write left
+    behind are removed."""
     out = Path(config.output)
     saved = out / "config.yaml"
-    if saved.exists():
-        difference = _config_difference(yaml.safe_load(saved.read_text()) or {}, config.to_dict())
-        if difference:
-            raise ValueError(f"output folder {out} holds another run (differing fields: {difference}); "
-                             f"choose another output")
+    if (out / "checkpoint.pt").exists():
+        if saved.exists():
+            difference = _config_difference(read_yaml(saved.read_text(), str(saved)) or {}, config.to_dict())
+            if difference:
+                raise ValueError(f"output folder {out} holds another run (differing fields: {difference}); "
+                                 f"choose another output")
         if not resume:
             raise ValueError(f"output folder {out} already holds this run; pass --resume to continue it, "
                              f"or choose another output")
-    elif resume:
-        raise FileNotFoundError(f"nothing to resume in {out}: it has no config.yaml")
-    out.mkdir(parents=True, exist_ok=True)
+    elif resume and not saved.exists():
+        raise FileNotFoundError(f"nothing to resume in {out}: it has no config.yaml; start without --resume")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"output {str(out)!r}: cannot create the run folder ({error.strerror}); choose another "
+                         f"output") from None
+    for stale in [*out.glob(".checkpoint*.pt.*.tmp"), *out.glob(".config.yaml.*.tmp")]:  # atomic_write_bytes's names
+        stale.unlink(missing_ok=True)
     atomic_write_bytes(saved, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     return out
 
@@ -353,14 +531,23 @@ def _step_seed(seed: int, *parts: int) -> int:
     return int.from_bytes(hashlib.sha256(repr((seed, *parts)).encode()).digest()[:8], "big") >> 1
 
 
-def batch_indices(config: TrainConfig, step: int, num_images: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """This process's image indices for ``step``: a slice of the step's global batch, drawn without
-    replacement from a permutation fixed by (seed, epoch)."""
+def batch_indices(config: TrainConfig, step: int, num_images: int, rank: int = 0, world: int = 1,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """This process's image indices for ``step`` (on ``device``): a slice of the step's global batch, drawn
+    without replacement from a permutation fixed by (seed, epoch). The permutation is drawn once per epoch
+    and kept (read-only: the result is a view of it)."""
     per_epoch = num_images // config.images_per_batch
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(_step_seed(config.seed, epoch)))
+    order = _epoch_order(config.seed, epoch, num_images, torch.device(device))
     batch = order[position * config.images_per_batch:(position + 1) * config.images_per_batch]
     return batch.chunk(world)[rank]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, num_images: int, device: torch.device) -> torch.Tensor:
+    """The epoch's permutation of the images, on ``device`` (copied there once per epoch, not per step)."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(_step_seed(seed, epoch)))
+    return order.to(device)
 
 
 class Learner(nn.Module):
@@ -386,16 +573,37 @@ class Learner(nn.Module):
         return out
 
 
-def _ranking_step(engine, images, generator, config: TrainConfig):
+def view_ids(images: int, views_per_image: int, device: str | torch.device) -> torch.Tensor:
+    """The image of each of ``images * views_per_image`` image-major views: (N,) int64. A ranking step's
+    ``ids``, fixed by the config, so built once per run."""
+    return torch.arange(images, device=device).repeat_interleave(views_per_image)
+
+
+def _ranking_loss(config: TrainConfig, z: torch.Tensor, ids: torch.Tensor | BatchGroups) -> torch.Tensor:
+    """The one call of the ranking losses: S2R2's smoothed AP (eqs. 1-3) or SimCLR's NT-Xent, on the
+    global batch's projections ``z`` (N, D) and their images: ``ids`` (N,), or the :class:`BatchGroups`
+    the engine validates once per run (then the loss makes no host sync)."""
+    loss_fn = smooth_ap_loss if config.method == "s2r2" else nt_xent_loss
+    return loss_fn(z, ids, config.tau)
+
+
+def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Tensor | BatchGroups | None = None):
+    """S2R2 or SimCLR: K views of each image, their projections gathered over processes, the loss.
+    ``ids``: :func:`view_ids` of the global batch (built here when not given). Returns the loss, the
+    projections (detached) and ids."""
     views, _ = make_views(images, config.views_per_image, config.view_size, generator=generator)
     (z,) = engine([views])
     z = gather_with_grad(z)  # every process's views, image-major, in rank order
-    ids = torch.arange(len(z) // config.views_per_image, device=z.device).repeat_interleave(config.views_per_image)
-    loss_fn = smooth_ap_loss if config.method == "s2r2" else nt_xent_loss
-    return loss_fn(z, ids, config.tau), z.detach(), ids
+    if ids is None:
+        ids = view_ids(len(z) // config.views_per_image, config.views_per_image, z.device)
+    return _ranking_loss(config, z, ids), z.detach(), ids
 
 
-def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainConfig, queue: torch.Tensor | None):
+def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainConfig, queue: torch.Tensor | None,
+               queue_full: bool = False):
+    """SwAV: multi-crop views, prototype scores of every crop, codes from the large crops (and, once
+    ``queue_full``, the queue), the swapped prediction loss. Pushes this step's code embeddings into
+    ``queue``. Returns the loss, the two code crops' embeddings (detached) and their image ids."""
     with torch.no_grad():
         prototypes.weight.copy_(F.normalize(prototypes.weight, dim=1))
     crops = [(count, size, tuple(scale)) for count, size, scale in config.crops]
@@ -413,7 +621,7 @@ def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainCo
     queue_scores = None
     if queue is not None:
         batch = len(code_z[0])
-        if bool((queue != 0).any(dim=-1).all()):  # the queue joins Sinkhorn once it is full
+        if queue_full:  # the queue joins Sinkhorn once it is full
             queue_scores = [prototypes(queue[c]).detach() for c in range(code_crops)]
         queue[:, batch:] = queue[:, :-batch].clone()
         queue[:, :batch] = torch.stack(code_z)
@@ -424,6 +632,108 @@ def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainCo
 
 
 # --- The engine ---------------------------------------------------------------------------------------
+
+class Engine:
+    """One run's learner, optimiser, SwAV queue and batch structure, and its training step.
+
+    ``images`` (N, 3, H, W) uint8 stay where they are (on the device when they fit there); each step
+    picks its batch, draws its views on ``device`` and steps the optimiser, never reading a number back
+    to the host. With ``world`` > 1 the learner runs under DDP (optionally with SyncBatchNorm);
+    ``config.compile`` compiles it with ``compile_backend``.
+    """
+
+    def __init__(self, config: TrainConfig, images: torch.Tensor, device: str | torch.device, rank: int = 0,
+                 world: int = 1, compile_backend: str = "inductor"):
+        if config.sync_bn and world > 1 and torch.device(device).type != "cuda":
+            raise ValueError(f"sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             f"got device {device}: set sync_bn=false")
+        device = resolve_device(device)
+        self.config, self.images, self.device, self.rank, self.world = config, images, device, rank, world
+        torch.manual_seed(config.seed)
+        learner = Learner(config)
+        if config.sync_bn and world > 1:  # all K views of an image sit on one rank: per-rank statistics leak
+            learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+        learner = learner.to(device)
+        if config.channels_last:
+            learner = learner.to(memory_format=torch.channels_last)
+        self.learner = learner
+        self.optimizer = _optimizer(config, learner.parameters())
+        self.queue = (torch.zeros(config.crops[0][0], config.queue_length, config.proj_dim, device=device)
+                      if config.method == "swav" and config.queue_length else None)
+        # The batch's structure is fixed by the config: validated once here, so no step re-checks it.
+        self.ids = (ranking_groups(view_ids(config.images_per_batch, config.views_per_image, device))
+                    if config.method != "swav" else None)
+        self.steps_per_epoch = len(images) // config.images_per_batch
+        module = learner
+        if world > 1:
+            module = nn.parallel.DistributedDataParallel(learner, device_ids=[device] if device.type == "cuda" else None)
+        if config.compile:
+            module = torch.compile(module, backend=compile_backend)
+        self.module = module
+
+    def step(self, step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train step ``step`` of ``total_steps``: returns the loss (detached), the projections the batch
+        AP is measured on and their ids, all still on the device."""
+        config = self.config
+        lr = learning_rate(config, step, total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        index = batch_indices(config, step, len(self.images), self.rank, self.world, self.images.device)
+        batch = self.images[index].to(self.device)
+        generator = torch.Generator(self.device).manual_seed(_step_seed(config.seed, step, self.rank))
+        if config.method == "swav":
+            queue_full = step * config.images_per_batch >= config.queue_length  # step pushes of B so far
+            loss, z, ids = _swav_step(self.module, self.learner.prototypes, batch, generator, config, self.queue,
+                                      queue_full)
+        else:
+            loss, z, ids = _ranking_step(self.module, batch, generator, config, self.ids)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.learner.prototypes is not None and step < (self.steps_per_epoch if self.config.prototype_freeze_steps
+                                                           is None else self.config.prototype_freeze_steps):
+            self.learner.prototypes.weight.grad = None  # SwAV: prototypes frozen early (by default the first epoch)
+        self.optimizer.step()
+        return loss.detach(), z, ids
+
+    def state(self, step: int, train_wall_s: float, data_fingerprint: str) -> dict:
+        """A checkpoint's contents after ``step`` steps, with the training images' :func:`data_fingerprint`."""
+        learner = self.learner
+        return {
+            "model": learner.model.state_dict(),
+            "prototypes": learner.prototypes.state_dict() if learner.prototypes is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "queue": self.queue.cpu() if self.queue is not None else None,
+            "rng": {"torch": torch.get_rng_state()},
+            "step": step, "config": self.config.to_dict(),
+            "num_images": len(self.images), "data_fingerprint": data_fingerprint, "train_wall_s": train_wall_s,
+        }
+
+    def load(self, state: dict) -> None:
+        """Restore a checkpoint's weights, optimiser, queue and RNG (the step is the caller's)."""
+        self.learner.model.load_state_dict(state["model"])
+        if self.learner.prototypes is not None:
+            self.learner.prototypes.load_state_dict(state["prototypes"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.queue is not None:
+            self.queue.copy_(state["queue"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+
+@contextlib.contextmanager
+def backend_settings(config: TrainConfig, device: torch.device):
+    """cuDNN autotuning on CUDA, or, with ``config.deterministic``, deterministic kernels (and cuBLAS's
+    fixed workspace); the previous settings come back afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read before cuBLAS's first use
+    torch.use_deterministic_algorithms(config.deterministic)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not config.deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
 
 LOG_FIELDS = ("step", "epoch", "loss", "lr", "views_per_s", "batch_ap", "knn_top1", "wall_s")
 
@@ -446,6 +756,25 @@ class _KnnMonitor:
         return probe.knn_top1(features[0], self.train_set.labels, features[1], self.test_set.labels, k=20)
 
 
+def _read_losses(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """The losses of the steps (step, lr, loss, z, ids) since the last read, in one read from the device
+    (which waits for those steps to finish). Raises FloatingPointError at a non-finite loss."""
+    losses = torch.stack([loss for _, _, loss, _, _ in window]).tolist()
+    for (step, _, _, _, _), value in zip(window, losses):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at step {step} (the first non-finite one of steps "
+                                     f"{window[0][0]}-{window[-1][0]}, read together); lower lr or use precision=fp32")
+    return losses
+
+
+def _batch_aps(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """The exact AP of each step's batch (its projections z and ids) since the last read; the values the
+    losses skip checking in the hot loop (NaN, inf, all-zero rows) are checked here, once per read."""
+    for _, _, _, z, _ in window:
+        check_embeddings(z, "training projections")
+    return torch.stack([average_precision(z, ids) for _, _, _, z, ids in window]).tolist()
+
+
 def train(config: TrainConfig, resume: bool | str = False) -> dict:
     """Train as ``config`` says; write checkpoints and a per-step log under ``config.output``.
 
@@ -453,109 +782,88 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     ``config.output``, ``"auto"`` continues it if there is one and starts it otherwise (notebooks: rerunning
     a cell picks up where the run stopped, and a finished run is not trained again).
 
+    The engine reads nothing back from the device inside a step: losses and batch APs stay there and are
+    read every ``log_every`` steps (and before a checkpoint or a kNN monitor), so a log row's ``views_per_s``
+    and ``wall_s`` are the means over the steps read together, and a non-finite loss is caught at the
+    next read (before any checkpoint holds it).
+
     Returns a summary: steps, final loss, mean views/s, wall time, and the checkpoint path.
     """
     config = config.resolved()
     if resume == "auto":
         resume = (Path(config.output) / "config.yaml").exists()
-    rank, world, device = _init_distributed(config)
-    out = _prepare_output(config, resume) if rank == 0 else Path(config.output)
-    if world > 1:
-        dist.barrier()
+    rank, world, device = setup(config.device)
+    if config.images_per_batch % world:
+        raise ValueError(f"images_per_batch {config.images_per_batch} must divide among {world} processes")
+    with backend_settings(config, device):
+        return _train(config, resume, rank, world, device)
 
-    images = datasets.load(config.data, root=config.data_root, split=config.split, size=config.image_size,
-                           **config.data_options).images
+
+def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> dict:
+    with rank_zero_first():  # rank 0 builds a data cache, the others then read it
+        images = datasets.load(config.data, root=config.data_root, split=config.split, size=config.image_size,
+                               **config.data_options).images
     if len(images) < config.images_per_batch:
         raise ValueError(f"{config.data} has {len(images)} images, fewer than images_per_batch {config.images_per_batch}")
+    fingerprint = data_fingerprint(images)
+    out = _prepare_output(config, resume) if rank == 0 else Path(config.output)  # only once the data is there
+    if world > 1:
+        dist.barrier()
     if device.type == "cuda" and images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
         images = images.to(device)  # the batched views then never wait on the CPU
 
-    torch.manual_seed(config.seed)
-    learner = Learner(config).to(device)
-    if config.channels_last:
-        learner = learner.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(config, learner.parameters())
-    queue = (torch.zeros(config.crops[0][0], config.queue_length, config.proj_dim, device=device)
-             if config.method == "swav" and config.queue_length else None)
-
-    steps_per_epoch = len(images) // config.images_per_batch
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    engine = Engine(config, images, device, rank, world)
+    total_steps = config.max_steps or config.epochs * engine.steps_per_epoch
     checkpoint = out / "checkpoint.pt"
     start, trained_s = 0, 0.0  # trained_s: seconds of training so far, across resumptions
     if resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, config)
-        learner.model.load_state_dict(state["model"])
-        if learner.prototypes is not None:
-            learner.prototypes.load_state_dict(state["prototypes"])
-        optimizer.load_state_dict(state["optimizer"])
-        if queue is not None:
-            queue.copy_(state["queue"])
-        torch.set_rng_state(state["rng"]["torch"])
+        state = load_checkpoint(checkpoint, config, fingerprint)
+        engine.load(state)
         start, trained_s = state["step"], state["train_wall_s"]
 
-    engine = learner
-    if world > 1:
-        engine = nn.parallel.DistributedDataParallel(learner, device_ids=[device] if device.type == "cuda" else None)
-    if config.compile:
-        engine = torch.compile(engine)
     log = _open_log(out / "log.csv", start) if rank == 0 else None
     monitor = _KnnMonitor(config, device) if config.knn_every and rank == 0 else None
     bar = tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not config.progress or rank > 0,
                desc=f"{config.method} {config.arch}", unit="step")
-    began, views_seen, loss_value = time.perf_counter(), 0, float("nan")
-    engine.train()
+    began, loss_value = time.perf_counter(), float("nan")
+    window, window_began = [], time.perf_counter()  # steps not yet read from the device
+    engine.module.train()
     for step in bar:
-        tick = time.perf_counter()
-        lr = learning_rate(config, step, total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = images[batch_indices(config, step, len(images), rank, world).to(images.device)].to(device)
-        generator = torch.Generator(device).manual_seed(_step_seed(config.seed, step, rank))
-        if config.method == "swav":
-            loss, z, ids = _swav_step(engine, learner.prototypes, batch, generator, config, queue)
-        else:
-            loss, z, ids = _ranking_step(engine, batch, generator, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if learner.prototypes is not None and step < (steps_per_epoch if config.prototype_freeze_steps is None
-                                                       else config.prototype_freeze_steps):
-            learner.prototypes.weight.grad = None  # SwAV: prototypes frozen early (by default the first epoch)
-        optimizer.step()
+        loss, z, ids = engine.step(step, total_steps)
+        window.append((step, learning_rate(config, step, total_steps), loss, z, ids))
+        done = step + 1
+        keep = done in config.keep_steps
+        save = rank == 0 and (done % config.checkpoint_every == 0 or done == total_steps or keep)
+        knn_due = monitor is not None and (done % config.knn_every == 0 or done == total_steps)
+        if not (done % config.log_every == 0 or done == total_steps or save or knn_due):
+            continue
 
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or use precision=fp32")
-        elapsed = time.perf_counter() - tick
+        losses = _read_losses(window)
+        elapsed = time.perf_counter() - window_began
         trained_s += elapsed
-        views_per_s = config.views_in_batch / elapsed
-        views_seen += config.views_in_batch
-        knn = ""
-        if monitor is not None and ((step + 1) % config.knn_every == 0 or step + 1 == total_steps):
-            knn = f"{monitor(learner):.4f}"
-            bar.write(f"step {step + 1}: kNN top-1 {knn}")
+        per_step = elapsed / len(window)
+        loss_value = losses[-1]
+        knn = f"{monitor(engine.learner):.4f}" if knn_due else ""
+        if knn:
+            bar.write(f"step {done}: kNN top-1 {knn}")
         if log is not None:
-            log[1].writerow({"step": step, "epoch": step // steps_per_epoch, "loss": f"{loss_value:.6f}", "knn_top1": knn,
-                             "lr": f"{lr:.6g}", "views_per_s": f"{views_per_s:.1f}",
-                             "batch_ap": f"{average_precision(z, ids).item():.4f}", "wall_s": f"{elapsed:.3f}"})
+            for (row_step, lr, _, _, _), row_loss, row_ap in zip(window, losses, _batch_aps(window)):
+                log[1].writerow({"step": row_step, "epoch": row_step // engine.steps_per_epoch, "lr": f"{lr:.6g}",
+                                 "loss": f"{row_loss:.6f}", "batch_ap": f"{row_ap:.4f}",
+                                 "knn_top1": knn if row_step == step else "",
+                                 "views_per_s": f"{config.views_in_batch / per_step:.1f}", "wall_s": f"{per_step:.3f}"})
             log[0].flush()
-        bar.set_postfix(loss=f"{loss_value:.4f}", views_s=f"{views_per_s:.0f}")
-        keep = step + 1 in config.keep_steps
-        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == total_steps or keep):
-            state = {
-                "model": learner.model.state_dict(),
-                "prototypes": learner.prototypes.state_dict() if learner.prototypes is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "queue": queue.cpu() if queue is not None else None,
-                "rng": {"torch": torch.get_rng_state()},
-                "step": step + 1, "config": config.to_dict(),
-                "num_images": len(images), "train_wall_s": trained_s,
-            }
+        bar.set_postfix(loss=f"{loss_value:.4f}", views_s=f"{config.views_in_batch / per_step:.0f}")
+        if save:
+            state = engine.state(done, trained_s, fingerprint)
             save_checkpoint(checkpoint, state)
             if keep:  # a snapshot for probing the run part-way (notebook 06)
-                save_checkpoint(out / f"checkpoint-{step + 1}.pt", state)
+                save_checkpoint(out / f"checkpoint-{done}.pt", state)
+        window, window_began = [], time.perf_counter()  # logging, kNN and checkpoints are not training time
     if log is not None:
         log[0].close()
     wall = time.perf_counter() - began
+    views_seen = (total_steps - start) * config.views_in_batch
     return {"steps": total_steps, "resumed_from": start, "loss": loss_value, "wall_s": wall,
             "epochs": total_steps * config.images_per_batch / len(images), "train_wall_s": trained_s,
             "views_per_s": views_seen / wall if wall > 0 else float("nan"), "checkpoint": str(checkpoint),
@@ -590,9 +898,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value, parsed as YAML (e.g. lr=1e-3 epochs=10)")
     args = parser.parse_args(argv)
     values = dict(PRESETS.get(args.preset, {}))
-    if args.config:
-        values.update(TrainConfig.from_yaml(args.config, partial=True))
-    config = TrainConfig.from_dict(values).with_overrides(args.overrides)
+    try:  # a config error is a usage error: its message, without a traceback
+        if args.config:
+            values.update(TrainConfig.from_yaml(args.config, partial=True))
+        config = TrainConfig.from_dict(values).with_overrides(args.overrides).resolved()
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as error:
+        parser.error(str(error))
     summary = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(yaml.safe_dump(summary, sort_keys=False).strip())

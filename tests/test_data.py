@@ -3,13 +3,15 @@
 import gzip
 import io
 import os
+import stat
 import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 from sklearn.linear_model import LogisticRegression
 from torchvision.datasets import STL10
 
@@ -329,6 +331,150 @@ def test_folder_decoding_in_worker_processes_matches_in_process(tmp_path):
         here = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "a")
         pooled = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "b", workers=2)
     assert torch.equal(here.images, pooled.images)
+
+
+def _exif_jpeg(path, array, orientation):
+    """A JPEG of ``array`` whose EXIF says to rotate it by ``orientation`` (6: 90 degrees clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def test_folder_turns_phone_photos_upright_by_their_exif_orientation(tmp_path):
+    stored = np.zeros((40, 60, 3), dtype=np.uint8)  # 60 wide, 40 high, as the sensor wrote it
+    stored[:, :30, 0] = 250  # left half red
+    stored[:, 30:, 2] = 250  # right half blue
+    (tmp_path / "photos").mkdir()
+    _exif_jpeg(tmp_path / "photos" / "portrait.jpg", stored, orientation=6)
+    with Image.open(tmp_path / "photos" / "portrait.jpg") as raw:
+        assert raw.size == (60, 40) and raw.getexif()[0x0112] == 6
+        upright = np.asarray(ImageOps.exif_transpose(raw))  # Pillow's reference: 40 wide, 60 high
+    assert upright.shape == (60, 40, 3) and upright[5, 20, 0] > 200 and upright[55, 20, 2] > 200
+    image = data.image_folder(tmp_path / "photos", size=16, cache_dir=tmp_path / "cache").images[0]
+    # displayed portrait: red on top, blue below (stored: red left, blue right)
+    assert image[0, 2, 13] > 200 and image[2, 2, 13] < 40
+    assert image[2, 13, 2] > 200 and image[0, 13, 2] < 40
+
+
+def _png_bomb(path, width, height):
+    """A valid grayscale PNG of width x height black pixels, a few hundred kB on disk."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, rows = zlib.compressobj(9), b"\x00" * (width + 1) * 100  # 100 rows, filter byte first
+    body = b"".join(packer.compress(rows) for _ in range(height // 100)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_before_decoding_and_counted(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    _save(folder / "fine.png", _solid((0, 200, 0)))
+    _png_bomb(folder / "bomb.png", 10_000, 10_000)  # 100 Mpx declared: 1 GB if decoded
+    assert (folder / "bomb.png").stat().st_size < 1_000_000
+    real_load = ImageFile.ImageFile.load
+
+    def load_small_only(image):
+        assert image.width * image.height < 10**6, "decoded the bomb's pixels"
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load_small_only)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = data.image_folder(folder, size=16, cache_dir=tmp_path / "cache")
+    assert len(images) == 1 and images.images[0, 1, 8, 8] > 190
+    assert [w.category for w in caught] == [UserWarning]  # Pillow's DecompressionBombWarning does not escape
+    assert "1 of 2 files" in str(caught[0].message) and "bomb.png (10000x10000" in str(caught[0].message)
+    with pytest.raises(ValueError, match=r"bomb\.png.*MAX_IMAGE_PIXELS"):
+        data.image_folder(folder, size=16, cache_dir=tmp_path / "strict", strict=True)
+
+
+def test_pixel_limit_is_pillows_max_image_pixels(tmp_path, monkeypatch):
+    _save(tmp_path / "images" / "small.png", _solid((10, 10, 10), size=(30, 30)))
+    _save(tmp_path / "images" / "large.png", _solid((10, 10, 10), size=(40, 30)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 900 px pass, 1200 px are refused
+    with pytest.warns(UserWarning, match=r"1 of 2 files.*large\.png \(40x30 is 1200 pixels"):
+        assert len(data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")) == 1
+
+
+def test_tiny_images_are_counted_as_upscaled(tmp_path):
+    folder = tmp_path / "images"
+    _save(folder / "dot.png", _solid((255, 0, 0), size=(1, 1)))
+    _save(folder / "thumb.png", _solid((0, 255, 0), size=(16, 16)))
+    _save(folder / "wide.png", _solid((0, 0, 255), size=(80, 20)))  # shorter side 20 < 32
+    _save(folder / "big.png", _solid((0, 0, 255), size=(40, 32)))
+    with pytest.warns(UserWarning) as caught:
+        images = data.image_folder(folder, size=32, cache_dir=tmp_path / "cache")
+    assert len(images) == 4 and len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith("3 of 4 images") and "upscaled" in message
+    assert "dot.png (1x1)" in message and "thumb.png (16x16)" in message and "wide.png (80x20)" in message
+    assert "big.png" not in message
+    with pytest.warns(UserWarning) as caught:
+        data.image_folder(folder, size=16, cache_dir=tmp_path / "cache")
+    assert str(caught[0].message).startswith("1 of 4 images") and "thumb.png" not in str(caught[0].message)
+
+
+def test_folder_split_reads_a_subfolder_and_unlabeled_reads_the_whole_folder(tmp_path):
+    for split, count in (("train", 2), ("test", 3)):
+        for i in range(count):
+            _save(tmp_path / "images" / split / f"{i}.png", _solid((10 * i, 0, 0)))
+    cache = tmp_path / "cache"
+    assert len(data.load("folder", root=tmp_path / "images", split="unlabeled", size=8, cache_dir=cache)) == 5
+    assert len(data.load("folder", root=tmp_path / "images", size=8, cache_dir=cache)) == 5
+    test = data.load("folder", root=tmp_path / "images", split="test", size=8, cache_dir=cache)
+    assert len(test) == 3 and test.name == "folder-images-test"
+    with pytest.raises(FileNotFoundError, match=r"split 'val'.*images/val"):
+        data.load("folder", root=tmp_path / "images", split="val", size=8, cache_dir=cache)
+
+
+def test_cache_root_env_then_checkout_then_user_cache(tmp_path, monkeypatch):
+    checkout = tmp_path / "clone"
+    (checkout / "s2r2lib").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    (checkout / "notebooks").mkdir()
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    monkeypatch.setenv("S2R2_CACHE_DIR", str(tmp_path / "chosen"))
+    monkeypatch.chdir(elsewhere)
+    assert data.cache_root() == tmp_path / "chosen"
+    monkeypatch.delenv("S2R2_CACHE_DIR")
+    monkeypatch.chdir(checkout / "notebooks")
+    assert data.cache_root() == checkout / "build" / "cache"
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.cache_root() == tmp_path / "xdg" / "s2r2"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_root() == tmp_path / "home" / ".cache" / "s2r2"
+
+
+def test_folder_outside_a_checkout_caches_in_the_user_cache_not_the_working_directory(tmp_path, monkeypatch):
+    _save(tmp_path / "photos" / "a.png", _solid((0, 0, 200)))
+    monkeypatch.delenv("S2R2_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path / "photos")
+    data.image_folder(tmp_path / "photos", size=8)
+    assert len(list((tmp_path / "xdg" / "s2r2").glob("*.npy"))) == 1
+    assert not (tmp_path / "photos" / "build").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_cache_files_keep_the_users_umask(tmp_path, umask):
+    _save(tmp_path / "photos" / "a.png", _solid((0, 0, 200)))
+    previous = os.umask(umask)
+    try:
+        data.image_folder(tmp_path / "photos", size=8, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    (array,) = (tmp_path / "cache").glob("*.npy")
+    assert stat.S_IMODE(array.stat().st_mode) == 0o666 & ~umask
+
+
+def test_try_load_prints_the_whole_reason(tmp_path, capsys):
+    assert data.try_load("stl10", root=tmp_path / ("deep" * 30)) is None
+    printed = capsys.readouterr().out
+    assert printed.startswith("stl10: not available here") and "pass root= the folder that holds" in printed
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,20 +9,21 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from s2r2lib.bench.loss import naive_smooth_ap_loss
-from s2r2lib.losses import (average_precision, nt_xent_loss, ranking_ap, sinkhorn_knopp, smooth_ap_loss,
-                            swav_loss)
+from s2r2lib.losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_ap,
+                            ranking_groups, sinkhorn_knopp, smooth_ap_loss, swav_loss)
 
 
 def reference_ap(z, ids, tau=None, query_is_positive=False):
     """Per-query AP by loops over queries and positives, eqs. 1-3 as printed (float64).
 
-    ``tau=None`` uses the indicator of eq. 2, else the sigmoid of eq. 3. ``query_is_positive``
+    ``tau=None`` uses the indicator of eq. 2 with sklearn's ties (a tie ranks at or above i: >= 0),
+    else the sigmoid of eq. 3. ``query_is_positive``
     follows the official Smooth-AP code instead: the query is in its own retrieval set as a positive.
     """
     r = F.normalize(z.double(), dim=1)
     s = r @ r.T
     n = len(ids)
-    phi = (lambda d: (d > 0).double()) if tau is None else (lambda d: torch.sigmoid(d / tau))
+    phi = (lambda d: (d >= 0).double()) if tau is None else (lambda d: torch.sigmoid(d / tau))
     aps = []
     for q in range(n):
         retrieved = [j for j in range(n) if j != q or query_is_positive]
@@ -85,16 +86,82 @@ def test_small_tau_converges_to_exact_average_precision():
     assert gaps[0] > 1e-3  # the relaxation is visible at a large tau
 
 
+def sklearn_per_query(z, ids):
+    """sklearn's average_precision_score of every query over all other views, on float64 cosine similarities."""
+    r = F.normalize(z.detach().double(), dim=1)
+    s = (r @ r.T).numpy()
+    same = (ids[:, None] == ids[None, :]).numpy()
+    others = ~np.eye(len(ids), dtype=bool)
+    return np.array([average_precision_score(same[q][others[q]], s[q][others[q]]) for q in range(len(ids))])
+
+
 def test_average_precision_matches_loop_reference_and_sklearn():
     z, ids = random_batch(4, 4, 8, seed=4)
     per_query = average_precision(z, ids, per_query=True)
     torch.testing.assert_close(per_query, reference_ap(z, ids, tau=None))
-    r = F.normalize(z.detach(), dim=1)
-    s = (r @ r.T).numpy()
-    for q in range(len(ids)):
-        others = np.arange(len(ids)) != q
-        expected = average_precision_score((ids == ids[q]).numpy()[others], s[q, others])
-        assert per_query[q].item() == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(per_query.numpy(), sklearn_per_query(z, ids), rtol=0, atol=1e-12)
+
+
+def tied_batch(images, views, seed, tied_share):
+    """A batch whose rows are, with probability ``tied_share``, drawn from the 16 vectors of {-1, 1}^4 (their
+    cosine similarities are exact multiples of 1/4, so many tie exactly), else Gaussian (no ties)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.arange(images).repeat_interleave(views)[torch.randperm(images * views, generator=gen)]
+    signs = torch.randint(0, 2, (len(ids), 4), generator=gen).double() * 2 - 1
+    scale = 2.0 ** torch.randint(-3, 4, (len(ids), 1), generator=gen)  # powers of 2 keep the ties exact
+    gaussian = torch.randn(len(ids), 4, generator=gen, dtype=torch.float64)
+    tied = torch.rand(len(ids), 1, generator=gen) < tied_share
+    return torch.where(tied, signs * scale, gaussian), ids
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("tied_share", [0.0, 0.5, 1.0])
+def test_average_precision_handles_ties_as_sklearn_per_query(seed, tied_share):
+    gen = torch.Generator().manual_seed(100 + seed)
+    images, views = (int(torch.randint(2, 7, (1,), generator=gen)), int(torch.randint(2, 6, (1,), generator=gen)))
+    z, ids = tied_batch(images, views, seed, tied_share)
+    per_query = average_precision(z, ids, per_query=True)
+    np.testing.assert_allclose(per_query.numpy(), sklearn_per_query(z, ids), rtol=0, atol=1e-12)
+    torch.testing.assert_close(per_query, reference_ap(z, ids, tau=None))
+    one_per_chunk = average_precision(z, ids, per_query=True, memory_budget=1)
+    torch.testing.assert_close(one_per_chunk, per_query, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("images,views,dim", [(4, 5, 8), (32, 20, 128), (13, 3, 7)])
+def test_a_collapsed_encoder_scores_chance_not_one(images, views, dim, dtype):
+    ids = torch.arange(images).repeat_interleave(views)
+    z = torch.randn(1, dim, dtype=dtype).expand(len(ids), dim) * 3
+    chance = (views - 1) / (len(ids) - 1)  # the fraction of positives among the other views
+    assert average_precision(z, ids).item() == pytest.approx(chance, rel=1e-6)
+    assert average_precision(z, ids).item() == pytest.approx(sklearn_per_query(z, ids).mean(), rel=1e-6)
+
+
+def test_average_precision_takes_images_with_different_numbers_of_views():
+    z, _ = random_batch(3, 4, 6, seed=20)
+    ids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3])
+    per_query = average_precision(z, ids, per_query=True)
+    np.testing.assert_allclose(per_query.numpy(), sklearn_per_query(z, ids), rtol=0, atol=1e-12)
+
+
+def test_ranking_ap_handles_ties_as_sklearn():
+    gen = torch.Generator().manual_seed(21)
+    for trial in range(60):
+        m = int(torch.randint(1, 30, (1,), generator=gen))
+        levels = [m, max(1, m // 3), 1][trial % 3]  # untied, partly tied, all equal
+        scores = torch.randint(0, levels, (m,), generator=gen).double() / levels if levels < m \
+            else torch.randn(m, generator=gen, dtype=torch.float64)
+        relevant = torch.rand(m, generator=gen) < 0.4
+        relevant[int(torch.randint(0, m, (1,), generator=gen))] = True
+        expected = average_precision_score(relevant.numpy(), scores.numpy())
+        assert ranking_ap(scores, relevant).item() == pytest.approx(expected, abs=1e-12)
+    assert ranking_ap(torch.zeros(8), torch.tensor([True, False, False, True] * 2)).item() == 0.5
+
+
+@pytest.mark.parametrize("fn", [lambda s, r: ranking_ap(s, r), lambda s, r: ranking_ap(s, r, tau=0.1)])
+def test_nan_scores_are_refused(fn):
+    with pytest.raises(ValueError, match="scores hold NaN at positions \\[1\\]"):
+        fn(torch.tensor([0.3, float("nan"), 0.1]), torch.tensor([True, False, True]))
 
 
 def test_loss_is_invariant_to_permuting_views_and_to_scaling_z():
@@ -178,14 +245,58 @@ def test_bf16_autocast_input_is_ranked_in_float32():
     assert torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("fn", [smooth_ap_loss, nt_xent_loss])
+def test_the_loss_under_bf16_autocast_equals_the_float32_loss(fn):
+    """Autocast must not reach the rank sums: in bf16, sums of hundreds of sigmoids lose whole ranks."""
+    z, ids = random_batch(16, 20, 32, seed=22, dtype=torch.float32)
+    plain = fn(z, ids, 0.05)
+    grad_plain, = torch.autograd.grad(plain, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = fn(z, ids, 0.05)
+    grad_autocast, = torch.autograd.grad(autocast, z)  # backward outside autocast, as torch recommends
+    torch.testing.assert_close(autocast, plain, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad_autocast, grad_plain, rtol=1e-5, atol=1e-9)
+
+
+def test_prebuilt_batch_groups_give_the_same_numbers_without_a_host_sync():
+    z, ids = random_batch(6, 4, 8, seed=23, dtype=torch.float32)
+    groups = ranking_groups(ids)
+    assert isinstance(groups, BatchGroups)
+    with torch.profiler.profile() as prof:
+        with_groups = [smooth_ap_loss(z, groups), nt_xent_loss(z, groups, 0.2), average_precision(z, groups)]
+        with_groups[0].backward()
+    syncs = {"aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique2",
+             "aten::is_nonzero"}
+    assert not [event.key for event in prof.key_averages() if event.key in syncs]
+    plain = [smooth_ap_loss(z, ids), nt_xent_loss(z, ids, 0.2), average_precision(z, ids)]
+    for a, b in zip(with_groups, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with torch.profiler.profile() as prof:
+        smooth_ap_loss(z, ids)  # the plain call validates, and a validation needs the host
+    assert {event.key for event in prof.key_averages()} & syncs
+    check_embeddings(z)  # what a loop with groups runs now and then instead
+    with pytest.raises(ValueError, match="row 2 holds NaN"):
+        check_embeddings(z.detach().index_fill(0, torch.tensor([2]), float("nan")))
+
+
+def test_rows_of_any_float32_norm_give_the_loss_of_unit_rows():
+    z, ids = random_batch(4, 3, 8, seed=24, dtype=torch.float32)
+    base = smooth_ap_loss(z, ids)
+    scales = torch.tensor([1e30, 1e19, 1e-13, 1e-30] * 3)[:, None]  # squared norms over- or underflow
+    torch.testing.assert_close(smooth_ap_loss(z * scales, ids), base)
+    torch.testing.assert_close(nt_xent_loss(z * scales, ids), nt_xent_loss(z, ids))
+    torch.testing.assert_close(average_precision(z * scales, ids), average_precision(z, ids))
+
+
 @pytest.mark.parametrize("fn", [smooth_ap_loss, average_precision, nt_xent_loss])
 @pytest.mark.parametrize("z,ids,message", [
     (torch.randn(4, 3), torch.tensor([0, 0, 0, 0]), "at least 2 images"),
     (torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 2]), "image 2 has 1"),
-    (torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 1]), "same number of views"),
     (torch.tensor([[0.0, 1.0], [float("nan"), 1.0], [1.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 0, 1, 1]), "NaN or inf"),
+    (torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 0, 1, 1]), "row 1 is all zeros"),
     (torch.randn(4, 3), torch.tensor([0, 0, 1]), "ids must have shape"),
     (torch.randn(4), torch.tensor([0, 0, 1, 1]), "2-D tensor"),
+    (torch.randn(4, 0), torch.tensor([0, 0, 1, 1]), "0 columns"),
     (torch.randn(4, 3), torch.tensor([0.0, 0.0, 1.0, 1.0]), "integers"),
 ])
 def test_bad_input_raises_a_clear_error(fn, z, ids, message):
@@ -193,11 +304,18 @@ def test_bad_input_raises_a_clear_error(fn, z, ids, message):
         fn(z, ids)
 
 
+@pytest.mark.parametrize("fn", [smooth_ap_loss, nt_xent_loss, ranking_groups])
+def test_the_ranking_losses_need_equal_views_per_image(fn):
+    args = (torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="same number of views"):
+        fn(*args[fn is ranking_groups:])
+
+
 @pytest.mark.parametrize("fn", [smooth_ap_loss, nt_xent_loss])
-@pytest.mark.parametrize("tau", [0.0, -0.1])
-def test_non_positive_tau_is_refused(fn, tau):
+@pytest.mark.parametrize("tau", [0.0, -0.1, float("inf"), float("nan")])
+def test_non_positive_or_infinite_tau_is_refused(fn, tau):
     z, ids = random_batch(2, 2, 3, seed=0)
-    with pytest.raises(ValueError, match="tau > 0"):
+    with pytest.raises(ValueError, match="tau must be a positive finite number"):
         fn(z, ids, tau=tau)
 
 
@@ -287,6 +405,7 @@ def test_swav_queue_joins_sinkhorn_but_not_the_loss():
     ([torch.randn(1, 3), torch.randn(1, 3)], {}, "images >= 2"),
     ([torch.randn(4, 3), torch.randn(4, 3)], {"code_crops": 3}, "code_crops"),
     ([torch.randn(4, 3), torch.randn(4, 3)], {"temperature": 0}, "temperature > 0"),
+    ([torch.randn(4, 3), torch.randn(4, 3)], {"epsilon": float("inf")}, "epsilon must be a positive finite"),
 ])
 def test_swav_bad_input_raises_a_clear_error(scores, kwargs, message):
     with pytest.raises(ValueError, match=message):

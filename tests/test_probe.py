@@ -45,9 +45,58 @@ def test_knn_and_retrieval_map_are_perfect_on_separated_classes():
     assert probe.retrieval_map(torch.randn(200, 8), labels) < 0.4
 
 
-def test_retrieval_map_balances_unequal_classes():
-    features, labels = torch.randn(30, 4), torch.tensor([0] * 20 + [1] * 10)
-    assert 0 < probe.retrieval_map(features, labels) < 1  # needs the balanced subset to run at all
+def sklearn_map(features, labels):
+    from sklearn.metrics import average_precision_score
+
+    r = torch.nn.functional.normalize(features.double(), dim=1)
+    s, same = (r @ r.T).numpy(), (labels[:, None] == labels[None, :]).numpy()
+    others = ~np.eye(len(labels), dtype=bool)
+    return np.mean([average_precision_score(same[q][others[q]], s[q][others[q]]) for q in range(len(labels))])
+
+
+def test_retrieval_map_is_sklearns_mean_ap_on_unequal_classes_and_ties():
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.tensor([0] * 20 + [1] * 10 + [2] * 5)
+    codebook = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])  # exact, tied similarities
+    tied = codebook[torch.randint(0, 3, (len(labels),), generator=gen)]
+    for features in (torch.randn(len(labels), 4, generator=gen, dtype=torch.float64), tied.double()):
+        assert probe.retrieval_map(features, labels) == pytest.approx(sklearn_map(features, labels), abs=1e-12)
+
+
+def test_collapsed_features_score_chance_not_one():
+    labels = torch.arange(10).repeat(50)
+    features = torch.rand(1, 64).expand(len(labels), -1)
+    assert probe.retrieval_map(features, labels) == pytest.approx(49 / 499, rel=1e-6)
+
+
+def test_retrieval_map_ranks_many_queries_per_chunk(monkeypatch):
+    from s2r2lib import losses
+
+    rows = []
+    original = losses._exact_ap
+    monkeypatch.setattr(losses, "_exact_ap", lambda s, r: rows.append(len(s)) or original(s, r))
+    labels = torch.arange(10).repeat(200)
+    features = torch.randn(len(labels), 32)
+    value = probe.retrieval_map(features, labels, device="cpu")
+    assert sum(rows) == len(labels) and len(rows) < len(labels) / 100
+    assert probe.retrieval_map(features, labels, memory_budget=1) == value  # one query a chunk: the same mAP
+
+
+def test_linear_probe_uses_torchs_threads_and_takes_tensors(monkeypatch):
+    threads = []
+    original = probe._fit_logistic
+    monkeypatch.setattr(probe, "_fit_logistic", lambda *a: threads.append(torch.get_num_threads()) or original(*a))
+    train_x, train_y = linear_world(300, 0)
+    test_x, test_y = linear_world(100, 1)
+    configured = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        arrays = probe.linear_probe(train_x, train_y, test_x, test_y)
+        tensors = probe.linear_probe(*(torch.as_tensor(a) for a in (train_x, train_y, test_x, test_y)), device="cpu")
+    finally:
+        torch.set_num_threads(configured)
+    assert set(threads) == {2}
+    assert arrays.top1 == tensors.top1 and (arrays.predictions == tensors.predictions).all()
 
 
 def test_features_come_from_the_encoder_in_eval_mode():
@@ -125,3 +174,28 @@ def test_a_hand_edited_runs_file_is_refused_with_its_line(own_results):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"runs\.csv:6"):
         results.write_runs([])
+
+
+def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys):
+    from s2r2lib.bench import probe as bench
+    from s2r2lib.losses import average_precision
+    from s2r2lib.results import read_csv
+
+    _, _, features, labels = bench.make_features(10, 200, 8, 4)
+    per_query = average_precision(features, labels, per_query=True)
+    assert bench.before_retrieval_seconds_per_query(features, labels, 30)[1] == pytest.approx(
+        per_query[:30].mean().item(), abs=1e-6)  # the replaced path computes the same AP (no ties here)
+
+    out = tmp_path / "bench_probe.csv"
+    threads = torch.get_num_threads()
+    argv = ["--device", "cpu", "--threads", "1", "--train", "200", "--test", "300", "--dim", "8", "--classes", "4",
+            "--before-queries", "20", "--out", str(out)]
+    assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads
+    rows = {row["impl"]: row for row in read_csv(out)}
+    assert set(rows) == {"s2r2lib", "before"} and {row["status"] for row in rows.values()} == {"measured"}
+    ours, before = rows["s2r2lib"], rows["before"]
+    assert float(ours["speedup_vs_before"]) == pytest.approx(float(before["total_s"]) / float(ours["total_s"]), rel=0.05)
+    assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
+    assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
+    assert "scaled from 20 queries" in before["note"]

@@ -1,5 +1,6 @@
 """The training engine: every method learns, a killed run resumes bitwise, DDP sees the global batch."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,9 +15,11 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 
+from s2r2lib import probe, results
 from s2r2lib import train as engine
 from s2r2lib.losses import nt_xent_loss, smooth_ap_loss, swav_loss
 from s2r2lib.train import PRESETS, TrainConfig, gather_with_grad, load_checkpoint, read_log, save_checkpoint
+from test_notebooks import outputs, run_notebook  # noqa: F401 (outputs: the fixture)
 
 SMALL = dict(data_options={"n": 256}, images_per_batch=8, views_per_image=4, progress=False, checkpoint_every=3)
 
@@ -165,7 +168,7 @@ def test_a_checkpoint_holding_code_is_not_run(tmp_path):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
     torch.save({"step": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="not a weights-only checkpoint"):
+    with pytest.raises(ValueError, match="not a weights-only s2r2 checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
 
@@ -208,7 +211,7 @@ def test_paper_presets_follow_tables_1_and_2():
     s2r2 = PRESETS["paper-resnet18-stl10-s2r2"]
     assert (s2r2["images_per_batch"], s2r2["views_per_image"], s2r2["view_size"]) == (64, 20, 96)
     assert PRESETS["paper-resnet18-coco-val-s2r2"]["images_per_batch"] == 8
-    swav = TrainConfig.from_dict(PRESETS["paper-resnet18-coco-val-swav"]).resolved()
+    swav = TrainConfig.from_dict({**PRESETS["paper-resnet18-coco-val-swav"], "device": "cpu"}).resolved()
     assert swav.views_in_batch == 32 * 40 and (swav.optimizer, swav.lr) == ("lars", 1.0)
     assert "paper-resnet50-stl10-swav" not in PRESETS  # Table 2 has no SwAV rows
     assert len(PRESETS) == 9 + 6
@@ -277,3 +280,132 @@ def test_torchrun_trains_with_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"] == 2
     assert len(read_log(tmp_path / "ddp")) == 2
+
+
+# --- Configs, devices, run folders and checkpoints under careless use -----------------------------------
+
+@pytest.mark.parametrize("where", ["command line", "yaml file"])
+def test_lr_1e_3_trains_from_the_command_line_and_from_a_yaml_file(tmp_path, where):
+    """YAML 1.1 reads 1e-3 as the string "1e-3"; the config makes it the float it means."""
+    config = small_config(tmp_path, max_steps=2)
+    if where == "command line":
+        command = _train_command(config, "lr=1e-3")
+    else:
+        (tmp_path / "run.yaml").write_text("lr: 1e-3\nmax_steps: 2\n")
+        command = _train_command(dataclasses.replace(config, max_steps=None), "--config", str(tmp_path / "run.yaml"))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["lr"] == 1e-3 and isinstance(saved["lr"], float)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+def test_a_failed_start_writes_nothing_and_blocks_neither_a_corrected_rerun_nor_resume(tmp_path):
+    missing_data = small_config(tmp_path, max_steps=2, data="stl10", split="train", data_options={},
+                                data_root=str(tmp_path / "no-data"))
+    with pytest.raises(FileNotFoundError, match="train_X.bin"):
+        engine.train(missing_data)
+    assert not (tmp_path / "run").exists()
+    assert engine.train(small_config(tmp_path, max_steps=2))["steps"] == 2
+
+    # A folder that never got a checkpoint (a run killed before its first one) holds no run either.
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert engine.train(small_config(tmp_path, max_steps=2, seed=1), resume=True)["resumed_from"] == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["seed"] == 1
+
+
+def _png_folder(folder, first, count):
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    for i in range(first, first + count):
+        colour = tuple(int(c) for c in torch.randint(0, 256, (3,), generator=torch.Generator().manual_seed(i)))
+        Image.new("RGB", (48, 48), colour).save(folder / f"{i:03d}.png")
+
+
+def test_resume_refuses_an_image_folder_that_grew_since_the_run_began(tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    _png_folder(images, 0, 16)
+    config = small_config(tmp_path, data="folder", split=None, data_root=str(images), max_steps=4,
+                          checkpoint_every=2, data_options={"cache_dir": str(tmp_path / "cache")})
+    save = engine.save_checkpoint
+
+    def killed_after_the_first_checkpoint(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_checkpoint", killed_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(config)
+    monkeypatch.undo()
+
+    _png_folder(images, 16, 23)
+    with pytest.raises(ValueError, match="other data: its data fingerprint is 16x3x40x40:.*now gives 39x3x40x40:"):
+        engine.train(config, resume=True)
+
+    for extra in sorted(images.iterdir())[16:]:
+        extra.unlink()
+    assert engine.train(config, resume=True)["resumed_from"] == 2  # the same images again: resumes
+
+
+def test_data_fingerprints_see_count_and_content_and_not_the_copy():
+    images = torch.randint(0, 256, (1000, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    changed = images.clone()
+    changed[-1, 0, 0, 0] ^= 1
+    assert engine.data_fingerprint(images) == engine.data_fingerprint(images.clone())
+    assert engine.data_fingerprint(images) != engine.data_fingerprint(images[:-1])
+    assert engine.data_fingerprint(images) != engine.data_fingerprint(changed)
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_no_temporary_after_the_next_start(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=2))
+    run = tmp_path / "run"
+    (run / "notes.txt").write_text("mine")
+    killed = ("import os, signal, sys, torch; from s2r2lib import train; "
+              "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+              "train.save_checkpoint(sys.argv[1], {'model': {}, 'config': {}, 'pad': torch.zeros(10**5)})")
+    done = subprocess.run([sys.executable, "-c", killed, str(run / "checkpoint.pt")], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    assert [p.name for p in run.glob(".checkpoint.pt.*")], "the kill should leave atomic_write_bytes's temporary"
+
+    assert engine.train(small_config(tmp_path, max_steps=2), resume=True)["resumed_from"] == 2
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "log.csv", "notes.txt"]
+
+
+def test_devices_that_differ_only_in_how_they_are_written_resolve_equal(monkeypatch):
+    cpu = torch.zeros(1).device
+    assert {engine.resolve_device(d) for d in ("cpu", "cpu:0", torch.device("cpu"), torch.device("cpu", 0))} == {cpu}
+    assert TrainConfig(device=torch.device("cpu", 0)).resolved().device == "cpu"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    written = ("cuda", "cuda:0", torch.device("cuda"), torch.device("cuda", 0))
+    assert {engine.resolve_device(d) for d in written} == {torch.device("cuda", 0)}
+    assert engine.resolve_device("cuda:1") == torch.device("cuda:1") != torch.device("cuda:0")
+    assert TrainConfig(device="cuda").resolved().device == "cuda:0"
+    with pytest.raises(ValueError, match="cuda:2.*2 CUDA device"):
+        engine.resolve_device("cuda:2")
+
+
+def test_a_checkpoint_is_probed_with_its_own_architecture(tmp_path):
+    summary = engine.train(small_config(tmp_path, max_steps=1, small_input=False, proj_dim=64))
+    model = probe.load_encoder(summary["checkpoint"])
+    stem = model.encoder.backbone.features[0][0]
+    assert stem.stride == (2, 2) and model.projector[-1].out_features == 64  # not the defaults, stride 1 and 128
+    state = load_checkpoint(summary["checkpoint"])["model"]
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    with pytest.raises(ValueError, match="small_input=True was asked for.*small_input=False"):
+        probe.load_encoder(summary["checkpoint"], small_input=True)
+
+
+@pytest.mark.smoke
+def test_notebook_03_probes_a_resnet18_run_trained_without_the_small_input_stem(outputs):
+    """Notebook 03 at the paper profile probes a 96-px ResNet18 (small_input=false): the probe must build
+    the encoder as the run was trained, not with its own small-input default."""
+    run = results.output_dir("runs") / "02_training"
+    engine.train(TrainConfig(arch="resnet18", small_input=False, data_options={"n": 4}, images_per_batch=2,
+                             views_per_image=2, max_steps=1, output=str(run), progress=False))
+    probed = run_notebook("03", outputs, n_train=200, n_test=100)
+    assert 0 <= probed["linear_top1_trained"] <= 1 and 0 <= probed["linear_top1_random-init"] <= 1
+    assert {row["arch"] for row in results.read_runs() if row["source"] == "measured"} == {"resnet18"}

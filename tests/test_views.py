@@ -249,6 +249,28 @@ def test_bad_input_raises_a_clear_error(images, kwargs, message):
         make_views(images, **{"views_per_image": 2, "size": 16, **kwargs})
 
 
+SYNCS = {"aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::unique",
+         "aten::_unique2", "aten::masked_select"}
+
+
+def test_batched_views_never_wait_for_the_device():
+    """No op that needs a tensor's value on the host (a device sync on a GPU) runs in make_views."""
+    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
+    with torch.profiler.profile() as prof:
+        make_views(images, 6, 16, generator=torch.Generator().manual_seed(0))
+        make_multicrop_views(images, ((2, 16, (0.5, 1.0)), (3, 8, (0.1, 0.5))))
+    assert not [event.key for event in prof.key_averages() if event.key in SYNCS]
+
+
+def test_a_generator_device_written_without_its_index_matches_the_images_device():
+    from s2r2lib.views import _same_device
+
+    assert _same_device(torch.device("cuda"), torch.device("cuda:0"))  # torch.Generator("cuda").device
+    assert _same_device(torch.device("cuda:1"), torch.device("cuda"))
+    assert not _same_device(torch.device("cuda:1"), torch.device("cuda:0"))
+    assert not _same_device(torch.device("cpu"), torch.device("cuda:0"))
+
+
 def test_allow_upscale_enlarges_past_the_image():
     views, _ = make_views(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), 2, 32, allow_upscale=True)
     assert views.shape == (2, 3, 32, 32)

@@ -5,11 +5,11 @@ from . import SUITES
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*SUITES, "all"):
-        print(f"usage: python -m s2r2lib.bench {{{','.join(SUITES)},all}} [options]\n"
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*SUITES, "gpu", "all"):
+        print(f"usage: python -m s2r2lib.bench {{{','.join(SUITES)},gpu,all}} [options]\n"
               f"       python -m s2r2lib.bench SUITE --help")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    suites = SUITES if argv[0] == "all" else (argv[0],)
+    suites = SUITES if argv[0] == "all" else (argv[0],)  # all: the suites; gpu runs them itself
     status = 0
     for suite in suites:
         status |= importlib.import_module(f"s2r2lib.bench.{suite}").main(argv[1:])

@@ -58,7 +58,7 @@ def _measure(method: str, steps: int, threads: int | None, channels_last: bool, 
     plan = study.PLANS["full"]
     with tempfile.TemporaryDirectory() as folder:
         config = dataclasses.replace(study.method_config(method, plan, 1e-3, 3 + steps, data_n=512),
-                                     output=folder, keep_steps=[], checkpoint_every=10**6,
+                                     output=folder, keep_steps=[], checkpoint_every=10**6, log_every=1,
                                      channels_last=channels_last, compile=compile)
         start = time.perf_counter()
         train(config)

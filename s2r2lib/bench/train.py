@@ -41,6 +41,7 @@ import time
 import torch
 
 from .. import train
+from ..distributed import resolve_device
 from ..models import ARCHS
 from ..results import output_dir, provenance, upsert_csv
 from ..views import make_multicrop_views, make_views
@@ -87,9 +88,14 @@ def _measure(arch: str, method: str, scale: int, device: str, precision: str, th
              encoder_only: bool) -> dict:
     """Run in a worker process: time and peak memory of one training step (or the encoder-only step)."""
     torch.set_num_threads(threads)
-    device = torch.device(device)
-    cuda = device.type == "cuda"
+    device = resolve_device(device)  # "cuda" -> cuda:0, as the tensors on it report
     config = bench_config(arch, method, scale, str(device), precision)
+    with train.backend_settings(config, device):  # cuDNN autotuning on CUDA, as in training
+        return _measure_step(config, device, repeats, encoder_only)
+
+
+def _measure_step(config: train.TrainConfig, device: torch.device, repeats: int, encoder_only: bool) -> dict:
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
     learner = train.Learner(config).to(device)
     if config.channels_last:

@@ -10,7 +10,8 @@ training step (forward + backward, channels_last; bf16 autocast on CUDA) on view
 narrow_cnn at 64 px and below (small-input stem), resnet18 above, unless --arch. ratio = the backend's
 views/s / the encoder's images/s: above 1 the backend keeps the encoder fed. The goal on a
 GPU: the batched backend at least 5x a ResNet18. Source images are random uint8 at the view size
-(STL10 is 96 px, CIFAR 32 px). Writes results/bench_views.csv, every row with its provenance.
+(STL10 is 96 px, CIFAR 32 px). Rows go to results/bench_views.csv (or --out), every row with its
+provenance, merged by (device, size, backend, workers): a CPU run keeps GPU rows.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--encoder-batch", type=int,
                         help="views per encoder step (default: B*K on CUDA, 64 on CPU to keep the run short)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (the fastest counts)")
+    parser.add_argument("--out", default=None, help="CSV path (default results/bench_views.csv)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     workers = os.cpu_count() or 1
@@ -169,7 +171,8 @@ def main(argv: list[str]) -> int:
                          **results.provenance(row_device)})
 
     _print_table(rows, device)
-    path = results.write_csv(results.output_dir("results") / "bench_views.csv", rows)
+    path = results.upsert_csv(args.out or results.output_dir("results") / "bench_views.csv", rows,
+                              key=("device", "size", "backend", "workers"))  # a GPU run keeps the CPU rows
     print(f"wrote {path}")
     return 0 if all(row["status"] in ("ok", NO_KORNIA) for row in rows) else 1
 

@@ -1,0 +1,118 @@
+"""Bad input to the maths (losses, views, models, probe) gets a ValueError or TypeError that names the argument.
+
+One row a case: the call, the exception type, and the argument's name, which the message must contain.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from s2r2lib import losses, probe
+from s2r2lib.models import build_model
+from s2r2lib.views import ViewCollate, make_multicrop_views, make_views
+
+Z = torch.randn(6, 4)
+IDS = torch.tensor([0, 0, 1, 1, 2, 2])
+IMAGES = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+SCORES, RELEVANT = torch.tensor([0.3, 0.2, 0.1]), torch.tensor([True, False, True])
+FEATURES, LABELS = torch.randn(20, 4), torch.arange(4).repeat(5)
+
+
+def with_row(row, value):
+    z = Z.clone()
+    z[row] = value
+    return z
+
+
+CASES = {
+    # losses: the temperature
+    "smooth_ap tau=inf": (lambda: losses.smooth_ap_loss(Z, IDS, tau=float("inf")), ValueError, "tau"),
+    "smooth_ap tau=None": (lambda: losses.smooth_ap_loss(Z, IDS, tau=None), TypeError, "tau"),
+    "smooth_ap tau=str": (lambda: losses.smooth_ap_loss(Z, IDS, tau="0.01"), TypeError, "tau"),
+    "smooth_ap tau=tensor": (lambda: losses.smooth_ap_loss(Z, IDS, tau=torch.tensor(0.01)), TypeError, "tau"),
+    "smooth_ap tau=True": (lambda: losses.smooth_ap_loss(Z, IDS, tau=True), TypeError, "tau"),
+    "nt_xent tau=inf": (lambda: losses.nt_xent_loss(Z, IDS, tau=float("inf")), ValueError, "tau"),
+    "nt_xent tau=None": (lambda: losses.nt_xent_loss(Z, IDS, tau=None), TypeError, "tau"),
+    "nt_xent tau=str": (lambda: losses.nt_xent_loss(Z, IDS, tau="0.1"), TypeError, "tau"),
+    "nt_xent tau=tensor": (lambda: losses.nt_xent_loss(Z, IDS, tau=torch.tensor(0.1)), TypeError, "tau"),
+    "ranking_ap tau=inf": (lambda: losses.ranking_ap(SCORES, RELEVANT, tau=float("inf")), ValueError, "tau"),
+    "ranking_ap tau=str": (lambda: losses.ranking_ap(SCORES, RELEVANT, tau="0.1"), TypeError, "tau"),
+    "ranking_ap tau=tensor": (lambda: losses.ranking_ap(SCORES, RELEVANT, tau=torch.tensor(0.1)), TypeError, "tau"),
+    "swav temperature=inf": (lambda: losses.swav_loss([Z, Z], temperature=float("inf")), ValueError, "temperature"),
+    "swav epsilon=None": (lambda: losses.swav_loss([Z, Z], epsilon=None), TypeError, "epsilon"),
+    # losses: embeddings, ids and scores
+    "z with 0 columns": (lambda: losses.smooth_ap_loss(torch.randn(6, 0), IDS), ValueError, "z"),
+    "z with an all-zero row": (lambda: losses.smooth_ap_loss(with_row(2, 0.0), IDS), ValueError, "z"),
+    "z with inf": (lambda: losses.nt_xent_loss(with_row(1, float("inf")), IDS), ValueError, "z"),
+    "z with NaN": (lambda: losses.average_precision(with_row(0, float("nan")), IDS), ValueError, "z"),
+    "z with NaN, checked apart": (lambda: losses.check_embeddings(with_row(3, float("nan"))), ValueError, "z row 3"),
+    "z a list": (lambda: losses.smooth_ap_loss(Z.tolist(), IDS), TypeError, "z"),
+    "z integers": (lambda: losses.smooth_ap_loss(Z.long(), IDS), ValueError, "z"),
+    "ids a list": (lambda: losses.smooth_ap_loss(Z, IDS.tolist()), TypeError, "ids"),
+    "ids floats": (lambda: losses.nt_xent_loss(Z, IDS.float()), ValueError, "ids"),
+    "ids too short": (lambda: losses.average_precision(Z, IDS[:4]), ValueError, "ids"),
+    "ids with a lone view": (lambda: losses.average_precision(Z, torch.tensor([0, 0, 1, 1, 1, 2])), ValueError, "ids"),
+    "ids of unequal images": (lambda: losses.ranking_groups(torch.tensor([0, 0, 1, 1, 1])), ValueError, "ids"),
+    "groups for another batch": (lambda: losses.smooth_ap_loss(Z[:4], losses.ranking_groups(IDS)), ValueError, "ids"),
+    "scores with NaN": (lambda: losses.ranking_ap(torch.tensor([0.3, float("nan")]), RELEVANT[:2]), ValueError,
+                        "scores"),
+    "relevant marks nothing": (lambda: losses.ranking_ap(SCORES, torch.zeros(3, dtype=torch.bool)), ValueError,
+                               "relevant"),
+    # views
+    "views_per_image=2.0": (lambda: make_views(IMAGES, 2.0, 16), TypeError, "views_per_image"),
+    "views_per_image=None": (lambda: make_views(IMAGES, None, 16), TypeError, "views_per_image"),
+    "views_per_image=0": (lambda: make_views(IMAGES, 0, 16), ValueError, "views_per_image"),
+    "size=31.5": (lambda: make_views(IMAGES, 2, 31.5, backend="cpu"), TypeError, "size"),
+    "size=True": (lambda: make_views(IMAGES, 2, True), TypeError, "size"),
+    "size=0": (lambda: make_views(IMAGES, 2, 0), ValueError, "size"),
+    "no images (B = 0)": (lambda: make_views(IMAGES[:0], 2, 16), ValueError, "images"),
+    "images of 0x0 pixels": (lambda: make_views(torch.zeros(2, 3, 0, 0, dtype=torch.uint8), 2, 16, allow_upscale=True),
+                             ValueError, "images"),
+    "generator an int": (lambda: make_views(IMAGES, 2, 16, generator=5), TypeError, "generator"),
+    "generator numpy's": (lambda: make_views(IMAGES, 2, 16, backend="cpu", generator=np.random.default_rng(0)),
+                          TypeError, "generator"),
+    "backend unknown": (lambda: make_views(IMAGES, 2, 16, backend="gpu"), ValueError, "backend"),
+    "recipe a string": (lambda: make_views(IMAGES, 2, 16, recipe="simclr"), TypeError, "recipe"),
+    "crops empty": (lambda: make_multicrop_views(IMAGES, []), ValueError, "crops"),
+    "crops entry too short": (lambda: make_multicrop_views(IMAGES, [(2, 16)]), ValueError, "crops[0]"),
+    "crops area reversed": (lambda: make_multicrop_views(IMAGES, [(2, 16, (0.5, 1.0)), (2, 8, (0.5, 0.2))]),
+                            ValueError, "crops[1]"),
+    "crops views 2.0": (lambda: make_multicrop_views(IMAGES, [(2.0, 16, (0.1, 1.0))]), TypeError,
+                        "crops[0] views_per_image"),
+    "ViewCollate size=True": (lambda: ViewCollate(2, size=True), TypeError, "size"),
+    "ViewCollate empty batch": (lambda: ViewCollate(2, size=16)([]), ValueError, "batch"),
+    # models
+    "proj_dim=0": (lambda: build_model("narrow_cnn", proj_dim=0), ValueError, "proj_dim"),
+    "proj_dim negative": (lambda: build_model("narrow_cnn", proj_dim=-8), ValueError, "proj_dim"),
+    "proj_dim=2.5": (lambda: build_model("narrow_cnn", proj_dim=2.5), TypeError, "proj_dim"),
+    "proj_dim=True": (lambda: build_model("narrow_cnn", proj_dim=True), TypeError, "proj_dim"),
+    "proj_hidden=0": (lambda: build_model("narrow_cnn", proj_hidden=0), ValueError, "proj_hidden"),
+    "small_input a string": (lambda: build_model("narrow_cnn", small_input="yes"), TypeError, "small_input"),
+    "std with a zero": (lambda: build_model("narrow_cnn", std=(0.0, 0.2, 0.2)), ValueError, "std"),
+    "mean of one channel": (lambda: build_model("narrow_cnn", mean=(0.5,)), ValueError, "mean"),
+    "arch unknown": (lambda: build_model("resnet34"), ValueError, "arch"),
+    # probe
+    "retrieval_map features an array": (lambda: probe.retrieval_map(FEATURES.numpy(), LABELS), TypeError, "features"),
+    "retrieval_map features NaN": (lambda: probe.retrieval_map(FEATURES.masked_fill(FEATURES > 1, float("nan")),
+                                                               LABELS), ValueError, "features"),
+    "retrieval_map a lone class member": (lambda: probe.retrieval_map(FEATURES[:6], LABELS[:6]), ValueError, "labels"),
+    "retrieval_map float labels": (lambda: probe.retrieval_map(FEATURES, LABELS.float()), ValueError, "labels"),
+    "knn k=0": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, k=0), ValueError, "k"),
+    "knn temperature=0": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, temperature=0), ValueError,
+                          "temperature"),
+    "linear_probe empty c_grid": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, c_grid=()),
+                                  ValueError, "c_grid"),
+    "linear_probe held_out=1.5": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, held_out=1.5),
+                                  ValueError, "held_out"),
+    "linear_probe negative labels": (lambda: probe.linear_probe(FEATURES, LABELS - 1, FEATURES, LABELS), ValueError,
+                                     "train_y"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_a_clear_error_naming_the_argument(case):
+    call, error, argument = CASES[case]
+    with pytest.raises(error) as raised:
+        call()
+    assert type(raised.value) is error
+    assert argument in str(raised.value), f"{case}: {raised.value}"

@@ -1,0 +1,345 @@
+"""The engine on a GPU's terms, shown on the CPU: one device for a run, no host sync inside a step,
+LARS without per-weight reads, the epoch's permutation drawn once, the distributed helpers, and the device
+check's CPU smoke."""
+
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from s2r2lib import distributed
+from s2r2lib import train as engine
+from s2r2lib.train import TrainConfig, read_log
+
+SMALL = dict(data_options={"n": 64}, images_per_batch=4, views_per_image=3, progress=False, checkpoint_every=100)
+
+
+def small_config(tmp_path, name="run", **changes):
+    return TrainConfig(**{**SMALL, "output": str(tmp_path / name), **changes})
+
+
+# --- Devices ----------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_a_cuda_run_without_cuda_says_to_use_the_cpu(tmp_path):
+    with pytest.raises(ValueError, match="CUDA is not available here.*use device=cpu"):
+        engine.train(small_config(tmp_path, device="cuda", max_steps=1))
+
+
+def test_a_run_on_cpu_0_trains_as_on_cpu(tmp_path):
+    engine.train(small_config(tmp_path, "a", max_steps=2, device="cpu:0"))
+    engine.train(small_config(tmp_path, "b", max_steps=2, device="cpu"))
+    a, b = (engine.load_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cuda_runs_get_fused_adam_and_cudnn_autotuning_unless_deterministic(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # configs are resolved as on a one-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    params = [nn.Parameter(torch.zeros(3))]
+    cuda = TrainConfig(device="cuda").resolved()
+    assert engine._optimizer(cuda, params).defaults["fused"] is True
+    assert not engine._optimizer(TrainConfig(device="cpu").resolved(), params).defaults["fused"]
+    before = torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()
+    with engine.backend_settings(cuda, torch.device("cuda", 0)):
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    deterministic = TrainConfig(device="cuda", deterministic=True).resolved()
+    with engine.backend_settings(deterministic, torch.device("cuda", 0)):
+        assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+    assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_a_deterministic_run_trains_and_leaves_the_global_setting_alone(tmp_path):
+    summary = engine.train(small_config(tmp_path, max_steps=2, deterministic=True))
+    assert math.isfinite(summary["loss"]) and not torch.are_deterministic_algorithms_enabled()
+
+
+# --- No host sync inside a step ---------------------------------------------------------------------------
+
+# Ops that make the host wait for the device on CUDA: reading a value, or an output whose size depends on it.
+SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
+            "aten::unique_consecutive", "aten::masked_select"}
+
+
+class _SyncRecorder(TorchDispatchMode):
+    """Records each host-syncing op with the s2r2lib file that issued it and whether a training step
+    (``Engine.step``) or a log read (``_read_losses``, ``_batch_aps``) was on the stack."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        bool_index = name in ("aten::index", "aten::index_put", "aten::index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or []))
+        if name in SYNC_OPS or bool_index:
+            stack = traceback.extract_stack()
+            ours = [f for f in stack if "/s2r2lib/" in f.filename.replace("\\", "/")]
+            optim = any("/torch/optim/" in f.filename and not f.filename.endswith("optimizer.py") for f in stack)
+            owner = "torch.optim" if optim else Path(ours[-1].filename).name if ours else "other"
+            in_step = any(f.filename.endswith("train.py") and f.name == "step" for f in ours)
+            in_read = any(f.name in ("_read_losses", "_batch_aps") for f in ours)
+            self.events.append((name, owner, in_step and not in_read))
+        return func(*args, **(kwargs or {}))
+
+
+def _syncs(config) -> list[tuple[str, str, bool]]:
+    with _SyncRecorder() as recorder:
+        engine.train(config)
+    return recorder.events
+
+
+@pytest.mark.parametrize("method,changes", [("s2r2", {"optimizer": "lars"}),
+                                            ("swav", {"queue_length": 8, "crops": [[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]]})])
+def test_the_engine_never_reads_from_the_device_inside_a_step(tmp_path, method, changes):
+    """On CUDA each such op stalls the GPU's queue; the engine's own code issues none per step (the views'
+    and the losses' are helper code and counted apart; Adam's CPU step counter is not on the device there:
+    Adam is fused on CUDA)."""
+    short = _syncs(small_config(tmp_path, "short", method=method, max_steps=2, log_every=100, **changes))
+    long = _syncs(small_config(tmp_path, "long", method=method, max_steps=6, log_every=100, **changes))
+    engine_files = ("train.py", "distributed.py")
+    assert [e for e in long if e[1] in engine_files and e[2]] == []  # none inside Engine.step
+    # and none anywhere else in the loop: four more steps, one read each, the same engine-owned count
+    assert len([e for e in long if e[1] in engine_files]) == len([e for e in short if e[1] in engine_files])
+
+
+def test_a_training_step_reads_nothing_from_the_device(tmp_path):
+    events = _syncs(small_config(tmp_path, method="s2r2", optimizer="lars", max_steps=2, log_every=100))
+    assert [e for e in events if e[2]] == []
+
+
+def test_a_non_finite_loss_is_caught_at_the_next_read_before_any_checkpoint(tmp_path, monkeypatch):
+    calls = []
+
+    def nan_from_step_1(config, z, ids):
+        calls.append(1)
+        loss = engine.smooth_ap_loss(z, ids, config.tau)
+        return loss + math.nan if len(calls) > 1 else loss  # a non-finite value; gradients stay finite
+
+    monkeypatch.setattr(engine, "_ranking_loss", nan_from_step_1)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 \(the first non-finite one of steps 0-2"):
+        engine.train(small_config(tmp_path, max_steps=8, log_every=3, checkpoint_every=3))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_log_rows_are_read_in_windows_of_log_every_steps(tmp_path):
+    engine.train(small_config(tmp_path, max_steps=7, log_every=3))
+    log = read_log(tmp_path / "run")
+    assert [row["step"] for row in log] == list(range(7))
+    assert all(math.isfinite(row["loss"]) and 0 <= row["batch_ap"] <= 1 for row in log)
+    rates = [row["views_per_s"] for row in log]  # one mean per window: steps 0-2, 3-5, 6
+    assert rates[0] == rates[1] == rates[2] and rates[3] == rates[4] == rates[5]
+
+
+def test_a_run_saved_before_the_engine_fields_existed_still_resumes(tmp_path):
+    import yaml
+
+    engine.train(small_config(tmp_path, max_steps=2))
+    new_fields = ("log_every", "deterministic", "sync_bn")
+    saved = tmp_path / "run" / "config.yaml"
+    values = yaml.safe_load(saved.read_text())
+    saved.write_text(yaml.safe_dump({k: v for k, v in values.items() if k not in new_fields}))
+    state = engine.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new_fields}
+    engine.save_checkpoint(tmp_path / "run" / "checkpoint.pt", state)
+    assert engine.train(small_config(tmp_path, max_steps=2, log_every=5), resume=True)["resumed_from"] == 2
+
+
+def test_log_every_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="log_every must be at least 1"):
+        engine.train(small_config(tmp_path, log_every=0))
+
+
+# --- LARS, batches, the SwAV queue -----------------------------------------------------------------------
+
+def _reference_lars_step(params, buffers, lr, momentum, weight_decay, trust):
+    """LARS one weight at a time, as written before the _foreach version."""
+    with torch.no_grad():
+        for p, buf in zip(params, buffers):
+            grad = p.grad
+            if p.ndim > 1:
+                grad = grad.add(p, alpha=weight_decay)
+                w_norm, g_norm = p.norm(), grad.norm()
+                if w_norm > 0 and g_norm > 0:
+                    grad = grad.mul(trust * w_norm / g_norm)
+            buf.mul_(momentum).add_(grad)
+            p.add_(buf, alpha=-lr)
+
+
+def test_lars_matches_the_per_weight_form_and_reads_nothing_back():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 5), (6,), (4, 3, 3, 3), (5, 2)]
+    ours = [nn.Parameter(torch.randn(*s, generator=gen)) for s in shapes]
+    with torch.no_grad():
+        ours[3].zero_()  # a zero weight: left unscaled
+    reference = [nn.Parameter(p.detach().clone()) for p in ours]
+    buffers = [torch.zeros_like(p) for p in reference]
+    optimizer = engine.LARS(ours, lr=0.5, weight_decay=1e-4)
+    for _ in range(3):
+        grads = [torch.randn(*s, generator=gen) for s in shapes]
+        for p, q, g in zip(ours, reference, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        with _SyncRecorder() as recorder:
+            optimizer.step()
+        assert recorder.events == []
+        _reference_lars_step(reference, buffers, lr=0.5, momentum=0.9, weight_decay=1e-4, trust=0.001)
+    for p, q in zip(ours, reference):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_batches_are_the_epoch_permutations_slices_drawn_once_per_epoch(monkeypatch):
+    config = TrainConfig(images_per_batch=8, seed=3)
+    num_images = 30  # 3 batches an epoch, 6 images left out
+
+    def old_batch_indices(step, rank, world):  # a fresh permutation every step, as before the cache
+        epoch, position = divmod(step, num_images // 8)
+        order = torch.randperm(num_images, generator=torch.Generator().manual_seed(engine._step_seed(3, epoch)))
+        return order[position * 8:(position + 1) * 8].chunk(world)[rank]
+
+    expected = {(step, rank): old_batch_indices(step, rank, 2) for step in range(7) for rank in range(2)}
+    engine._epoch_order.cache_clear()
+    draws = []
+    randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: draws.append(1) or randperm(*a, **k))
+    for step in range(7):
+        for rank in range(2):
+            assert torch.equal(engine.batch_indices(config, step, num_images, rank, 2), expected[step, rank])
+    assert len(draws) == 3  # epochs 0, 1, 2
+
+
+def test_the_swav_queue_joins_sinkhorn_once_the_steps_have_filled_it(tmp_path, monkeypatch):
+    config = small_config(tmp_path, method="swav", queue_length=8, crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]])
+    config = config.resolved()
+    images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=64).images
+    used = []
+    swav_loss = engine.swav_loss
+    monkeypatch.setattr(engine, "swav_loss", lambda *a, **k: used.append(k["queue_scores"] is not None) or swav_loss(*a, **k))
+    run = engine.Engine(config, images, "cpu")
+    for step in range(4):
+        run.step(step, 4)
+    assert used == [False, False, True, True]  # 4 images a step: 8 entries after 2 steps
+
+
+# --- Distributed ------------------------------------------------------------------------------------------
+
+def test_sync_bn_is_refused_on_cpu_processes_and_a_no_op_in_one_process(tmp_path):
+    config = small_config(tmp_path, sync_bn=True).resolved()
+    images = torch.zeros(8, 3, 40, 40, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="sync_bn=true needs CUDA"):
+        engine.Engine(config, images, "cpu", rank=0, world=2)
+    one = engine.Engine(config, images, "cpu")
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in one.learner.modules())
+
+
+def _distributed_worker(rank, world, init_file, marker, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    out = {}
+    with distributed.rank_zero_first():
+        if rank == 0:
+            time.sleep(0.5)
+            marker.write_text("rank 0 was here")
+        out["saw_rank_0_first"] = marker.exists()
+    x = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    y = distributed.gather_with_grad(x)
+    incoming = torch.ones_like(y)
+    y.backward(incoming)
+    out["incoming_untouched"] = bool((incoming == 1).all())
+    out["grad"] = x.grad.tolist()
+    results.put((rank, out))
+    dist.destroy_process_group()
+
+
+def test_rank_zero_goes_first_and_the_gather_leaves_its_incoming_gradient_alone(tmp_path):
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    processes = [context.Process(target=_distributed_worker, args=(rank, 2, tmp_path / "init", tmp_path / "marker", results))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    out = dict(results.get() for _ in processes)
+    for process in processes:
+        process.join(60)
+    for rank in range(2):
+        assert out[rank]["saw_rank_0_first"], rank
+        assert out[rank]["incoming_untouched"], rank  # all_reduce works in place: it must get a copy
+        assert out[rank]["grad"] == [[2.0] * 3] * 2  # the sum over both processes of d(sum y)/dx
+
+
+# --- The device check (python -m s2r2lib.bench gpu) -------------------------------------------------------
+
+def test_projections_scale_the_measured_rate_to_each_presets_epoch_and_table_cells():
+    from s2r2lib.bench import gpu as check
+
+    measured = {"paper-resnet18-stl10-s2r2": (1280.0, "r18"), "paper-resnet50-stl10-s2r2": (640.0, "r50")}
+    rows = {(r["config"], r["metric"]): r for r in check.projections(measured)}
+    epoch = rows["paper-resnet18-stl10-s2r2", "epoch_hours"]
+    assert epoch["status"] == "projection"
+    assert epoch["value"] == pytest.approx(105_000 // 64 * 1280 / 1280 / 3600)  # 1,640 steps of one second
+    assert rows["paper-resnet18-stl10-s2r2", "table1_1000_epochs_hours"]["value"] == pytest.approx(1000 * epoch["value"])
+    # COCO-val's S2R2 cell: 8 images x 10 views a step, at the same views/s
+    assert rows["paper-resnet18-coco-val-s2r2", "epoch_hours"]["value"] == pytest.approx(5_000 // 8 * 80 / 1280 / 3600)
+    assert "assumed" in rows["paper-resnet18-coco-val-s2r2", "epoch_hours"]["note"]
+    assert rows["paper-resnet18-stl10-simclr", "epoch_hours"]["status"].startswith("skipped")  # nothing measured
+    r50 = rows["paper-resnet50-stl10-s2r2", "epoch_hours"]["value"]
+    assert r50 == pytest.approx(105_000 // 32 * 640 / 640 / 3600)
+    assert rows["paper-resnet50-stl10-s2r2", "table2_200_epochs_hours"]["value"] == pytest.approx(200 * r50)
+
+
+def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path, monkeypatch, capsys):
+    """The CPU smoke of ``python -m s2r2lib.bench gpu``: the code the GPU run takes, end to end."""
+    from s2r2lib.bench import gpu as check
+    from s2r2lib.results import read_csv
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    assert check.main(["--smoke", "--out-dir", str(tmp_path / "out")]) == 0
+    assert "No CUDA device here (or --smoke)" in capsys.readouterr().out
+    rows = read_csv(tmp_path / "out" / "bench_gpu.csv")
+    assert [r for r in rows if not r["status"].startswith(("measured", "projection", "skipped: no"))] == []
+    assert {r["suite"] for r in rows} == {"environment", "training", "encoder", "projection", "resume", "compile", "suites"}
+    assert all(r["commit"] and r["device"].startswith("cpu:") and r["torch"] and r["date"] for r in rows)
+    values = {(r["suite"], r["config"], r["metric"]): r["value"] for r in rows}
+    trained = [r["config"] for r in rows if r["suite"] == "training" and r["metric"] == "views_per_s"]
+    assert len(trained) == 4 and all(float(values["training", c, "views_per_s"]) > 0 for c in trained)
+    assert all(0 < float(values["encoder", c, "encoder_views_per_s"]) for c in trained)
+    assert [r["value"] for r in rows if r["metric"] == "resume_vs_run1_bitwise"] == ["yes", "yes"]  # the CPU is bitwise
+    assert float(values["compile", trained[0], "speedup"]) > 0
+    assert (tmp_path / "out" / "bench_views.csv").exists()
+    assert not (tmp_path / "results").exists()  # the smoke writes nothing to results/
+
+
+def test_the_device_check_skips_what_the_budget_leaves_no_time_for(tmp_path, monkeypatch):
+    from s2r2lib.bench import gpu as check
+    from s2r2lib.results import read_csv
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(check.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "smoke"))
+    assert check.main(["--smoke", "--budget", "0", "--stages", "training", "resume"]) == 0
+    rows = read_csv(tmp_path / "smoke" / "bench_gpu.csv")
+    assert [(r["suite"], r["status"]) for r in rows if r["suite"] != "environment"] == [
+        ("training", "skipped: budget"), ("resume", "skipped: budget")]
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_out_dir_elsewhere_starts_from_the_committed_rows(tmp_path, monkeypatch):
+    from s2r2lib.bench import gpu as check
+
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench_loss.csv").write_text("impl,N\ns2r2lib,160\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bench_views.csv").write_text("size\n96\n")  # already there: left alone
+    assert [p.name for p in check.seed_from_results(tmp_path / "out")] == ["bench_loss.csv"]
+    assert (tmp_path / "out" / "bench_loss.csv").read_text() == "impl,N\ns2r2lib,160\n"
+    assert (tmp_path / "out" / "bench_views.csv").read_text() == "size\n96\n"
+    assert check.seed_from_results(tmp_path / "results") == []
