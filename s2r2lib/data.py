@@ -595,11 +595,14 @@ def clutter(items: ImageSet, n: int, size: int = 64, per_image: tuple[int, int] 
 
 
 def fashion_mnist_clutter(root: str | os.PathLike | None = None, split: str = "train", size: int = 64,
-                          n: int | None = None, seed: int = 0) -> ImageSet:
-    """Cluttered canvases (n, 3, size, size) of 2-4 Fashion-MNIST items of ``split`` each (see
-    :func:`clutter`); n defaults to the number of items."""
+                          n: int | None = None, seed: int = 0, per_image: tuple[int, int] = (2, 4),
+                          scale: tuple[float, float] = (0.3, 0.5)) -> ImageSet:
+    """Cluttered canvases (n, 3, size, size) of ``per_image`` Fashion-MNIST items of ``split`` each, at
+    ``scale`` of the side (see :func:`clutter`; notebook 06 takes 4 items at 0.44 of 64 px: 28 px, the
+    items' size in the 32-px object-centric images); n defaults to the number of items."""
     items = fashion_mnist(root, split, size=28)
-    return clutter(items, len(items) if n is None else n, size=size, seed=seed)
+    return clutter(items, len(items) if n is None else n, size=size, per_image=tuple(per_image),
+                   scale=tuple(scale), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -612,14 +615,15 @@ def _split_seed(seed: int, split: str, mode: str) -> int:
 
 
 def embedded(root: str | os.PathLike | None = None, split: str = "train", size: int = 40,
-             mode: str = "object", n: int | None = None, seed: int = 0) -> ImageSet:
+             mode: str = "object", n: int | None = None, seed: int = 0, num_classes: int | None = None) -> ImageSet:
     """The procedural default data (see s2r2lib.synthetic): images (n, 3, size, size), no files needed.
 
     mode ``object``: splits train, test (labelled, balanced: the linear probe's), unlabeled (for
     pre-training; labels None) and train+unlabeled (labels -1 for the unlabelled part). mode
     ``cluttered``: split unlabeled only, labels None. n defaults to EMBEDDED_SIZES[split] (the sum
-    for train+unlabeled). Each split draws from its own seed. ``root`` is unused; it is accepted so
-    that ``load(name, root=...)`` works for every name.
+    for train+unlabeled). Each split draws from its own seed. ``num_classes`` keeps only the first
+    classes (see :func:`s2r2lib.synthetic.render`). ``root`` is unused; it is accepted so that
+    ``load(name, root=...)`` works for every name.
     """
     _check_size(size, "embedded")
     if mode not in synthetic.MODES:
@@ -639,7 +643,8 @@ def embedded(root: str | os.PathLike | None = None, split: str = "train", size: 
         raise ValueError(f"unknown embedded split {split!r}; expected one of "
                          f"{[*EMBEDDED_SIZES, 'train+unlabeled']}")
     n = EMBEDDED_SIZES[split] if n is None else n
-    images, present = synthetic.render(n, size=size, mode=mode, seed=_split_seed(seed, split, mode))
+    images, present = synthetic.render(n, size=size, mode=mode, seed=_split_seed(seed, split, mode),
+                                       num_classes=num_classes)
     labels = present.long().argmax(1) if mode == "object" and split != "unlabeled" else None
     return ImageSet(images, labels, list(synthetic.CLASSES), f"embedded-{mode}-{split}")
 

@@ -331,3 +331,99 @@ def sweep_figure(rows: list[dict], x: str, series: str, metric: str = "value", t
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- Notebook 06: the study's figures, from study.summary() and study.verdicts() ----------------------
+
+def study_methods_figure(cells, datasets: list[str], methods: list[str], floors: dict, title: str = ""):
+    """Grouped bars of final linear top-1 (mean ± std over seeds) per training set, one bar per method;
+    ``floors`` maps a floor's name to its top-1, drawn as a horizontal line. ``cells``: study.summary()."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(2.6 * len(datasets) + 2, 3.6))
+    width = 0.8 / len(methods)
+    final = cells[cells["final"]]
+    for i, method in enumerate(methods):
+        rows = [final[(final["dataset"] == d) & (final["method"] == method)] for d in datasets]
+        means = [100 * r["mean"].max() if len(r) else np.nan for r in rows]
+        stds = [100 * np.nan_to_num(r["std"].iloc[0]) if len(r) else 0 for r in rows]
+        ax.bar(np.arange(len(datasets)) + i * width, means, width, yerr=stds, capsize=2, label=method)
+    for (name, value), style in zip(floors.items(), (":", "--", "-.")):
+        ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=name)
+    ax.set_xticks(np.arange(len(datasets)) + width * (len(methods) - 1) / 2, datasets, fontsize=8)
+    ax.set_ylabel("linear probe top-1 (%)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def study_curves_figure(cells, datasets: list[str], methods: list[str], title: str = ""):
+    """Linear top-1 (mean ± std) against training seconds, one panel per data set, one line per method
+    (claim 3: the lead over the curve, small set beside full set)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for method in methods:
+            mine = cells[(cells["dataset"] == dataset) & (cells["method"] == method)].sort_values("snapshot")
+            if len(mine):
+                ax.errorbar(mine["train_s"], 100 * mine["mean"], yerr=100 * np.nan_to_num(mine["std"]), marker="o",
+                            capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (log)")
+        ax.set_title(dataset, fontsize=9)
+    axes[0][0].set_ylabel("linear probe top-1 (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def study_batch_figure(cells, series: dict, title: str = ""):
+    """Claim 4: final top-1 (mean ± std) of S2R2 against the images per batch B, one line per entry of
+    ``series`` (label -> list of data set names whose S2R2 rows hold its points)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    final = cells[cells["final"] & (cells["method"] == "S2R2")]
+    for label, datasets in series.items():
+        mine = final[final["dataset"].isin(datasets)].sort_values("images")
+        ax.errorbar(mine["images"], 100 * mine["mean"], yerr=100 * np.nan_to_num(mine["std"]), marker="o",
+                    capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("images per batch B (images x steps fixed)")
+    ax.set_ylabel("linear probe top-1 (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def verdicts_figure(table, title: str = ""):
+    """Each comparison's effect with its (Holm-corrected) interval, and the threshold it had to reach (a
+    grey tick), coloured by verdict; one line per row of ``table`` (study.verdicts())."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = table[np.isfinite(table["effect"].astype(float))]
+    colours = {"supported": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:grey"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(table) + 1.2))
+    for y, (_, row) in enumerate(table.iloc[::-1].iterrows()):
+        colour = colours.get(row["verdict"], "black")
+        ax.plot([100 * row["ci_low"], 100 * row["ci_high"]], [y, y], color=colour, linewidth=2)
+        ax.plot(100 * row["effect"], y, "o", color=colour)
+        ax.plot(100 * row["threshold"], y, "|", color="grey", markersize=12)
+    labels = [f"{row['claim']}: {row['data']}" for _, row in table.iloc[::-1].iterrows()]
+    labels = [label + (f"\n{row['comparison'].split(' (')[0]}" if labels.count(label) > 1 else "")
+              for label, (_, row) in zip(labels, table.iloc[::-1].iterrows())]
+    ax.set_yticks(range(len(table)), labels, fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("effect (points of top-1); | = threshold; green supported, red contradicted, grey inconclusive",
+                  fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

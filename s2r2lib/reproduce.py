@@ -1,12 +1,14 @@
 """Run every notebook headlessly through papermill, in order, publishing to figures/ and results/; and the
 run cache that makes a second run cheap.
 
-    python -m s2r2lib.reproduce [--profile quick|default|paper|fashion] [--data-root DIR] [--only 01 ...] [--fresh]
+    python -m s2r2lib.reproduce [--profile quick|default|full|gpu|paper|fashion] [--data-root DIR] [--only 01 ...]
+                                [--fresh]
 
 This is what ``make reproduce`` runs (``make reproduce FRESH=1`` passes --fresh). Executed copies go to
 ``build/notebooks/`` (git-ignored), never over the sources in ``notebooks/``. A profile is a set of papermill
 parameters per notebook: ``quick`` is what the tests run, ``default`` runs on the embedded data on a CPU,
-``paper`` trains and probes at the paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on
+``full`` adds notebook 06's whole study (about an hour), ``gpu`` that study with ResNet18 on a GPU, ``paper``
+trains and probes at the paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on
 Fashion-MNIST (small real data). A notebook receives only the parameters its ``parameters`` cell declares.
 
 The run cache (as jupyter-cache and DVC's run cache): a training run lives in ``<runs>/<name>/<key>``, where
@@ -43,18 +45,14 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_linear_probe": {"n_train": 500, "n_test": 300},
         "05_figure1": {"images_grid": [4, 8], "views_grid": [2, 4], "base_images": 8, "base_views": 4,
                        "max_steps": 10, "data_n": 256, "n_train": 300, "n_test": 200, "retrain": True},
-        "06_miniature_study": {"views_per_step": 32, "max_steps": 2, "seeds": [0, 1, 2], "data_n": 256,
-                               "n_train": 200, "n_test": 100, "small_n": 64, "small_steps": [1, 2],
-                               "sweep_images": [2, 4, 8], "sweep_steps": 2, "use_saved_figure1": False},
+        "06_miniature_study": {"plan": "quick"},
     },
     "default": {
         "02_training": {"images_per_batch": 32, "views_per_image": 8, "max_steps": 300, "data_options": {"n": 10000}},
         "05_figure1": {"images_grid": [4, 8, 16, 32, 64], "views_grid": [2, 4, 8, 16], "base_images": 16,
                        "base_views": 8, "max_steps": 150, "data_n": 10000, "n_train": 5000, "n_test": 2000,
                        "retrain": True},
-        "06_miniature_study": {"views_per_step": 128, "max_steps": 100, "seeds": [0, 1, 2], "data_n": 5000,
-                               "n_train": 2000, "n_test": 1000, "small_n": 500, "small_steps": [25, 50, 100],
-                               "sweep_images": [4, 16, 64], "sweep_steps": 100, "use_saved_figure1": True},
+        "06_miniature_study": {"plan": "default"},  # seed 0 rerun against the committed full rows
     },
     # Notebooks 02-03 at the paper's setting (Table 1, STL10, ResNet18, 64 x 20 views at 96 px, bf16) on a
     # GPU, with --data-root holding stl10_binary/; 05 stays on the embedded data.
@@ -73,6 +71,10 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_linear_probe": {"data": "fashion_mnist", "image_size": 32},
     },
 }
+# Notebook 06's whole study (s2r2lib.study.PLANS), the other notebooks as in default: "full" takes about an hour
+# for 06 on an idle 2-core CPU and resumes where it stopped; "gpu" is the same study with ResNet18, on a GPU.
+PROFILES["full"] = {**PROFILES["default"], "06_miniature_study": {"plan": "full"}}
+PROFILES["gpu"] = {**PROFILES["default"], "06_miniature_study": {"plan": "gpu"}}
 
 
 def code_digest(exclude: tuple[str, ...] = NOT_TRAINING_CODE, library: Path | None = None) -> str:

@@ -211,6 +211,9 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
                      "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
                      "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,
                      "commit": S, "torch": S, "date": S}, ("device", "impl", "threads")),
+    # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1.
+    "study_verdicts": ({"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F,
+                        "seeds": I, "comparison": S, "level": F}, ("claim", "data", "comparison")),
     "mutation": ({"module": S, "tests": S, "killed": I, "survived": I, "timeout": I, "equivalent": I, "no_tests": I,
                   "total": I, "sampled": S, "score": F, "tool": S, "commit": S, "date": S, "wall_s": F}, ("module",)),
 }

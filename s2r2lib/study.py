@@ -1,16 +1,46 @@
 """Train-then-probe experiments: one run, a sweep over the batch's images and views (Figure 1), and
-the matched-budget comparison of methods (notebook 06). Every run lands in results/runs.csv with its
-provenance; runs already on disk are resumed or reused, never silently retrained."""
+notebook 06's study of the paper's four claims, with its statistics and verdicts (never its figures:
+those are in :mod:`s2r2lib.plots`).
+
+The study (notebook 06) in one paragraph. Four methods, all with Adam, a linear warmup and cosine decay:
+S2R2 (B x K views), SimCLR (K = 2, the same views per step), SwAV (2 large + 4 small crops, prototypes
+frozen for the first 5 % of the steps, a queue) and a control, multi-view NT-Xent at S2R2's B x K, which
+separates "more views per image" from "ranking". Every method gets the same *measured training time*: a
+timing pass on this machine, in the same run, gives each method's step time, and each trains for
+``train_seconds / step time`` steps. Each method's learning rate is chosen from the same grid by a linear
+probe on a validation split carved from the labelled training images (the test split is never used for
+it); a winner at the edge of the grid extends it once. Every encoder, and the random-init and raw-pixel
+floors, is read by the same linear probe (:func:`probe_encoder`). Seeds are paired: a seed fixes the
+initialisation and the data order of every method. A claim's effect is a per-seed paired difference; its
+95 % t-interval is Holm-corrected within the claim, and :func:`classify` turns it into one of three
+verdicts against a threshold declared here before any run (:data:`MIN_EFFECT_SHARE`).
+
+Profiles (:data:`PLANS`): ``full`` (about an hour on a 2-core CPU), ``default`` (reruns a subset of the
+full runs and checks them against the committed rows), ``quick`` (the tests), ``gpu`` (ResNet18).
+Every run folder is keyed by its config's content, and every probe result is cached beside the runs:
+an interrupted study resumes where it stopped, and a finished one is read back, not retrained.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
+import math
+import statistics
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import probe
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import probe, synthetic
 from .data import ImageSet
-from .train import TrainConfig, train
+from .train import RUNTIME_FIELDS, TrainConfig, read_log, train
 
 
 def train_and_probe(config: TrainConfig, train_set: ImageSet, test_set: ImageSet, table: str, dataset: str,
@@ -57,50 +87,233 @@ def as_points(rows: list[dict], metric: str = "linear_top1") -> list[dict]:
             for row in rows if row["metric"] == metric and row["method"] != "random-init"]
 
 
-# --- Notebook 06: the paper's four claims in miniature -------------------------------------------------
+# --- Notebook 06: the plan --------------------------------------------------------------------------
 
+# Declared before the full profile ran, never tuned on its rows: a claim's effect must reach this share of
+# the best baseline's gain over the random-init floor (on the claim's data), and never less than
+# MIN_EFFECT_POINTS, to count as the paper's effect.
+MIN_EFFECT_SHARE = 0.25
+MIN_EFFECT_POINTS = 0.01
+ALPHA = 0.05  # 95 % intervals, before Holm's correction within a claim
+RERUN_TOLERANCE = 0.015  # a subset rerun agrees with the committed row within 2 seed SDs, at least 1.5 points
+
+METHODS = ("S2R2", "SimCLR", "SwAV", "MV-NT-Xent")  # MV-NT-Xent: the control, NT-Xent at S2R2's B x K
+BASELINES = ("SimCLR", "SwAV")
+FLOOR, RAW = "random-init", "raw pixels"
+RAW_PIXELS_SIZE = 16  # the raw-pixel floor reads images resized to 16 x 16 x 3 = 768 numbers
+C_GRID = (1.0, 10.0, 100.0)  # the probe's C grid (trained encoders chose 10 in trials), extended past an edge winner
+C_LIMITS = (1e-4, 1e4)
+# Training sets: name -> (loader, split, loader options, probe family); the family names the labelled
+# object-centric splits every encoder trained on that set is read on.
+STUDY_SETS = {
+    "embedded-object": ("embedded", "unlabeled", {"mode": "object"}, "embedded"),
+    "embedded-cluttered": ("embedded", "unlabeled", {"mode": "cluttered"}, "embedded"),
+    "fashion-mnist": ("fashion_mnist", "train", {}, "fashion"),
+    "fashion-mnist-clutter": ("fashion_mnist_clutter", "train", {"per_image": [4, 4], "scale": [0.44, 0.44]},
+                              "fashion"),
+}
+IMAGE_SIZES = {"embedded": 40, "fashion": 32, "fashion_mnist_clutter": 64}
 FASHION_MISSING = ("not measured: Fashion-MNIST files not found (apt-get install dataset-fashion-mnist, "
                    "or data_root=...)")
-# Training sets of the study: name -> (loader, split, image size, loader options, probe family). The
-# probe family names the labelled object-centric splits every encoder trained on that set is read on.
-STUDY_SETS = {
-    "embedded-object": ("embedded", "unlabeled", 40, {"mode": "object"}, "embedded"),
-    "embedded-cluttered": ("embedded", "unlabeled", 40, {"mode": "cluttered"}, "embedded"),
-    "fashion-mnist": ("fashion_mnist", "train", 32, {}, "fashion"),
-    "fashion-mnist-clutter": ("fashion_mnist_clutter", "train", 64, {}, "fashion"),
+PROBE_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on standardised frozen features; C from "
+                  f"{{{', '.join(f'{c:g}' for c in C_GRID)}}}, extended by decades while the winner is at an edge, "
+                  "chosen on a held-out 20% of the fitting images; lr search: fit on the labelled train split minus "
+                  "a validation part, scored on it; claims: fit on the whole train split, scored on the test split")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything that sizes notebook 06's study; :data:`PLANS` holds the profiles."""
+
+    train_seconds: float             # measured training time of every main run, each method alike
+    seeds: tuple = (0, 1, 2)
+    lrs: tuple = (3e-4, 1e-3, 3e-3)  # Adam; a winner at an edge adds one more lr beyond it
+    main_sets: tuple = ("embedded-object", "embedded-cluttered")
+    search_set: str = "embedded-object"
+    data_n: int = 10000              # images of each embedded training set (the "full" set of claim 3)
+    small_n: int = 500               # claim 3's small set: this many of small_set's images
+    small_set: str = "embedded-cluttered"
+    sweep_images: tuple = (4, 16, 64)  # claim 4: S2R2's B at K views, images x steps fixed
+    sweep_classes: int = 2           # claim 4's explanation: the sweep's peak and last B with this many classes
+    images: int = 16                 # S2R2's and the control's B ...
+    views: int = 8                   # ... and K; SimCLR takes B * K / 2 images of 2 views
+    swav_small_crops: int = 4
+    swav_prototypes: int = 30
+    swav_queue: int = 256
+    warmup: float = 0.05             # warmup steps, as a share of the run
+    freeze: float = 0.05             # SwAV's prototypes frozen for this share of the run
+    snapshots: tuple = (0.25, 0.5, 1.0)  # probed at these shares of every main run (log-spaced)
+    n_probe_train: int = 10000
+    n_probe_test: int = 5000
+    n_validation: int = 2000         # carved from the probe's train split for the lr search
+    probe_max_iter: int = 500        # L-BFGS iterations of each probe fit
+    arch: str = "narrow_cnn"
+    small_input: bool = True
+    view_size: int = 32
+    device: str = "cpu"
+    workers: int = 2                 # processes training side by side
+    threads: int = 1                 # torch threads per process
+    timing_steps: int = 8            # steps timed per method (after 3 warm-up steps)
+    rerun: str = "all"               # "all", or "subset": seed 0 of the main sets, the rest read from results/
+
+    def __post_init__(self):
+        if len(self.lrs) < 3 or max(self.lrs) < 10 * min(self.lrs) * 0.99:
+            raise ValueError(f"StudyPlan: lrs must hold at least 3 learning rates spanning 10x, got {self.lrs}")
+        if len(self.seeds) < 2:
+            raise ValueError(f"StudyPlan: seeds needs at least 2 seeds for an interval, got {self.seeds}")
+        if self.rerun not in ("all", "subset"):
+            raise ValueError(f"StudyPlan: rerun must be 'all' or 'subset', got {self.rerun!r}")
+        if self.images not in self.sweep_images or self.images in (min(self.sweep_images), max(self.sweep_images)):
+            raise ValueError(f"StudyPlan: sweep_images {self.sweep_images} must hold images={self.images} strictly "
+                             "inside it (the main runs are the sweep's middle point)")
+        unknown = [d for d in (*self.main_sets, self.search_set, self.small_set) if d not in STUDY_SETS]
+        if unknown:
+            raise ValueError(f"StudyPlan: unknown data set(s) {unknown}; expected names from {list(STUDY_SETS)}")
+
+
+_FULL = StudyPlan(train_seconds=60.0)
+PLANS = {
+    # About an hour on an idle 2-core CPU (two 1-thread workers); see notebook 06 for the measured time.
+    "full": _FULL,
+    # make reproduce: seed 0 of the main runs again, compared with the committed full rows.
+    "default": dataclasses.replace(_FULL, rerun="subset"),
+    # The tests: every step of the pipeline, in about a minute.
+    "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
+                       sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
+                       n_probe_train=300, n_probe_test=200, n_validation=100, probe_max_iter=50,
+                       snapshots=(0.5, 1.0), timing_steps=3),
+    # On a GPU: ResNet18 at 32 px, longer runs, 5 seeds, Fashion-MNIST too (not run on the CPU).
+    "gpu": dataclasses.replace(_FULL, train_seconds=600.0, seeds=(0, 1, 2, 3, 4), arch="resnet18", device="cuda",
+                               workers=1, threads=4, data_n=20000, n_probe_test=10000,
+                               main_sets=("embedded-object", "embedded-cluttered", "fashion-mnist",
+                                          "fashion-mnist-clutter")),
 }
-CLUTTER_PAIRS = (("embedded-object", "embedded-cluttered"), ("fashion-mnist", "fashion-mnist-clutter"))
-SWAV_SMALL_CROPS = 6  # SwAV per image: 2 large crops (view_size) + 6 small ones (view_size / 2)
 
 
-def method_configs(base: TrainConfig, views_per_step: int, paper_lr: float = 1e-4,
-                   tuned_lr: float = 1e-3) -> dict[str, TrainConfig]:
-    """The four methods of the study at a matched budget: ``views_per_step`` encoder forward passes per
-    step for each (every crop counts as one pass, whatever its size), label -> config.
+def method_config(method: str, plan: StudyPlan, lr: float, steps: int, dataset: str | None = None,
+                  seed: int = 0, images: int | None = None, data_n: int | None = None,
+                  num_classes: int | None = None) -> TrainConfig:
+    """The TrainConfig of one study run: ``method`` (one of :data:`METHODS`) at ``lr`` for ``steps`` steps on
+    the study set ``dataset`` (default: the plan's search set), with the shared optimiser (Adam, linear warmup
+    over ``plan.warmup`` of the steps, cosine decay). ``images`` overrides S2R2's B (claim 4's sweep)."""
+    if method not in METHODS:
+        raise ValueError(f"method_config: unknown method {method!r}; expected one of {METHODS}")
+    dataset = dataset or plan.search_set
+    loader, split, options, family = STUDY_SETS[dataset]
+    options = dict(options)
+    if loader == "embedded" or loader == "fashion_mnist_clutter":
+        options["n"] = data_n or plan.data_n
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    b, k = images or plan.images, plan.views
+    shape = {"S2R2": dict(method="s2r2", images_per_batch=b, views_per_image=k),
+             "MV-NT-Xent": dict(method="simclr", images_per_batch=b, views_per_image=k),
+             "SimCLR": dict(method="simclr", images_per_batch=b * k // 2, views_per_image=2),
+             "SwAV": dict(method="swav", images_per_batch=b, prototypes=plan.swav_prototypes,
+                          queue_length=plan.swav_queue, prototype_freeze_steps=round(plan.freeze * steps),
+                          crops=[[2, plan.view_size, [0.14, 1.0]],
+                                 [plan.swav_small_crops, plan.view_size // 2, [0.05, 0.14]]])}[method]
+    return TrainConfig(**shape, data=loader, split=split, data_options=options,
+                       image_size=IMAGE_SIZES.get(loader, IMAGE_SIZES[family]), view_size=plan.view_size,
+                       arch=plan.arch, small_input=plan.small_input, optimizer="adam", schedule="cosine", lr=lr,
+                       warmup_steps=round(plan.warmup * steps), max_steps=steps, seed=seed, device=plan.device,
+                       progress=False, checkpoint_every=100,
+                       keep_steps=snapshot_steps(steps, plan.snapshots))
 
-    S2R2 B = V/8, K = 8, at the paper's lr and at a lr tuned for short runs; SimCLR B = V/2, K = 2;
-    SwAV B = V/8 with 2 large + 6 small crops. SimCLR and SwAV keep the paper's optimiser settings."""
-    if views_per_step % 8:
-        raise ValueError(f"views_per_step must be a multiple of 8 (S2R2 K = 8, SwAV 8 crops); got {views_per_step}")
-    per8 = views_per_step // 8
-    crops = [[2, base.view_size, [0.14, 1.0]], [SWAV_SMALL_CROPS, base.view_size // 2, [0.05, 0.14]]]
-    configs = {
-        f"S2R2 (lr {paper_lr:g}, paper)": dataclasses.replace(base, method="s2r2", images_per_batch=per8,
-                                                              views_per_image=8, lr=paper_lr),
-        f"S2R2 (lr {tuned_lr:g}, tuned)": dataclasses.replace(base, method="s2r2", images_per_batch=per8,
-                                                              views_per_image=8, lr=tuned_lr),
-        "SimCLR": dataclasses.replace(base, method="simclr", images_per_batch=views_per_step // 2, views_per_image=2),
-        "SwAV": dataclasses.replace(base, method="swav", images_per_batch=per8, crops=crops),
-    }
-    for label, config in configs.items():
-        if config.views_in_batch != views_per_step:
-            raise AssertionError(f"{label}: {config.views_in_batch} views per step, not {views_per_step}")
-    return configs
+
+def snapshot_steps(steps: int, shares) -> list[int]:
+    """The steps at which a run of ``steps`` steps is probed: each share of it, rounded, at least step 1."""
+    return sorted({min(steps, max(1, round(share * steps))) for share in shares})
 
 
-def probe_sets(family: str, n_train: int, n_test: int, data_root: str | None = None) -> tuple[ImageSet, ImageSet]:
-    """The labelled object-centric (train, test) splits of a probe family: the embedded object splits
-    (40 px), or the first images of Fashion-MNIST train and test (32 px). FileNotFoundError when
+def run_folder(config: TrainConfig, root: str | Path, label: str) -> str:
+    """``<root>/<label>/<hash>``: a run folder keyed by the config's content (runtime fields aside) and the
+    embedded data's version, so a changed config never reuses an old run and an unchanged one always does."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    digest = hashlib.sha256(json.dumps([fields, synthetic.VERSION], sort_keys=True, default=str).encode())
+    return str(Path(root) / label / digest.hexdigest()[:12])
+
+
+@functools.cache
+def forward_flops(arch: str, small_input: bool, size: int) -> float:
+    """Floating-point operations of one view's forward pass through the encoder and projection head at
+    ``size`` px, counted by ``torch.utils.flop_counter``: convolutions and matrix products, a multiply-add as
+    2; norms and activations are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models import build_model
+
+    model = build_model(arch, small_input=small_input).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.rand(2, 3, size, size))
+    return counter.get_total_flops() / 2
+
+
+def flops_per_step(config: TrainConfig) -> float:
+    """Training FLOPs of one step, estimated as 3 x the forward FLOPs of every view (backward ~ 2 x forward)."""
+    crops = ([(c, s) for c, s, _ in config.crops] if config.method == "swav"
+             else [(config.views_per_image, config.view_size)])
+    return 3 * config.images_per_batch * sum(c * forward_flops(config.arch, config.small_input, s) for c, s in crops)
+
+
+# --- Running jobs: two processes of one thread each beat one of two threads on a busy 2-core CPU ------
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+class Workers:
+    """Run study jobs on ``workers`` processes (spawned, ``threads`` torch threads each), or in this
+    process when ``workers`` is 1. ``map`` returns results in the order of the jobs."""
+
+    def __init__(self, workers: int = 1, threads: int = 1):
+        self.workers, self.pool = workers, None
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(threads,))
+        else:
+            _init_worker(threads)
+
+    def map(self, fn, jobs: list, what: str = "jobs") -> list:
+        start, done = time.perf_counter(), 0
+        if self.pool is None:
+            results = []
+            for job in jobs:
+                results.append(fn(job))
+                done += 1
+            print(f"{what}: {done} done in {time.perf_counter() - start:.0f} s", flush=True)
+            return results
+        from concurrent.futures import as_completed
+
+        futures = {self.pool.submit(fn, job): i for i, job in enumerate(jobs)}
+        results = [None] * len(jobs)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            done += 1
+            if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
+                print(f"{what}: {done}/{len(jobs)} done, {time.perf_counter() - start:.0f} s", flush=True)
+        return results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- The probe: one for every encoder and every floor ------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def probe_data(family: str, n_train: int, n_test: int, data_root: str | None = None) -> tuple[ImageSet, ImageSet]:
+    """The labelled object-centric (train, test) splits of a probe family: the embedded object splits at
+    40 px, or the first images of Fashion-MNIST train and test at 32 px. FileNotFoundError when
     Fashion-MNIST's files are missing."""
     from . import data as datasets
 
@@ -111,309 +324,628 @@ def probe_sets(family: str, n_train: int, n_test: int, data_root: str | None = N
     return tuple(ImageSet(s.images[:n], s.labels[:n], s.classes, f"{s.name}-{n}") for s, n in zip(sets, (n_train, n_test)))
 
 
-def study_config(config: TrainConfig, dataset: str, data_n: int | None, data_root: str | None) -> TrainConfig:
-    """``config`` set to train on the study set ``dataset`` (see :data:`STUDY_SETS`), on ``data_n`` images
-    (None: all of them; Fashion-MNIST itself always uses all 60,000)."""
-    loader, split, size, options, _ = STUDY_SETS[dataset]
-    options = dict(options)
-    if data_n is not None and loader != "fashion_mnist":
-        options["n"] = data_n
-    return dataclasses.replace(config, data=loader, split=split, image_size=size, data_options=options,
-                               data_root=data_root if loader.startswith("fashion") else None)
+def raw_pixels(images: torch.Tensor) -> torch.Tensor:
+    """The raw-pixel floor's features: uint8 images resized to :data:`RAW_PIXELS_SIZE`, flattened, in [0, 1]."""
+    x = F.interpolate(images.float() / 255, size=(RAW_PIXELS_SIZE, RAW_PIXELS_SIZE), mode="bilinear",
+                      antialias=True, align_corners=False)
+    return x.flatten(1)
 
 
-def _relabel(rows: list[dict], **values) -> list[dict]:
-    return [{**row, **values} for row in rows]
+def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+              max_iter: int = 500) -> dict:
+    """:func:`s2r2lib.probe.linear_probe` over :data:`C_GRID`, then, while the winner sits at an edge of the
+    Cs tried, one decade beyond it (within :data:`C_LIMITS`) against the winner. Returns top1 on (test_x,
+    test_y), the chosen c and every validation score (the same held-out slice for every C)."""
+    def fit(grid):
+        return probe.linear_probe(train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy(), c_grid=grid,
+                                  max_iter=max_iter)
+
+    result = fit(list(C_GRID))
+    validation = dict(result.validation)
+    while True:
+        beyond = (result.c * 10 if result.c == max(validation) else result.c / 10 if result.c == min(validation)
+                  else None)
+        if beyond is None or not C_LIMITS[0] <= beyond <= C_LIMITS[1]:
+            return {"top1": result.top1, "c": result.c, "validation": {f"{c:g}": v for c, v in sorted(validation.items())}}
+        result = fit([result.c, beyond])
+        validation.update(result.validation)
 
 
-def compare_methods(configs: dict[str, TrainConfig], datasets_: list[str], seeds: list[int], root: str | Path,
-                    n_train: int, n_test: int, data_n: int | None = None, data_root: str | None = None,
-                    table: str = "miniature") -> tuple[list[dict], dict[str, str]]:
-    """Claims 1-2: every method of ``configs`` on every study set, once per seed, for the same steps;
-    each probed on its family's labelled splits, with the random-init floor (one per seed) beside.
-    Returns (runs.csv rows, method = the configs' labels; {data set: why it was not measured})."""
-    rows, not_measured = [], {}
-    for dataset in datasets_:
-        family = STUDY_SETS[dataset][4]
-        try:
-            train_set, test_set = probe_sets(family, n_train, n_test, data_root)
-        except FileNotFoundError:
-            not_measured[dataset] = FASHION_MISSING
-            continue
-        for label, config in configs.items():
-            for seed in seeds:
-                run = dataclasses.replace(study_config(config, dataset, data_n, data_root), seed=seed,
-                                          output=str(Path(root) / dataset / _slug(label) / f"seed{seed}"))
-                rows += _relabel(train_and_probe(run, train_set, test_set, table, dataset, family), method=label)
-        base = next(iter(configs.values()))
-        for seed in seeds:
-            rows += floor_rows(dataclasses.replace(base, seed=seed), train_set, test_set, table, dataset, family)
-    return rows, not_measured
+def probe_encoder(checkpoint: str | Path | None, family: str, n_train: int, n_test: int, n_validation: int,
+                  validation: bool, cache: str | Path, arch: str = "narrow_cnn", small_input: bool = True,
+                  size: int = 32, seed: int = 0, data_root: str | None = None, device: str = "cpu",
+                  max_iter: int = 500) -> dict:
+    """Linear top-1 of one encoder (a checkpoint; the random-init encoder of ``seed`` when None; raw pixels
+    when ``checkpoint == "raw"``) by :func:`fit_probe`: with ``validation``, fitted on the first
+    n_train - n_validation labelled train images and scored on the last n_validation (the lr search);
+    otherwise fitted on all n_train and scored on the test split. Cached in ``cache`` by the checkpoint's
+    bytes and the probe's settings."""
+    if checkpoint in (None, "raw"):
+        who = f"{checkpoint or 'random-init'}-{arch}-{small_input}-{seed}"
+    else:
+        who = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    key = hashlib.sha256(repr((who, family, n_train, n_test, n_validation, validation, size, C_GRID, max_iter,
+                               synthetic.VERSION)).encode()).hexdigest()[:20]
+    path = Path(cache) / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    train_set, test_set = probe_data(family, n_train, n_test, data_root)
+    if checkpoint == "raw":
+        train_x, test_x = raw_pixels(train_set.images), raw_pixels(test_set.images)
+    else:
+        model = probe.load_encoder(checkpoint, arch=arch, small_input=small_input, seed=seed)
+        train_x, test_x = (probe.extract_features(model, s.images, size, device=device) for s in (train_set, test_set))
+    train_y, test_y = train_set.labels, test_set.labels
+    if validation:
+        cut = len(train_x) - n_validation
+        train_x, test_x, train_y, test_y = train_x[:cut], train_x[cut:], train_y[:cut], train_y[cut:]
+    result = {**fit_probe(train_x.double(), train_y, test_x.double(), test_y, max_iter),
+              "probe_s": time.perf_counter() - start}
+    from .results import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(result).encode())
+    return result
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in ".-" else "_" for c in label).strip("_")
+# --- Jobs: train (resuming) and probe ----------------------------------------------------------------
+
+def _row(table: str, dataset: str, method: str, value: float, arch: str, seed: int, device: str, images="",
+         views="", epochs=0.0, lr="", steps=0, views_seen=0, train_s=0.0, probe_s=0.0) -> dict:
+    from .results import provenance
+
+    prov = {k: v for k, v in provenance(device).items() if k in ("commit", "device", "date")}
+    return {"table": table, "arch": arch, "dataset": dataset, "method": method, "images": images, "views": views,
+            "epochs": epochs, "seed": seed, "lr": lr, "steps": steps, "views_seen": views_seen,
+            "train_s": f"{train_s:.1f}", "metric": "linear_top1", "value": f"{value:.4f}", "source": "measured",
+            "protocol": PROBE_PROTOCOL, "wall_s": f"{train_s + probe_s:.1f}", **prov}
 
 
-def convergence_study(configs: dict[str, TrainConfig], dataset: str, data_n: int, steps: list[int], seeds: list[int],
-                      root: str | Path, n_train: int, n_test: int, data_root: str | None = None,
-                      table: str = "miniature") -> list[dict]:
-    """Claim 3: each method trained on a small set (``data_n`` images of ``dataset``) for max(steps), and
-    probed at every step count in ``steps`` (snapshots of the same run). Rows carry the data set as
-    ``<dataset>-n<data_n>``; their epochs give the step back (:func:`curve_points`)."""
-    family = STUDY_SETS[dataset][4]
-    train_set, test_set = probe_sets(family, n_train, n_test, data_root)
-    name, rows = f"{dataset}-n{data_n}", []
-    for label, config in configs.items():
-        for seed in seeds:
-            run = dataclasses.replace(study_config(config, dataset, data_n, data_root), seed=seed, max_steps=max(steps),
-                                      keep_steps=sorted(steps), output=str(Path(root) / name / _slug(label) / f"seed{seed}"))
-            summary = train(run, resume="auto")
-            for step in sorted(steps):
-                start = time.perf_counter()
-                checkpoint = Path(summary["checkpoint"]).with_name(f"checkpoint-{step}.pt")
-                metrics = probe.evaluate(checkpoint, train_set.images, train_set.labels, test_set.images,
-                                         test_set.labels, run.view_size,
-                                         device=run.device, split_name=f"{family}-{n_train}-{n_test}")
-                rows += _relabel(probe.result_rows(metrics, table, name, checkpoint, device=run.device,
-                                                   probe_s=time.perf_counter() - start), method=label)
+def run_job(job: dict) -> list[dict]:
+    """One study job (run in a worker): train ``job["config"]`` unless its run folder holds it finished, then
+    probe the snapshots ``job["probe_steps"]``; or, for a floor (``job["floor"]``), probe that. Returns its
+    runs.csv rows (``table=job["table"]``, values as fractions)."""
+    p = job["probe"]
+    common = dict(family=p["family"], n_train=p["n_train"], n_test=p["n_test"], n_validation=p["n_validation"],
+                  validation=job["table"] == "study-lr", cache=p["cache"], data_root=p["data_root"],
+                  max_iter=p["max_iter"])
+    if "floor" in job:
+        result = probe_encoder(job["floor"], arch=p["arch"], small_input=p["small_input"], size=p["size"],
+                               seed=job["seed"], device=p["device"], **common)
+        method = RAW if job["floor"] == "raw" else FLOOR
+        return [_row(job["table"], job["dataset"], method, result["top1"], p["arch"], job["seed"], p["device"],
+                     probe_s=result["probe_s"])]
+    config = TrainConfig.from_dict(job["config"])
+    checkpoint = Path(config.output) / "checkpoint.pt"
+    finished = checkpoint.is_file() and torch.load(checkpoint, map_location="cpu", weights_only=True)["step"] >= config.max_steps
+    if not finished:
+        train(config, resume="auto")
+    rows = []
+    for step in job["probe_steps"]:
+        path = checkpoint if step == config.max_steps else checkpoint.with_name(f"checkpoint-{step}.pt")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        result = probe_encoder(path, arch=config.arch, small_input=config.small_input, size=config.view_size,
+                               seed=config.seed, device=config.device, **common)
+        views = sum(c for c, _, _ in config.crops) if config.method == "swav" else config.views_per_image
+        rows.append(_row(job["table"], job["dataset"], job["method"], result["top1"], config.arch, config.seed,
+                         config.device, images=config.images_per_batch, views=views,
+                         epochs=round(step * config.images_per_batch / state["num_images"], 3), lr=f"{config.lr:g}",
+                         steps=step, views_seen=step * config.views_in_batch, train_s=state["train_wall_s"],
+                         probe_s=result["probe_s"]))
     return rows
 
 
-# --- Summaries and verdicts: every sentence computed from the rows --------------------------------------
-
-def summarize(rows: list[dict], metric: str = "linear_top1") -> list[dict]:
-    """Mean, standard deviation (over seeds, n - 1) and standard error of ``metric`` per (dataset, method,
-    images, epochs) of runs.csv rows; values as fractions in [0, 1]."""
-    import numpy as np
-
-    groups: dict[tuple, list[float]] = {}
-    for row in rows:
-        if row["metric"] == metric:
-            key = (row["dataset"], row["method"], str(row["images"]), str(row["epochs"]))
-            groups.setdefault(key, []).append(float(row["value"]))
-    out = []
-    for (dataset, method, images, epochs), values in groups.items():
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-        out.append({"dataset": dataset, "method": method, "images": images, "epochs": epochs, "n": len(values),
-                    "mean": float(np.mean(values)), "std": std, "se": std / len(values) ** 0.5})
+def time_job(job: dict) -> dict[str, float]:
+    """The timing pass (run in a worker): each method's median step time, in seconds, over
+    ``job["timing_steps"]`` steps after 3 warm-up steps, on 512 images of the search set."""
+    plan = StudyPlan(**job["plan"])
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for method in METHODS:
+            steps = 3 + plan.timing_steps
+            config = dataclasses.replace(method_config(method, plan, plan.lrs[0], steps, data_n=512, seed=job["seed"]),
+                                         output=str(Path(folder) / method), keep_steps=[], checkpoint_every=10**6,
+                                         log_every=1)  # every step read and timed on its own
+            train(config)
+            out[method] = statistics.median(row["wall_s"] for row in read_log(config.output)[3:])
     return out
 
 
-def _cell(summary: list[dict], dataset: str, method: str) -> dict | None:
-    """The (final, i.e. most epochs) summary cell of one method on one data set."""
-    cells = [c for c in summary if c["dataset"] == dataset and c["method"] == method]
-    return max(cells, key=lambda c: float(c["epochs"] or 0)) if cells else None
+def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
+    """Steps per method for equal measured training time: every worker times every method at once (the
+    load they will train under), the medians averaged over workers; steps = train_seconds / step time.
+    Saved in ``<root>/budget.json`` and read back on a rerun, so a resumed study keeps its runs."""
+    path = Path(root) / "budget.json"
+    wanted = {"plan": dataclasses.asdict(plan)}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["plan"] == json.loads(json.dumps(wanted["plan"])):
+            return saved
+    timings = workers.map(time_job, [{"plan": dataclasses.asdict(plan), "seed": i} for i in range(plan.workers)],
+                          "timing pass")
+    step_s = {m: float(np.mean([t[m] for t in timings])) for m in METHODS}
+    budget = {**wanted, "step_s": step_s, "steps": {m: max(4, round(plan.train_seconds / s)) for m, s in step_s.items()},
+              "measured": {m: [t[m] for t in timings] for m in METHODS}}
+    from .results import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(budget, indent=1).encode())
+    return json.loads(path.read_text())  # as a rerun reads it back
 
 
-def difference(a: dict, b: dict, min_effect: float = 0.01) -> tuple[float, float, str]:
-    """a's mean minus b's, the threshold it must pass (twice the standard error of the difference; with
-    a single seed on either side, where the noise is unknown, ``min_effect``), and "ahead", "behind" or
-    "tied" (within the threshold)."""
-    import math
+def budget_table(rows, plan: StudyPlan, budget: dict | None = None) -> "pd.DataFrame":
+    """What each method got on each main set, from the final probes' rows (mean over seeds): its steps,
+    images, views and training FLOPs seen (:func:`flops_per_step`), and the training seconds it measured;
+    with ``budget``, the step time the timing pass measured beside it."""
+    import pandas as pd
 
-    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-    threshold = 2 * se if math.isfinite(se) and se > 0 else min_effect
-    diff = a["mean"] - b["mean"]
-    return diff, threshold, "ahead" if diff > threshold else "behind" if diff < -threshold else "tied"
+    df = frame(rows)
+    out = []
+    for dataset in plan.main_sets:
+        for method in METHODS:
+            runs = df[(df["table"] == "study") & (df["dataset"] == dataset) & (df["method"] == method) & df["final"]]
+            if runs.empty:
+                continue
+            steps = int(runs["steps"].iloc[0])
+            config = method_config(method, plan, float(runs["lr"].iloc[0]), steps, dataset)
+            out.append({"data": dataset, "method": method, "B": config.images_per_batch,
+                        "views per image": int(runs["views"].iloc[0]), "lr": float(runs["lr"].iloc[0]),
+                        "step_s (timed)": (budget or {}).get("step_s", {}).get(method, float("nan")), "steps": steps,
+                        "images seen": steps * config.images_per_batch, "views seen": int(runs["views_seen"].iloc[0]),
+                        "TFLOPs": steps * flops_per_step(config) / 1e12, "train_s": float(runs["train_s"].mean())})
+    return pd.DataFrame(out)
+
+
+# --- The whole study ---------------------------------------------------------------------------------
+
+def lr_extension(scores: dict[float, float], grid) -> float | None:
+    """The learning rate to add once when the best of ``scores`` (lr -> validation top-1) sits at an edge of
+    ``grid``: one grid ratio beyond it; None when the winner is inside (or the grid was already extended)."""
+    grid = sorted(grid)
+    if set(scores) - set(grid):
+        return None
+    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    if best not in (grid[0], grid[-1]):
+        return None
+    beyond = best * grid[-1] / grid[-2] if best == grid[-1] else best * grid[0] / grid[1]
+    return float(f"{beyond:.3g}")
+
+
+def _probe_settings(plan: StudyPlan, family: str, root: Path, data_root: str | None) -> dict:
+    return {"family": family, "n_train": plan.n_probe_train, "n_test": plan.n_probe_test,
+            "n_validation": plan.n_validation, "cache": str(root / "probes"), "data_root": data_root,
+            "arch": plan.arch, "small_input": plan.small_input, "size": plan.view_size, "device": plan.device,
+            "max_iter": plan.probe_max_iter}
+
+
+def _job(plan, root, data_root, table, method, lr, steps, dataset, seed, label, images=None, data_n=None,
+         num_classes=None, probe_steps=None) -> dict:
+    config = method_config(method, plan, lr, steps, dataset, seed, images, data_n, num_classes)
+    if STUDY_SETS[dataset][3] == "fashion":
+        config = dataclasses.replace(config, data_root=data_root)
+    config = dataclasses.replace(config, output=run_folder(config, root, f"{label}/{method}"))
+    return {"config": config.to_dict(), "table": table, "method": method, "dataset": label,
+            "probe_steps": probe_steps or config.keep_steps,
+            "probe": _probe_settings(plan, STUDY_SETS[dataset][3], root, data_root)}
+
+
+def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_root: str | None = None):
+    """Every method at every lr of the grid (seed 0, the search set, the full budget), scored by the probe on
+    the validation split; a winner at an edge adds one lr beyond it. Returns (rows, {method: best lr})."""
+    rows = []
+    pending = [(m, lr) for m in METHODS for lr in plan.lrs]
+    while pending:
+        jobs = [_job(plan, root, data_root, "study-lr", m, lr, budget["steps"][m], plan.search_set, plan.seeds[0],
+                     plan.search_set, probe_steps=[budget["steps"][m]]) for m, lr in pending]
+        rows += [row for result in workers.map(run_job, jobs, "lr search") for row in result]
+        pending = []
+        for method in METHODS:
+            extra = lr_extension({float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}, plan.lrs)
+            if extra is not None:
+                pending.append((method, extra))
+    best = {}
+    for method in METHODS:
+        scores = {float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}
+        best[method] = max(scores, key=lambda lr: (scores[lr], -lr))
+    return rows, best
+
+
+def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_root: str | None = None) -> list[dict]:
+    """Every job after the lr search: the main runs (every method, main set and seed, probed at the
+    snapshots), claim 3's small-set runs, claim 4's sweep (at images x steps fixed) with its fewer-classes
+    arm, and the floors; the longest first. With ``plan.rerun == "subset"``: seed 0 of the main runs only."""
+    steps, jobs = budget["steps"], []
+    seeds = plan.seeds[:1] if plan.rerun == "subset" else plan.seeds
+    table = "study-rerun" if plan.rerun == "subset" else "study"
+    for dataset in plan.main_sets:
+        for method in METHODS:
+            jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], dataset, seed, dataset)
+                     for seed in seeds]
+    if plan.rerun == "all":
+        small = f"{plan.small_set}-n{plan.small_n}"
+        for method in ("S2R2", *BASELINES):
+            jobs += [_job(plan, root, data_root, "study", method, best_lr[method], steps[method], plan.small_set,
+                          seed, small, data_n=plan.small_n) for seed in plan.seeds]
+        s2r2_steps = steps["S2R2"]
+        sweep = [(b, None) for b in plan.sweep_images if b != plan.images]
+        sweep += [(b, plan.sweep_classes) for b in (plan.images, max(plan.sweep_images))]
+        for images, classes in sweep:
+            label = f"{plan.search_set}-{classes}classes" if classes else f"{plan.search_set}-bsweep"
+            b_steps = max(1, round(s2r2_steps * plan.images / images))  # images per batch x steps fixed
+            jobs += [_job(plan, root, data_root, "study", "S2R2", best_lr["S2R2"], b_steps, plan.search_set, seed,
+                          label, images=images, num_classes=classes, probe_steps=[b_steps]) for seed in plan.seeds]
+        jobs.sort(key=lambda job: -job["config"]["max_steps"] * job["config"]["images_per_batch"] ** -0.5)
+    for family in dict.fromkeys(STUDY_SETS[d][3] for d in plan.main_sets):
+        probe_settings = _probe_settings(plan, family, root, data_root)
+        jobs += [{"floor": None, "seed": seed, "table": table, "dataset": family, "probe": probe_settings}
+                 for seed in seeds]
+        jobs.append({"floor": "raw", "seed": 0, "table": table, "dataset": family, "probe": probe_settings})
+    return jobs
+
+
+def measured_sets(plan: StudyPlan, data_root: str | None = None) -> tuple[StudyPlan, dict[str, str]]:
+    """``plan`` without the Fashion-MNIST sets whose files are missing, and {set: why not measured}."""
+    from . import data as datasets
+
+    missing = {}
+    for dataset in plan.main_sets:
+        if STUDY_SETS[dataset][3] == "fashion":
+            try:
+                datasets.load("fashion_mnist", root=data_root, split="test", size=28)
+            except FileNotFoundError:
+                missing[dataset] = FASHION_MISSING
+    return dataclasses.replace(plan, main_sets=tuple(d for d in plan.main_sets if d not in missing)), missing
+
+
+def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> dict:
+    """The whole study: timing pass, lr search, then every run and floor; or, for ``rerun="subset"``, seed 0
+    of the main runs at the committed full profile's steps and lrs (rows of table ``study-rerun``), in
+    ``<root>/rerun`` so that they are trained again even where the full profile's runs are on disk.
+    Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
+    root = Path(root)
+    plan, missing = measured_sets(plan, data_root)
+    with Workers(plan.workers, plan.threads) as workers:
+        if plan.rerun == "subset":  # the committed full rows say what to train: no timing, no search
+            budget, best = committed_plan(committed_rows(), plan)
+            search, root = [], root / "rerun"  # never the full profile's own runs, read back
+        else:
+            budget = measure_budget(plan, root, workers)
+            search, best = lr_search(plan, budget, root, workers, data_root)
+        rows = [row for result in workers.map(run_job, study_jobs(plan, budget, best, root, data_root), "runs")
+                for row in result]
+    return {"budget": budget, "best_lr": best, "search": search, "rows": rows, "not_measured": missing}
+
+
+def default_root() -> Path:
+    """Where the study's runs and probe results live: ``<runs>/../study`` (build/study), outside the folder
+    ``make reproduce`` clears, so that the full profile resumes and reuses what it finished."""
+    from .results import output_dir
+
+    return output_dir("runs").parent / "study"
+
+
+# --- From rows to claims ------------------------------------------------------------------------------
+
+def frame(rows) -> "pd.DataFrame":
+    """Study rows (dicts or a DataFrame) with numeric columns; ``snapshot`` numbers a run's probes 0, 1, ...
+    by step and ``final`` marks its last. Rows of a subset rerun (table study-rerun) count as table study."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).copy()
+    df["table"] = df["table"].replace({"study-rerun": "study"})  # a rerun reads like the rows it reruns
+    df = df[df["table"].isin(["study", "study-lr"]) & (df["metric"] == "linear_top1")]
+    for column in ("value", "lr", "train_s"):
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    for column in ("images", "views", "seed", "steps", "views_seen"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").fillna(0).astype(int)
+    run = ["table", "dataset", "method", "images", "views", "lr", "seed"]
+    df["snapshot"] = df.groupby(run, dropna=False)["steps"].rank(method="dense").astype(int) - 1
+    df["final"] = df["snapshot"] == df.groupby(run, dropna=False)["snapshot"].transform("max")
+    return df.reset_index(drop=True)
+
+
+def summary(rows) -> "pd.DataFrame":
+    """Mean, standard deviation over seeds and count of the study's top-1 per (data set, method, images,
+    snapshot), with the mean steps, views seen and training seconds there: what the figures draw."""
+    df = frame(rows)
+    df = df[df["table"] == "study"]
+    grouped = df.groupby(["dataset", "method", "images", "snapshot"], dropna=False)
+    out = grouped.agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), steps=("steps", "mean"),
+                      views_seen=("views_seen", "mean"), train_s=("train_s", "mean"), final=("final", "all"))
+    return out.reset_index()
+
+
+def t_interval(differences, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided (1 - alpha) Student-t interval: mean -/+ t(n - 1) x SD /
+    sqrt(n), SD with n - 1 (the standard error of the mean, not the spread of the seeds)."""
+    from scipy import stats
+
+    x = np.asarray(differences, dtype=float)
+    if len(x) < 2:
+        raise ValueError(f"t_interval needs at least 2 paired differences (seeds), got {len(x)}")
+    mean, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(stats.t.ppf(1 - alpha / 2, len(x) - 1)) * se
+    return mean, mean - half, mean + half
+
+
+def t_pvalue(differences) -> float:
+    """Two-sided p-value of the paired t-test of mean difference 0 (1.0 when every difference is 0)."""
+    from scipy import stats
+
+    x = np.asarray(differences, dtype=float)
+    se = x.std(ddof=1) / math.sqrt(len(x))
+    if se == 0:
+        return 0.0 if x.mean() != 0 else 1.0
+    return float(2 * stats.t.sf(abs(x.mean()) / se, len(x) - 1))
+
+
+def holm_alphas(pvalues, alpha: float = ALPHA) -> list[float]:
+    """Holm's levels for m comparisons: the one with the k-th smallest p-value (k = 0, 1, ...) is judged at
+    alpha / (m - k); once one fails at its level, every later one is judged at that same level (Holm stops
+    there). The intervals are then (1 - level) intervals."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    levels, stopped = [0.0] * m, None
+    for k, i in enumerate(order):
+        level = alpha / (m - k) if stopped is None else stopped
+        if stopped is None and pvalues[i] > level:
+            stopped = level
+        levels[i] = level
+    return levels
+
+
+def classify(effect: float, ci_low: float, ci_high: float, threshold: float) -> str:
+    """The three verdicts: "supported" when the interval lies above 0 and the effect reaches the threshold;
+    "contradicted" when the whole interval lies below the threshold (an effect of the claimed size is
+    excluded); "inconclusive" otherwise."""
+    if ci_low > 0 and effect >= threshold:
+        return "supported"
+    if ci_high < threshold:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _by_seed(df, dataset, method, images=None, snapshot=None) -> "pd.Series":
+    """Top-1 per seed of one (data set, method) run group at its final probe (or at ``snapshot``)."""
+    sel = df[(df["table"] == "study") & (df["dataset"] == dataset) & (df["method"] == method)]
+    if images is not None:
+        sel = sel[sel["images"] == images]
+    sel = sel[sel["final"]] if snapshot is None else sel[sel["snapshot"] == snapshot]
+    return sel.groupby("seed")["value"].mean()
+
+
+def _best_baseline(df, dataset, snapshot=None) -> str | None:
+    means = {m: _by_seed(df, dataset, m, snapshot=snapshot).mean() for m in BASELINES}
+    means = {m: v for m, v in means.items() if not math.isnan(v)}
+    return max(means, key=means.get) if means else None
+
+
+def _floor(df, dataset) -> "pd.Series":
+    family = STUDY_SETS.get(dataset, (None, None, None, dataset.split("-")[0]))[3]
+    return df[(df["table"] == "study") & (df["dataset"] == family) & (df["method"] == FLOOR)].groupby("seed")["value"].mean()
+
+
+def _threshold(df, datasets) -> float:
+    gains = []
+    for dataset in datasets:
+        best = _best_baseline(df, dataset)
+        if best is not None:
+            gains.append(_by_seed(df, dataset, best).mean() - _floor(df, dataset).mean())
+    gain = float(np.mean(gains)) if gains else float("nan")
+    return max(MIN_EFFECT_SHARE * gain, MIN_EFFECT_POINTS) if math.isfinite(gain) else MIN_EFFECT_POINTS
+
+
+def _lead(df, dataset, snapshot=None) -> "pd.Series":
+    best = _best_baseline(df, dataset, snapshot)
+    if best is None:
+        return _by_seed(df, dataset, "S2R2") * float("nan")
+    return _by_seed(df, dataset, "S2R2", snapshot=snapshot) - _by_seed(df, dataset, best, snapshot=snapshot)
+
+
+def _curve_lead(df, dataset) -> "pd.Series":
+    """S2R2's lead over the best baseline, averaged over a run's snapshots (log-spaced): a curve's area."""
+    snapshots = sorted(df[(df["table"] == "study") & (df["dataset"] == dataset)]["snapshot"].unique())
+    return sum(_lead(df, dataset, s) for s in snapshots) / max(1, len(snapshots))
+
+
+def comparisons(rows, plan: StudyPlan) -> list[dict]:
+    """Every paired comparison of the study: claim, data, what is compared, per-seed differences, and the
+    data sets whose best-baseline gain sets the threshold."""
+    df = frame(rows)
+    out = []
+
+    def add(claim, data, comparison, diffs, reference):
+        diffs = diffs.dropna()
+        out.append({"claim": claim, "data": data, "comparison": comparison, "diffs": diffs.tolist(),
+                    "threshold": _threshold(df, reference)})
+
+    for dataset in plan.main_sets:
+        add("1", dataset, f"S2R2 - best of SimCLR, SwAV ({_best_baseline(df, dataset)})", _lead(df, dataset), [dataset])
+    cluttered = [(o, c) for o, c in (("embedded-object", "embedded-cluttered"), ("fashion-mnist", "fashion-mnist-clutter"))
+                 if o in plan.main_sets and c in plan.main_sets]
+    for object_set, cluttered_set in cluttered:
+        add("2", f"{cluttered_set} vs {object_set}", "S2R2's lead on clutter - its lead on objects",
+            _lead(df, cluttered_set) - _lead(df, object_set), [object_set, cluttered_set])
+    small = f"{plan.small_set}-n{plan.small_n}"
+    add("3", f"{small} vs {plan.small_set}", "S2R2's lead over the curve (mean over log-spaced snapshots), small set - "
+        "full set", _curve_lead(df, small) - _curve_lead(df, plan.small_set), [plan.small_set])
+    bs = sorted(plan.sweep_images)
+    peak = plan.images  # the main runs' B; the sweep adds the others at the same images x steps
+    a = {b: _by_seed(df, plan.search_set if b == peak else f"{plan.search_set}-bsweep", "S2R2", images=b) for b in bs}
+    add("4", f"{plan.search_set}, B in {{{', '.join(map(str, bs))}}} at equal images x steps",
+        f"min(rise B={bs[0]} to B={peak}, fall B={peak} to B={bs[-1]})",
+        np.minimum(a[peak] - a[bs[0]], a[peak] - a[bs[-1]]), [plan.search_set])
+    few = f"{plan.search_set}-{plan.sweep_classes}classes"
+    fall_few = _by_seed(df, few, "S2R2", images=peak) - _by_seed(df, few, "S2R2", images=bs[-1])
+    add("4", f"{few} vs {plan.search_set}", f"fall from B={peak} to B={bs[-1]} with {plan.sweep_classes} classes - "
+        "with 10 (the paper's explanation: similar images in a batch)", fall_few - (a[peak] - a[bs[-1]]),
+        [plan.search_set])
+    for dataset in plan.main_sets:
+        add("control", dataset, "S2R2 - MV-NT-Xent (ranking, at equal views)",
+            _by_seed(df, dataset, "S2R2") - _by_seed(df, dataset, "MV-NT-Xent"), [dataset])
+        add("control", dataset, "MV-NT-Xent - SimCLR (more views per image)",
+            _by_seed(df, dataset, "MV-NT-Xent") - _by_seed(df, dataset, "SimCLR"), [dataset])
+    return out
+
+
+VERDICT_COLUMNS = ["claim", "data", "verdict", "effect", "ci_low", "ci_high", "threshold", "seeds", "comparison",
+                   "level"]
+
+
+def verdicts(rows, plan: StudyPlan, not_measured: dict[str, str] | None = None) -> "pd.DataFrame":
+    """The verdicts table, one row per comparison (:data:`VERDICT_COLUMNS`): the mean paired difference, its
+    Holm-corrected t-interval within the claim (``level`` is the alpha used), the threshold declared before
+    the runs, and :func:`classify`'s verdict; "not measured" where fewer than 2 seeds pair up."""
+    import pandas as pd
+
+    found = comparisons(rows, plan)
+    table = []
+    for claim in dict.fromkeys(c["claim"] for c in found):
+        group = [c for c in found if c["claim"] == claim]
+        testable = [c for c in group if len(c["diffs"]) >= 2]
+        levels = holm_alphas([t_pvalue(c["diffs"]) for c in testable]) if testable else []
+        level_of = {id(c): level for c, level in zip(testable, levels)}
+        for c in group:
+            row = {"claim": c["claim"], "data": c["data"], "comparison": c["comparison"], "seeds": len(c["diffs"]),
+                   "threshold": c["threshold"]}
+            if id(c) in level_of:
+                effect, low, high = t_interval(c["diffs"], level_of[id(c)])
+                row.update(effect=effect, ci_low=low, ci_high=high, level=level_of[id(c)],
+                           verdict=classify(effect, low, high, c["threshold"]))
+            else:
+                row.update(effect=float("nan"), ci_low=float("nan"), ci_high=float("nan"), level=float("nan"),
+                           verdict="not measured")
+            table.append(row)
+    for dataset, why in (not_measured or {}).items():
+        table.append({"claim": "1", "data": dataset, "comparison": why, "seeds": 0, "verdict": "not measured",
+                      "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                      "threshold": float("nan"), "level": float("nan")})
+    return pd.DataFrame(table, columns=VERDICT_COLUMNS)
+
+
+def checks(rows, plan: StudyPlan) -> "pd.DataFrame":
+    """The budget's two checks, per (main set, method), as verdict-shaped rows: "above floor" (the paired
+    gain over the random-init floor of the same seed: its 95 % interval above 0, the effect above
+    MIN_EFFECT_POINTS) and "levelled off" (the last snapshot minus the one before: within the seed noise,
+    |mean| <= the standard deviation of the final top-1 over seeds)."""
+    import pandas as pd
+
+    df = frame(rows)
+    table = []
+    for dataset in plan.main_sets:
+        floor = _floor(df, dataset)
+        for method in METHODS:
+            final = _by_seed(df, dataset, method)
+            if len(final) < 2:
+                continue
+            gain = (final - floor).dropna()
+            effect, low, high = t_interval(gain)
+            table.append({"claim": "floor", "data": dataset, "comparison": f"{method} - random-init",
+                          "verdict": "above floor" if low > 0 and effect >= MIN_EFFECT_POINTS else "not above floor",
+                          "effect": effect, "ci_low": low, "ci_high": high, "threshold": MIN_EFFECT_POINTS,
+                          "seeds": len(gain), "level": ALPHA})
+            last = int(df[(df["dataset"] == dataset) & (df["method"] == method) & (df["table"] == "study")]["snapshot"].max())
+            if last < 1:
+                continue
+            step = (final - _by_seed(df, dataset, method, snapshot=last - 1)).dropna()
+            effect, low, high = t_interval(step)
+            noise = float(final.std(ddof=1))
+            table.append({"claim": "levelled", "data": dataset, "comparison": f"{method}: last snapshot - the one before",
+                          "verdict": "levelled off" if abs(effect) <= noise else "still moving", "effect": effect,
+                          "ci_low": low, "ci_high": high, "threshold": noise, "seeds": len(step), "level": ALPHA})
+    return pd.DataFrame(table, columns=VERDICT_COLUMNS)
 
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def _pct(cell: dict) -> str:
-    spread = f" ± {100 * cell['std']:.1f}" if cell["n"] > 1 else ""
-    return f"{100 * cell['mean']:.1f}{spread}"
+_CLAIMS = {
+    "1": "S2R2 beats SimCLR and SwAV",
+    "2": "S2R2's margin is larger on cluttered scenes",
+    "3": "S2R2 converges faster on a small data set",
+    "4": "accuracy rises, then falls, with the images per batch",
+    "control": "the control (multi-view NT-Xent at S2R2's B x K)",
+}
 
 
-def _overall(calls: list[str]) -> str:
-    if calls and all(c == "ahead" for c in calls):
-        return "supported"
-    return "partly supported" if "ahead" in calls else "not supported"
+def verdict_sentence(row) -> str:
+    """The one sentence of a verdicts or checks row (:func:`verdicts`, :func:`checks`): every statement of
+    notebook 06 about its results is made here."""
+    row = dict(row)
+    claim, data, comparison, verdict = row["claim"], row["data"], row["comparison"], row["verdict"]
+    if verdict == "not measured":
+        return f"Claim {claim} ({_CLAIMS.get(claim, claim)}) on {data}: not measured ({comparison})."
+    if claim == "rerun":
+        return (f"Rerun of {comparison} on {data}: {100 * row['ci_low']:.1f} % against the committed "
+                f"{100 * row['ci_high']:.1f} % ({_pts(row['effect'])} points, tolerance "
+                f"{100 * row['threshold']:.1f}): {verdict}.")
+    interval = (f"{_pts(row['effect'])} points, {100 * (1 - row['level']):.1f} % interval "
+                f"[{_pts(row['ci_low'])}, {_pts(row['ci_high'])}] over {row['seeds']} paired seeds")
+    if claim == "floor":
+        return f"{data}: {comparison} is {interval}: {verdict}."
+    if claim == "levelled":
+        return (f"{data}: {comparison} is {interval}, against a seed noise (SD) of {100 * row['threshold']:.1f} points: "
+                f"{verdict}.")
+    what = f"Claim {claim} ({_CLAIMS[claim]})" if claim != "control" else "The control"
+    rule = {"supported": "the interval lies above 0 and the effect reaches",
+            "contradicted": "the whole interval lies below",
+            "inconclusive": "the interval neither lies above 0 with the effect at, nor wholly below,"}[verdict]
+    return (f"{what}, {data}: {verdict}. {comparison}: {interval}; {rule} the threshold of "
+            f"{100 * row['threshold']:.1f} points declared before the runs.")
 
 
-def _best_other(summary, dataset, s2r2, others):
-    cells = [c for c in (_cell(summary, dataset, m) for m in others) if c is not None]
-    return max(cells, key=lambda c: c["mean"]) if cells else None
+def write_verdicts(table: "pd.DataFrame") -> Path:
+    """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`): the verdicts, numbers as
+    fractions with 4 decimals, merged by (claim, data, comparison) under the file's lock."""
+    from .results import write_table
+
+    return write_table("study_verdicts", table.round(4))
 
 
-def verdict_beats(summary: list[dict], s2r2: str, others: list[str], datasets_: list[str],
-                  not_measured: dict[str, str] | None = None) -> str:
-    """Claim 1 for the S2R2 variant ``s2r2``: does it beat the best of ``others`` on each data set?"""
-    parts, calls = [], []
-    for dataset in datasets_:
-        mine, best = _cell(summary, dataset, s2r2), _best_other(summary, dataset, s2r2, others)
-        if mine is None or best is None:
-            parts.append(f"{dataset}: {(not_measured or {}).get(dataset, 'not measured')}")
-            continue
-        diff, threshold, call = difference(mine, best)
-        calls.append(call)
-        floor = _cell(summary, dataset, "random-init")
-        parts.append(f"{dataset}: {_pct(mine)} vs {best['method']} {_pct(best)} ({_pts(diff)} points, {call}"
-                     + (f"; random-init floor {_pct(floor)})" if floor else ")"))
-    verdict = _overall(calls)
-    text = (f"Claim 1 (S2R2 beats SimCLR and SwAV), {s2r2}: {verdict} by this miniature, ahead on "
-            f"{calls.count('ahead')} of {len(calls)} measured data sets; " + "; ".join(parts) + ".")
-    if verdict != "supported" and calls:
-        text += (" Short step budgets, a narrow CNN and small images may not reproduce the paper's ResNet18 "
-                 "setting; 'tied' means within twice the standard error over seeds.")
-    return text
+# --- The default profile: a subset rerun against the committed rows ------------------------------------
+
+def committed_rows() -> list[dict]:
+    """The study rows of results/runs.csv (``table`` study or study-lr), as dicts of strings."""
+    from .results import read_runs
+
+    runs = read_runs()
+    runs = runs[runs["table"].isin(["study", "study-lr"])].astype("string").fillna("")
+    return runs.to_dict("records")
 
 
-def verdict_clutter(summary: list[dict], s2r2: str, others: list[str],
-                    pairs=CLUTTER_PAIRS, not_measured: dict[str, str] | None = None) -> str:
-    """Claim 2: is S2R2's margin over the best other method larger on cluttered than on object-centric
-    training data, for each (object-centric, cluttered) pair?"""
-    import math
-
-    parts, calls = [], []
-    for object_set, cluttered_set in pairs:
-        margins = []
-        for dataset in (object_set, cluttered_set):
-            mine, best = _cell(summary, dataset, s2r2), _best_other(summary, dataset, s2r2, others)
-            if mine is not None and best is not None:
-                margins.append({"mean": mine["mean"] - best["mean"], "se": math.sqrt(mine["se"] ** 2 + best["se"] ** 2)})
-        if len(margins) < 2:
-            missing = (not_measured or {}).get(cluttered_set) or (not_measured or {}).get(object_set) or "not measured"
-            parts.append(f"{object_set} / {cluttered_set}: {missing}")
-            continue
-        diff, threshold, call = difference(margins[1], margins[0])
-        calls.append(call)
-        parts.append(f"margin {_pts(margins[0]['mean'])} points on {object_set}, {_pts(margins[1]['mean'])} on "
-                     f"{cluttered_set} (larger on clutter: {'yes' if call == 'ahead' else 'no, ' + call})")
-    verdict = _overall(calls)
-    text = (f"Claim 2 (a larger margin on cluttered scenes), {s2r2}: {verdict}; " + "; ".join(parts) + ".")
-    if verdict != "supported" and calls:
-        text += (" Our clutter is synthetic (pasted objects on black), probed on object-centric images; "
-                 "COCO's scenes differ in kind, and a margin difference needs more seeds to resolve than a margin.")
-    return text
+def committed_plan(rows: list[dict], plan: StudyPlan) -> tuple[dict, dict]:
+    """The budget (steps per method) and the winning lrs of the committed full rows: what a subset rerun must
+    train to reproduce them."""
+    df = frame(rows)
+    main = df[(df["table"] == "study") & (df["dataset"] == plan.search_set) & df["final"] & (df["images"] != 0)]
+    steps, best = {}, {}
+    for method in METHODS:
+        mine = main[(main["method"] == method) & ((main["images"] == plan.images) | (method == "SimCLR"))]
+        if mine.empty:
+            raise ValueError(f"results/runs.csv holds no committed study rows of {method} on {plan.search_set}; "
+                             "run the full profile first (python -m s2r2lib.reproduce --profile full --only 06)")
+        steps[method], best[method] = int(mine["steps"].iloc[0]), float(mine["lr"].iloc[0])
+    return {"steps": steps}, best
 
 
-def curve_points(rows: list[dict], data_n: int, metric: str = "linear_top1") -> list[dict]:
-    """Claim 3's rows as (method, step, mean, std, se): the step is epochs * data_n / images."""
-    return [{**cell, "step": round(float(cell["epochs"]) * data_n / int(cell["images"]))}
-            for cell in summarize(rows, metric)]
+def agreement(rerun: list[dict], committed: list[dict]) -> "pd.DataFrame":
+    """Each rerun probe beside the committed one of the same (data set, method, images, lr, seed, steps), as
+    verdict-shaped rows (claim "rerun"): the difference, and the tolerance it must stay within: twice the
+    committed seeds' standard deviation of that cell, at least :data:`RERUN_TOLERANCE`."""
+    import pandas as pd
 
-
-def verdict_convergence(points: list[dict], s2r2: str, others: list[str]) -> str:
-    """Claim 3: on the small set, is S2R2 ahead of the best other method early (at the first snapshot),
-    and how does the lead evolve over the snapshots?"""
-    steps = sorted({p["step"] for p in points})
-    parts, calls = [], []
-    for step in steps:
-        at = [p for p in points if p["step"] == step]
-        mine = next((p for p in at if p["method"] == s2r2), None)
-        rivals = [p for p in at if p["method"] in others]
-        if mine is None or not rivals:
-            continue
-        best = max(rivals, key=lambda p: p["mean"])
-        diff, _, call = difference(mine, best)
-        calls.append(call)
-        parts.append(f"step {step}: {_pct(mine)} vs {best['method']} {_pct(best)} ({_pts(diff)}, {call})")
-    if not calls:
-        return f"Claim 3 (faster convergence on a small set), {s2r2}: not measured."
-    verdict = "supported" if calls[0] == "ahead" else "not supported"
-    relation = {"ahead": "ahead of", "behind": "behind", "tied": "tied with"}[calls[0]]
-    text = (f"Claim 3 (faster convergence on a small set), {s2r2}: {verdict}: at the first snapshot S2R2 is "
-            f"{relation} the best other method; " + "; ".join(parts) + ".")
-    if verdict != "supported":
-        text += (f" The paper counts epochs of ResNet18 training on 5,000 COCO images; ours stop at {steps[-1]} "
-                 "steps of a narrow CNN, and at equal views per step SimCLR sees 4x as many images per step.")
-    return text
-
-
-def verdict_batch(points: list[dict], min_effect: float = 0.01) -> str:
-    """Claim 4: does accuracy first rise, then fall as images per batch B grow (at fixed views per image)?
-    ``points``: dicts with images and value (several seeds per B are averaged). A rise or fall counts
-    when it exceeds twice the standard error over seeds, or ``min_effect`` with one seed per point."""
-    import numpy as np
-
-    by_b: dict[int, list[float]] = {}
-    for p in points:
-        by_b.setdefault(int(p["images"]), []).append(float(p["value"]))
-    if len(by_b) < 3:
-        return f"Claim 4 (accuracy rises, then falls, with images per batch): not measured (only {len(by_b)} values of B)."
-    cells = {b: {"mean": float(np.mean(v)), "n": len(v), "std": float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
-                 "se": (float(np.std(v, ddof=1)) / len(v) ** 0.5) if len(v) > 1 else float("nan")}
-             for b, v in sorted(by_b.items())}
-    bs = list(cells)
-    peak = max(bs, key=lambda b: cells[b]["mean"])
-    rise = difference(cells[peak], cells[bs[0]], min_effect)
-    fall = difference(cells[peak], cells[bs[-1]], min_effect)
-    curve = ", ".join(f"B={b}: {100 * c['mean']:.1f}" for b, c in cells.items())
-    supported = peak not in (bs[0], bs[-1]) and rise[2] == "ahead" and fall[2] == "ahead"
-    text = (f"Claim 4 (accuracy rises, then falls, with images per batch): {'supported' if supported else 'not supported'}; "
-            f"{curve}; peak at B={peak}, {_pts(rise[0])} points over B={bs[0]} and {_pts(fall[0])} over B={bs[-1]} "
-            f"(noise threshold {100 * max(rise[1], fall[1]):.1f}).")
-    if not supported:
-        text += (" Larger B also means more views per step here, and short runs; the paper attributes the fall to "
-                 "similar images in a batch, which ten well-separated classes may not produce at these B.")
-    return text
-
-
-# --- Notebook 06's figures ----------------------------------------------------------------------------
-
-def method_bars(summary: list[dict], datasets_: list[str], methods: list[str], floor: str = "random-init",
-                title: str = ""):
-    """Grouped bars of linear top-1 (mean ± std over seeds) per data set, one bar per method, the floor as a
-    grey tick over each group."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(2.2 * len(datasets_) + 2, 3.6))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        cells = [_cell(summary, d, method) for d in datasets_]
-        means = [100 * c["mean"] if c else np.nan for c in cells]
-        stds = [100 * np.nan_to_num(c["std"]) if c else 0 for c in cells]
-        ax.bar(np.arange(len(datasets_)) + i * width, means, width, yerr=stds, capsize=2, label=method)
-    for j, dataset in enumerate(datasets_):
-        cell = _cell(summary, dataset, floor)
-        if cell:
-            ax.hlines(100 * cell["mean"], j - width / 2, j + 0.8 - width / 2, colors="grey", linestyles=":",
-                      label="random-init floor" if j == 0 else None)
-    ax.set_xticks(np.arange(len(datasets_)) + width * (len(methods) - 1) / 2, datasets_, fontsize=8)
-    ax.set_ylabel("linear probe top-1 (%)")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def curve_figure(points: list[dict], title: str = ""):
-    """Claim 3: linear top-1 (mean ± std) against training steps, one line per method."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for method in dict.fromkeys(p["method"] for p in points):
-        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["step"])
-        ax.errorbar([p["step"] for p in mine], [100 * p["mean"] for p in mine],
-                    yerr=[100 * np.nan_to_num(p["std"]) for p in mine], marker="o", capsize=3, label=method)
-    ax.set_xlabel("training steps (same views per step for every method)")
-    ax.set_ylabel("linear probe top-1 (%)")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def margin_figure(summary: list[dict], s2r2: str, others: list[str], pairs=CLUTTER_PAIRS, title: str = ""):
-    """Claim 2: S2R2's margin over the best other method (points), object-centric beside cluttered."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for j, pair in enumerate(pairs):
-        for k, dataset in enumerate(pair):
-            mine, best = _cell(summary, dataset, s2r2), _best_other(summary, dataset, s2r2, others)
-            if mine and best:
-                ax.bar(j + 0.4 * k, 100 * (mine["mean"] - best["mean"]), 0.38,
-                       color="tab:orange" if k else "tab:blue", label=("cluttered" if k else "object-centric") if j == 0 else None)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks([j + 0.2 for j in range(len(pairs))], [" / ".join(p) for p in pairs], fontsize=7)
-    ax.set_ylabel(f"{s2r2} minus best other (points)", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    new, old = frame(rerun), frame(committed)
+    old = old[old["table"] == "study"]  # the lr search's rows share a run's key but for its lr
+    cell = ["dataset", "method", "images", "lr", "steps"]
+    merged = new.merge(old, on=[*cell, "seed"], suffixes=("", "_committed"))  # NaN lr (a floor) matches NaN
+    spread = old.groupby(cell, dropna=False)["value"].std(ddof=1).rename("seed_sd").reset_index()
+    merged = merged.merge(spread, on=cell, how="left")
+    table = []
+    for _, r in merged.iterrows():
+        difference = r["value"] - r["value_committed"]
+        tolerance = max(2 * (0.0 if pd.isna(r["seed_sd"]) else r["seed_sd"]), RERUN_TOLERANCE)
+        table.append({"claim": "rerun", "data": r["dataset"], "verdict": "agrees" if abs(difference) <= tolerance
+                      else "disagrees", "effect": difference, "ci_low": r["value"], "ci_high": r["value_committed"],
+                      "threshold": tolerance, "seeds": 1, "level": float("nan"),
+                      "comparison": f"{r['method']} (B = {r['images']}), seed {r['seed']}, step {r['steps']}"})
+    return pd.DataFrame(table, columns=VERDICT_COLUMNS)

@@ -103,12 +103,14 @@ class TrainConfig:
     crops: list = field(default_factory=lambda: [[2, 32, [0.14, 1.0]], [4, 16, [0.05, 0.14]]])
     prototypes: int = 30                # swav
     queue_length: int = 0               # swav: stored embeddings per code crop (0: no queue)
+    prototype_freeze_steps: int | None = None  # swav: prototypes frozen for these first steps (None: one epoch)
     epsilon: float = 0.05               # swav: Sinkhorn's entropic regularisation
     epochs: int = 1
     max_steps: int | None = None        # a budget in steps instead of epochs
     optimizer: str | None = None        # None: the method's paper default (METHOD_DEFAULTS)
     lr: float | None = None
     schedule: str | None = None
+    warmup_steps: int = 0               # linear warmup from lr / warmup_steps to lr, then the schedule
     tau: float | None = None
     weight_decay: float = 0.0
     seed: int = 0
@@ -443,10 +445,14 @@ def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The step's learning rate: fixed, or cosine decay from lr to 0 over the run."""
+    """The step's learning rate: a linear warmup over the first ``warmup_steps`` steps, then fixed, or
+    cosine decay from lr to 0 over the remaining steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return config.lr
-    return 0.5 * config.lr * (1 + math.cos(math.pi * step / total_steps))
+    decay_steps = max(1, total_steps - config.warmup_steps)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - config.warmup_steps) / decay_steps))
 
 
 # --- Checkpoints --------------------------------------------------------------------------------------
@@ -683,8 +689,9 @@ class Engine:
             loss, z, ids = _ranking_step(self.module, batch, generator, config, self.ids)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.learner.prototypes is not None and step < self.steps_per_epoch:
-            self.learner.prototypes.weight.grad = None  # SwAV: prototypes frozen during the first epoch
+        if self.learner.prototypes is not None and step < (self.steps_per_epoch if self.config.prototype_freeze_steps
+                                                           is None else self.config.prototype_freeze_steps):
+            self.learner.prototypes.weight.grad = None  # SwAV: prototypes frozen early (by default the first epoch)
         self.optimizer.step()
         return loss.detach(), z, ids
 

@@ -4,13 +4,14 @@
     python -m s2r2lib.bench views    view backends against the encoder's appetite
     python -m s2r2lib.bench train    one training step per method against the encoder-only step
     python -m s2r2lib.bench probe    the whole probe at STL10's size against the implementation it replaced
+    python -m s2r2lib.bench study    notebook 06's step as the engine ran it before, beside the study's settings
     python -m s2r2lib.bench all      every suite in turn
     python -m s2r2lib.bench gpu      the device check: the paper's setting on one GPU (a CPU smoke without one)
 
 Each suite is a module here with ``main(argv) -> int``.
 """
 
-SUITES = ("loss", "views", "train", "probe")
+SUITES = ("loss", "views", "train", "probe", "study")
 
 
 def run_worker(module: str, job: dict, timeout: int, hint: str = "") -> dict:
