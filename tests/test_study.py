@@ -304,13 +304,13 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     assert all(v["verdict"] in ("supported", "contradicted", "inconclusive", "not measured") for v in numbers["verdicts"])
     verdicts = (tmp_path / "results" / "study_verdicts.csv").read_text().splitlines()
     assert verdicts[0].startswith("claim,data,verdict,effect,ci_low,ci_high,threshold,seeds")
-    runs = [r for r in results.read_runs() if r["table"] in ("study", "study-lr")]
+    runs = [r for r in results.read_runs().to_dict("records") if r["table"] in ("study", "study-lr")]
     search = [r for r in runs if r["table"] == "study-lr"]
     assert {r["method"] for r in search} == set(study.METHODS)
     assert all(len({r["lr"] for r in search if r["method"] == m}) >= 3 for m in study.METHODS)
     trained = [r for r in runs if r["method"] in study.METHODS]
-    assert all(r["lr"] and int(r["steps"]) > 0 and int(r["views_seen"]) > 0 and float(r["train_s"]) > 0
-               and r["commit"] for r in trained)
+    assert all(r["lr"] > 0 and r["steps"] > 0 and r["views_seen"] > 0 and r["train_s"] > 0 and r["commit"]
+               for r in trained)
     steps = numbers["budget"]["steps"]
     assert set(steps) == set(study.METHODS) and all(s >= 4 for s in steps.values())
     assert {r["method"] for r in runs} >= {study.FLOOR, study.RAW}
