@@ -7,7 +7,7 @@ PROFILE ?= default
 DATA_ROOT ?=
 FRESH ?=
 
-.PHONY: reproduce test lab bench gpu-check mutation clean-build
+.PHONY: reproduce test lab student instructor bench gpu-check mutation clean-build
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 ## JupyterLab in the same environment, notebooks/ as its root.
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+## Course copies of the notebooks (python -m s2r2lib.course), generated, never edited by hand: build/student/ without
+## the solutions and outputs (exercises, hints and answer checks kept), build/instructor/ with the solutions.
+student instructor: $(STAMP)
+	$(PY) -m s2r2lib.course $@
 
 ## Benchmarks; writes results/bench_*.csv.
 bench: $(STAMP)
