@@ -14,6 +14,7 @@ import itertools
 
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import v2
 
 from s2r2lib import views
@@ -64,23 +65,34 @@ def test_the_cpu_backend_applies_the_recipes_numbers():
     assert list(blur.kernel_size) == [9, 9] and list(blur.sigma) == list(SIMCLR.blur_sigma)
 
 
-JITTER_STEPS = ("_adjust_brightness", "_adjust_contrast", "_adjust_saturation", "_adjust_hue")
+JITTER_STEPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
 
 
 def test_every_jitter_order_occurs_and_each_view_draws_its_own(monkeypatch):
-    # Replace jitter step k by a tag, x -> (x + k + 1) / 5: a black view that went through the steps in the
-    # order a, b, c, d ends at a/625 + b/125 + c/25 + d/5, so its base-5 digits spell the order it got.
-    for k, name in enumerate(JITTER_STEPS):
-        monkeypatch.setattr(views, name, lambda x, factor, k=k: (x + k + 1) / 5)
+    drawn = []
+    real = views._color_jitter
+    monkeypatch.setattr(views, "_color_jitter", lambda x, jitter, factors, order: drawn.append(order.clone())
+                        or real(x, jitter, factors, order))
     recipe = dataclasses.replace(SIMCLR, jitter_p=1.0, grayscale_p=0.0, blur_p=0.0)
     images, views_per_image = 20, 60
-    black = torch.zeros(images, 3, 8, 8, dtype=torch.uint8)
-    out, _ = make_views(black, views_per_image, 8, generator=torch.Generator().manual_seed(0), recipe=recipe)
-    code = (out[:, 0, 0, 0].double() * 625).round().long()
-    orders = [tuple(int(c) // 5**i % 5 - 1 for i in range(4)) for c in code]
+    pictures = torch.randint(0, 256, (images, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    make_views(pictures, views_per_image, 8, generator=torch.Generator().manual_seed(0), recipe=recipe)
+    orders = [tuple(order) for order in drawn[0].tolist()]
     assert all(sorted(order) == [0, 1, 2, 3] for order in orders)  # each step once
     assert set(orders) == set(itertools.permutations(range(4)))  # all 24 orders (each missed w.p. ~1e-21)
     per_image = [set(orders[i * views_per_image:(i + 1) * views_per_image]) for i in range(images)]
     assert min(len(s) for s in per_image) > 10  # drawn per view, not per image or per batch
     firsts = torch.tensor([order[0] for order in orders]).bincount(minlength=4).float() / len(orders)
     assert (firsts - 0.25).abs().max() < 0.05  # uniform: each step first in a quarter of the views
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0), (2, 3, 0, 1)])
+def test_the_jitter_steps_run_in_the_order_drawn(order):
+    """The batched jitter equals torchvision's four float kernels applied in the view's own order."""
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    factors = torch.tensor([[1.3], [0.6], [1.5], [0.08]])  # brightness, contrast, saturation, hue shift
+    ours = views._color_jitter(x.clone(), torch.tensor([True]), factors, torch.tensor([order]))
+    expected = x
+    for step in order:
+        expected = JITTER_STEPS[step](expected, factors[step, 0].item())
+    assert torch.allclose(ours, expected, atol=1e-5)

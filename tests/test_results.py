@@ -130,10 +130,10 @@ def test_a_hand_edited_formula_or_a_broken_line_is_refused_with_its_line(own_res
 
 def test_a_table_needs_declared_types_and_a_key(own_results):
     with pytest.raises(ValueError, match="no declared column types"):
-        results.write_table("study_verdicts", [{"claim": "1"}])
-    path = results.write_table("study_verdicts", [{"claim": 1, "verdict": "holds"}], key_columns=["claim"],
+        results.write_table("claims", [{"claim": "1"}])
+    path = results.write_table("claims", [{"claim": 1, "verdict": "holds"}], key_columns=["claim"],
                                dtypes={"claim": "Int64", "verdict": "string"})
-    results.write_table("study_verdicts", [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}],
+    results.write_table("claims", [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}],
                         key_columns=["claim"], dtypes={"claim": "Int64", "verdict": "string"})
     table = results.read_table(path.stem, dtypes={"claim": "Int64", "verdict": "string"})
     assert table.to_dict("records") == [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}]

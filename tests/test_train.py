@@ -406,6 +406,6 @@ def test_notebook_03_probes_a_resnet18_run_trained_without_the_small_input_stem(
     run = results.output_dir("runs") / "02_training"
     engine.train(TrainConfig(arch="resnet18", small_input=False, data_options={"n": 4}, images_per_batch=2,
                              views_per_image=2, max_steps=1, output=str(run), progress=False))
-    probed = run_notebook("03", outputs, n_train=200, n_test=100)
+    probed = run_notebook("03", outputs, n_train=200, n_test=100, checkpoint=str(run / "checkpoint.pt"))
     assert 0 <= probed["linear_top1_trained"] <= 1 and 0 <= probed["linear_top1_random-init"] <= 1
-    assert {row["arch"] for row in results.read_runs() if row["source"] == "measured"} == {"resnet18"}
+    assert {row["arch"] for row in results.read_runs().to_dict("records") if row["source"] == "measured"} == {"resnet18"}

@@ -312,7 +312,7 @@ def projections(measured: dict[str, tuple[float, str]]) -> list[dict]:
     views over that rate. A preset with no measured arch and method is a row saying so."""
     by_kind = {(train.PRESETS[p]["arch"], train.PRESETS[p]["method"]): (rate, name, p) for p, (rate, name) in measured.items()}
     cells: dict[str, list[tuple[str, int]]] = {}
-    for row in results.paper_rows():
+    for row in results.paper_rows().to_dict("records"):
         preset = f"paper-{row['arch']}-{PAPER_DATASETS[row['dataset']]}-{row['method'].lower()}"
         cells.setdefault(preset, []).append((row["table"], int(row["epochs"])))
     rows = []
