@@ -27,7 +27,7 @@ def test_errors_name_the_function_and_the_offending_shape_or_type(fn):
     name = fn.__name__
     with pytest.raises(ValueError, match=rf"^{name}: z must be a 2-D tensor \(views, dim\), got shape \(6,\)$"):
         fn(torch.randn(6), torch.arange(3).repeat_interleave(2))
-    with pytest.raises(ValueError, match=rf"^{name}: z must be a 2-D tensor .*got shape \(\)$"):
+    with pytest.raises(TypeError, match=rf"^{name}: z must be a tensor \(views, dim\), got list$"):
         fn([[0.0, 1.0]] * 6, torch.arange(3).repeat_interleave(2))  # not a tensor at all
     with pytest.raises(ValueError, match=rf"^{name}: ids must have shape \(6,\), one per row of z; got \(5,\)$"):
         fn(torch.randn(6, 4), torch.arange(5))
@@ -43,11 +43,14 @@ def test_the_chunk_is_the_most_queries_whose_scratch_fits_the_budget():
     # 3 (chunk, K-1, N) tensors at peak: at the paper's setting (N = 1280, K = 20) in float32, 114 queries.
     n, positives, element = 1280, 19, 4
     per_query = 3 * positives * n * element
-    chunk = losses._chunk_size(n, positives, DEFAULT_MEMORY_BUDGET, element)
+    chunk = losses._chunk_size(n, per_query, DEFAULT_MEMORY_BUDGET)
     assert chunk * per_query <= DEFAULT_MEMORY_BUDGET < (chunk + 1) * per_query and chunk == 114
-    assert losses._chunk_size(n, positives, 2 * per_query, 8) == 1  # float64 needs twice the bytes
-    assert losses._chunk_size(n, positives, 0, element) == 1  # never fewer than one query
-    assert losses._chunk_size(10, 1, 10**12, element) == 10  # never more than all of them
+    assert losses._chunk_size(n, 2 * per_query, 2 * per_query - 1) == 1  # float64 needs twice the bytes
+    assert losses._chunk_size(n, per_query, 0) == 1  # never fewer than one query
+    assert losses._chunk_size(10, per_query, 10**12) == 10  # never more than all of them
+    # on a GPU the whole paper batch is one chunk (a chunk costs kernel launches, not cache misses)
+    assert losses._chunk_size(n, per_query, losses.default_memory_budget(torch.device("cuda"))) == n
+    assert losses.default_memory_budget(torch.device("cpu")) == DEFAULT_MEMORY_BUDGET
 
 
 def test_ranking_ap_takes_relevance_as_zeros_and_ones():
@@ -57,17 +60,20 @@ def test_ranking_ap_takes_relevance_as_zeros_and_ones():
     assert ranking_ap(scores.tolist(), [1, 0, 1, 0, 1], tau=0.01) == pytest.approx(as_bool.item(), abs=1e-3)
 
 
-def test_ranking_ap_a_tie_does_not_rank_above_a_positive():
-    # Eq. 2's strict > 0: a negative tied with the positive leaves it at rank 1.
-    assert ranking_ap(torch.tensor([0.5, 0.5]), torch.tensor([True, False])).item() == 1.0
+def test_ranking_ap_a_tie_ranks_at_or_above_a_positive_as_sklearn_has_it():
+    # A negative tied with the positive enters the ranking with it: precision 1/2 (a collapsed encoder
+    # scores chance, not a perfect AP).
+    assert ranking_ap(torch.tensor([0.5, 0.5]), torch.tensor([True, False])).item() == 0.5
 
 
 @pytest.mark.parametrize("scores,relevant,kwargs,message", [
     (torch.zeros(5), torch.zeros(4, dtype=torch.bool), {}, r"^ranking_ap needs scores and relevant of one shape "
                                                           r"\(M,\), got \(5,\) and \(4,\)$"),
     (torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool), {}, r"one shape \(M,\), got \(2, 2\) and \(2, 2\)$"),
-    (torch.zeros(3), torch.zeros(3, dtype=torch.bool), {}, r"^ranking_ap needs at least one relevant item$"),
-    (torch.zeros(3), torch.ones(3, dtype=torch.bool), {"tau": 0.0}, r"^ranking_ap needs tau > 0 or None, got 0.0$"),
+    (torch.zeros(3), torch.zeros(3, dtype=torch.bool), {}, r"^ranking_ap: relevant marks no item; AP needs at "
+                                                          r"least one relevant item$"),
+    (torch.zeros(3), torch.ones(3, dtype=torch.bool), {"tau": 0.0}, r"^ranking_ap: tau must be a positive finite "
+                                                                    r"number .*got 0.0$"),
 ])
 def test_ranking_ap_refuses_bad_input_clearly(scores, relevant, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,5 +1,6 @@
 """The project's set-up: two install routes that agree, the two commands, outputs written safely."""
 
+import dataclasses
 import os
 import tomllib
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_a_run_key_changes_with_the_config_and_the_training_code_only(tmp_path):
     assert reproduce.run_key(tiny_config(progress=False, checkpoint_every=7, output="elsewhere")) == key
     assert reproduce.run_key(tiny_config(max_steps=3)) != key
     assert reproduce.run_key(tiny_config(lr=2e-3)) != key
-    assert reproduce.run_key(tiny_config(device="cuda")) != key  # another device is another measurement
+    # another device is another measurement (replace: resolving would refuse a device this machine lacks)
+    assert reproduce.run_key(dataclasses.replace(tiny_config(), device="cuda:0")) != key
 
     library = tmp_path / "s2r2lib"
     shutil.copytree(ROOT / "s2r2lib", library, ignore=shutil.ignore_patterns("__pycache__"))
@@ -91,7 +93,7 @@ def test_a_run_key_changes_with_the_config_and_the_training_code_only(tmp_path):
 def test_a_run_key_follows_the_data_files(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"1")
-    config = tiny_config(data="folder", data_root=str(tmp_path / "images"), split=None)
+    config = tiny_config(data="folder", data_root=str(tmp_path / "images"), split=None, data_options={})
     key = reproduce.run_key(config)
     assert reproduce.run_key(config) == key
     (tmp_path / "images" / "b.png").write_bytes(b"2")

@@ -1,5 +1,6 @@
-"""Every measured number names the commit it came from: the checkout's real HEAD, marked dirty when tracked
-code differs from it (outputs in results/ and figures/ do not count), and "unknown" only outside git."""
+"""Every measured number names the commit it came from: the checkout's real HEAD, with ``+modified:...``
+naming s2r2lib/ or the notebooks' cells where they differ from it (outputs in results/ and figures/, and a
+notebook's saved outputs, do not count), and "unknown" only outside git."""
 
 import subprocess
 
@@ -39,17 +40,34 @@ def test_the_commit_is_the_checkouts_head(checkout):
     assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")  # follows HEAD, not a constant
 
 
-def test_a_changed_tracked_file_makes_it_dirty(checkout):
+def test_a_changed_tracked_file_names_the_part_of_the_code_that_changed(checkout):
     (checkout / "s2r2lib" / "losses.py").write_text("TAU = 0.02\n")
-    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD") + "+dirty"
-    assert results.provenance("cpu")["commit"].endswith("+dirty")
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD") + "+modified:s2r2lib"
+    assert results.provenance("cpu")["commit"].endswith("+modified:s2r2lib")
 
 
-def test_outputs_and_untracked_files_do_not_make_it_dirty(checkout):
+def test_a_notebooks_cells_count_and_its_saved_outputs_do_not(checkout):
+    import json
+
+    cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None}
+    notebook = checkout / "notebooks" / "01.ipynb"
+    notebook.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    git(checkout, "commit", "-qam", "a notebook")
+    executed = {**cell, "outputs": [{"output_type": "stream", "name": "stdout", "text": "1"}], "execution_count": 1}
+    notebook.write_text(json.dumps({"cells": [executed], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
+    notebook.write_text(json.dumps({"cells": [{**cell, "source": "x = 2"}], "metadata": {}, "nbformat": 4,
+                                    "nbformat_minor": 5}))
+    assert results.git_commit().endswith("+modified:notebooks")
+
+
+def test_outputs_and_files_outside_the_code_do_not_count(checkout):
     (checkout / "results" / "runs.csv").write_text("a\n2\n")
     (checkout / "figures" / "f.svg").write_text("<svg></svg>\n")
-    (checkout / "s2r2lib" / "scratch.py").write_text("x = 1\n")
+    (checkout / "notes.txt").write_text("a scratch file beside the code\n")
     assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
+    (checkout / "s2r2lib" / "scratch.py").write_text("x = 1\n")  # a new module is code
+    assert results.git_commit().endswith("+modified:s2r2lib")
 
 
 def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
