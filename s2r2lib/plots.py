@@ -163,10 +163,10 @@ def descent_figure(z, ids, fields: dict):
     """One :func:`plot_descent_field` panel per loss; ``fields`` maps a title to its directions."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4.5))
-    for ax, (title, directions) in zip(axes, fields.items()):
+    fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4.5), squeeze=False)
+    for ax, (title, directions) in zip(axes[0], fields.items()):
         plot_descent_field(ax, z, ids, directions, title)
-    axes[0].legend(loc="lower left", fontsize=9)
+    axes[0, 0].legend(loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig
 
