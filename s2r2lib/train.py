@@ -118,7 +118,7 @@ class TrainConfig:
     device: str = "cpu"                 # cpu, cuda, cuda:<index> or mps; resolved() writes it with its index
     precision: str = "fp32"             # fp32 or bf16 (autocast)
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False               # torch.compile the learner and the view renderer
     deterministic: bool = False         # bitwise-reproducible CUDA kernels (slower); see "Exact resume"
     sync_bn: bool = False               # under DDP: batch norm statistics over the global batch
     log_every: int = 10                 # steps between reads of the loss from the device (log rows)
@@ -587,11 +587,13 @@ def _ranking_loss(config: TrainConfig, z: torch.Tensor, ids: torch.Tensor | Batc
     return loss_fn(z, ids, config.tau)
 
 
-def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Tensor | BatchGroups | None = None):
+def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Tensor | BatchGroups | None = None,
+                  compile_backend: str | None = None):
     """S2R2 or SimCLR: K views of each image, their projections gathered over processes, the loss.
-    ``ids``: :func:`view_ids` of the global batch (built here when not given). Returns the loss, the
-    projections (detached) and ids."""
-    views, _ = make_views(images, config.views_per_image, config.view_size, generator=generator)
+    ``ids``: :func:`view_ids` of the global batch (built here when not given); ``compile_backend``: the
+    views' (None: eager). Returns the loss, the projections (detached) and ids."""
+    views, _ = make_views(images, config.views_per_image, config.view_size, generator=generator,
+                          compile_backend=compile_backend)
     (z,) = engine([views])
     z = gather_with_grad(z)  # every process's views, image-major, in rank order
     if ids is None:
@@ -600,14 +602,14 @@ def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Ten
 
 
 def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainConfig, queue: torch.Tensor | None,
-               queue_full: bool = False):
+               queue_full: bool = False, compile_backend: str | None = None):
     """SwAV: multi-crop views, prototype scores of every crop, codes from the large crops (and, once
     ``queue_full``, the queue), the swapped prediction loss. Pushes this step's code embeddings into
     ``queue``. Returns the loss, the two code crops' embeddings (detached) and their image ids."""
     with torch.no_grad():
         prototypes.weight.copy_(F.normalize(prototypes.weight, dim=1))
     crops = [(count, size, tuple(scale)) for count, size, scale in config.crops]
-    groups = make_multicrop_views(images, crops, generator=generator)
+    groups = make_multicrop_views(images, crops, generator=generator, compile_backend=compile_backend)
     scores, code_z = [], []
     code_crops = config.crops[0][0]
     for (views, _), z in zip(groups, engine([views for views, _ in groups])):
@@ -639,7 +641,7 @@ class Engine:
     ``images`` (N, 3, H, W) uint8 stay where they are (on the device when they fit there); each step
     picks its batch, draws its views on ``device`` and steps the optimiser, never reading a number back
     to the host. With ``world`` > 1 the learner runs under DDP (optionally with SyncBatchNorm);
-    ``config.compile`` compiles it with ``compile_backend``.
+    ``config.compile`` compiles it, and the views' renderer, with ``compile_backend``.
     """
 
     def __init__(self, config: TrainConfig, images: torch.Tensor, device: str | torch.device, rank: int = 0,
@@ -670,6 +672,7 @@ class Engine:
         if config.compile:
             module = torch.compile(module, backend=compile_backend)
         self.module = module
+        self.views_backend = compile_backend if config.compile else None
 
     def step(self, step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Train step ``step`` of ``total_steps``: returns the loss (detached), the projections the batch
@@ -684,9 +687,9 @@ class Engine:
         if config.method == "swav":
             queue_full = step * config.images_per_batch >= config.queue_length  # step pushes of B so far
             loss, z, ids = _swav_step(self.module, self.learner.prototypes, batch, generator, config, self.queue,
-                                      queue_full)
+                                      queue_full, self.views_backend)
         else:
-            loss, z, ids = _ranking_step(self.module, batch, generator, config, self.ids)
+            loss, z, ids = _ranking_step(self.module, batch, generator, config, self.ids, self.views_backend)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.learner.prototypes is not None and step < (self.steps_per_epoch if self.config.prototype_freeze_steps

@@ -27,6 +27,7 @@ images are about the output size (STL10 at 96 px, CIFAR at 32 px) crops are upsa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ class ViewCollate:
 
 def make_views(images: torch.Tensor, views_per_image: int, size: int = 96, backend: str = "batched",
                generator: torch.Generator | None = None, recipe: ViewRecipe = SIMCLR,
-               allow_upscale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               allow_upscale: bool = False, compile_backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """K random views of each of B images, and the id of each view's image (S2R2 Sec. 3).
 
     images: uint8 (B, C, H, W), C = 1 (repeated to 3) or 3, on the device the batched backend runs on.
@@ -120,7 +121,9 @@ def make_views(images: torch.Tensor, views_per_image: int, size: int = 96, backe
     ids int64 (B*K,), image-major: ``ids == arange(B).repeat_interleave(K)``, ready for ``smooth_ap_loss(z, ids)``.
     ``generator`` (on the images' device for "batched") makes the views reproducible per device and backend.
     ``size`` above the image's shorter side is refused unless ``allow_upscale``. The batched backend never
-    waits for the device (no host sync), so it can run ahead of a GPU.
+    waits for the device (no host sync), so it can run ahead of a GPU. ``compile_backend`` (batched only),
+    e.g. "inductor": render the views through ``torch.compile`` with that backend, which fuses the colour
+    steps' passes over the batch into a few kernels; the same views up to float rounding.
     """
     _check_views(views_per_image, size)
     _check_images(images, size, allow_upscale)
@@ -131,6 +134,9 @@ def make_views(images: torch.Tensor, views_per_image: int, size: int = 96, backe
                         f"{generator!r}; make one with torch.Generator(device=images.device).manual_seed(seed)")
     if not isinstance(recipe, ViewRecipe):
         raise TypeError(f"recipe must be a ViewRecipe (e.g. views.SIMCLR), got {type(recipe).__name__}")
+    if compile_backend is not None and (backend != "batched" or not isinstance(compile_backend, str)):
+        raise ValueError(f"compile_backend={compile_backend!r} needs backend='batched' and a torch.compile "
+                         f"backend name such as 'inductor'; pass compile_backend=None for eager views")
     if backend == "cpu":
         transform = cpu_view_transform(size, recipe)
         if generator is None:
@@ -142,14 +148,14 @@ def make_views(images: torch.Tensor, views_per_image: int, size: int = 96, backe
     if generator is not None and not _same_device(generator.device, images.device):
         raise ValueError(f"generator is on {generator.device} but images are on {images.device}; "
                          f"create it with torch.Generator(device=images.device)")
-    views = _batched_views(images, views_per_image, size, recipe, generator)
+    views = _batched_views(images, views_per_image, size, recipe, generator, compile_backend)
     return views, _view_ids(len(images), views_per_image, images.device)
 
 
 def make_multicrop_views(images: torch.Tensor, crops: Sequence[tuple[int, int, tuple[float, float]]] = SWAV_CROPS,
                          backend: str = "batched", generator: torch.Generator | None = None,
-                         recipe: ViewRecipe = SIMCLR,
-                         allow_upscale: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                         recipe: ViewRecipe = SIMCLR, allow_upscale: bool = False,
+                         compile_backend: str | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """SwAV multi-crop: for each ``(views_per_image, size, crop_scale)`` in ``crops``, one ``make_views`` batch.
 
     Returns one (views (B*K_i, 3, size_i, size_i), ids (B*K_i,)) pair per crop spec, in the order given;
@@ -157,7 +163,7 @@ def make_multicrop_views(images: torch.Tensor, crops: Sequence[tuple[int, int, t
     """
     _check_crops(crops)
     return [make_views(images, views_per_image, size, backend, generator,
-                       dataclasses.replace(recipe, crop_scale=tuple(scale)), allow_upscale)
+                       dataclasses.replace(recipe, crop_scale=tuple(scale)), allow_upscale, compile_backend)
             for views_per_image, size, scale in crops]
 
 
@@ -228,14 +234,43 @@ def _cpu_views(images: Sequence[torch.Tensor], views_per_image: int, transform) 
 
 
 def _batched_views(images: torch.Tensor, views_per_image: int, size: int, recipe: ViewRecipe,
-                   generator: torch.Generator | None) -> torch.Tensor:
+                   generator: torch.Generator | None, compile_backend: str | None = None) -> torch.Tensor:
     """The batched backend: uint8 (B, C, H, W) -> float32 (B*K, 3, size, size), every parameter drawn per view.
 
     All random numbers are drawn up front, in a fixed order, for every view: one seed, one set of views.
     """
     batch, _, height, width = images.shape
-    n = batch * views_per_image
-    device = images.device
+    draws = draw_view_parameters(batch * views_per_image, height, width, recipe, generator, images.device)
+    render = render_views if compile_backend is None else compiled_render_views(compile_backend)
+    return render(images, draws, size, recipe.blur_kernel_size(size))
+
+
+@dataclass(frozen=True)
+class ViewDraws:
+    """Every random parameter of N views (tensors of N rows on one device), drawn before any pixel is touched.
+
+    top, left, crop_h, crop_w: the crop box in whole source pixels; flip, jitter, gray, blur: whether each
+    step applies; factors (4, N): brightness, contrast, saturation factors and hue shift; order (N, 4): the
+    jitter steps' order per view; sigma: the blur's.
+    """
+
+    top: torch.Tensor
+    left: torch.Tensor
+    crop_h: torch.Tensor
+    crop_w: torch.Tensor
+    flip: torch.Tensor
+    jitter: torch.Tensor
+    factors: torch.Tensor
+    order: torch.Tensor
+    gray: torch.Tensor
+    blur: torch.Tensor
+    sigma: torch.Tensor
+
+
+def draw_view_parameters(n: int, height: int, width: int, recipe: ViewRecipe = SIMCLR,
+                         generator: torch.Generator | None = None, device=None) -> ViewDraws:
+    """The random half of the batched backend, in a fixed order: one generator state, one set of views."""
+    device = torch.device("cpu") if device is None else torch.device(device)
 
     def uniform(low, high, *shape):
         return low + (high - low) * torch.rand(*shape, generator=generator, device=device)
@@ -251,14 +286,25 @@ def _batched_views(images: torch.Tensor, views_per_image: int, size: int, recipe
     gray = uniform(0, 1, n) < recipe.grayscale_p
     blur = uniform(0, 1, n) < recipe.blur_p
     sigma = uniform(*recipe.blur_sigma, n)
+    return ViewDraws(top, left, crop_h, crop_w, flip, jitter, factors, order, gray, blur, sigma)
+
+
+def render_views(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_size: int) -> torch.Tensor:
+    """The deterministic half of the batched backend: uint8 (B, C, H, W) and B*K views' draws -> float32
+    (B*K, 3, size, size). Pure tensor code without randomness or host syncs, so ``torch.compile`` can fuse it
+    (:func:`compiled_render_views`)."""
+    batch, _, height, width = images.shape
+    n = len(draws.flip)
+    views_per_image = n // batch
+    device = images.device
 
     # Crop + resize + flip as one affine map from output to source pixels (align_corners=False):
     # output column u samples x = left + (u + 0.5) * crop_w / size - 0.5, exactly as crop-then-resize does.
     theta = torch.zeros(n, 2, 3, device=device)
-    theta[:, 0, 0] = torch.where(flip, -crop_w, crop_w) / width
-    theta[:, 0, 2] = (2 * left + crop_w) / width - 1
-    theta[:, 1, 1] = crop_h / height
-    theta[:, 1, 2] = (2 * top + crop_h) / height - 1
+    theta[:, 0, 0] = torch.where(draws.flip, -draws.crop_w, draws.crop_w) / width
+    theta[:, 0, 2] = (2 * draws.left + draws.crop_w) / width - 1
+    theta[:, 1, 1] = draws.crop_h / height
+    theta[:, 1, 2] = (2 * draws.top + draws.crop_h) / height - 1
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     # Stack each image's K grids along the height so that grid_sample reads each source image once.
     grid = grid.view(batch, views_per_image * size, size, 2)
@@ -266,12 +312,18 @@ def _batched_views(images: torch.Tensor, views_per_image: int, size: int, recipe
     views = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     views = views.view(batch, 3, views_per_image, size, size).transpose(1, 2).reshape(n, 3, size, size)
 
-    views = _color_jitter(views, jitter, factors, order)
-    views = torch.where(gray.view(n, 1, 1, 1), _luma(views).expand(-1, 3, -1, -1), views)
-    kernel_size = recipe.blur_kernel_size(size)
-    if kernel_size > 1:
-        views = torch.where(blur.view(n, 1, 1, 1), _gaussian_blur(views, sigma, kernel_size), views)
+    views = _color_jitter(views, draws.jitter, draws.factors, draws.order)
+    views = torch.where(draws.gray.view(n, 1, 1, 1), _luma(views).expand(-1, 3, -1, -1), views)
+    if blur_kernel_size > 1:
+        views = torch.where(draws.blur.view(n, 1, 1, 1), _gaussian_blur(views, draws.sigma, blur_kernel_size), views)
     return views.clamp_(0, 1)
+
+
+@functools.cache
+def compiled_render_views(backend: str = "inductor"):
+    """:func:`render_views` through ``torch.compile`` (one compiled function per backend, shapes static:
+    a new batch shape recompiles once)."""
+    return torch.compile(render_views, backend=backend, dynamic=False, fullgraph=True)
 
 
 def _sample_crop_boxes(n: int, height: int, width: int, recipe: ViewRecipe, uniform):

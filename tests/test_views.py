@@ -290,14 +290,36 @@ def test_views_bench_measures_kornia_beside_batched_or_says_it_is_missing(tmp_pa
     monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path))
     monkeypatch.setattr(bench, "encoder_images_per_second", lambda *args: 100.0)  # the encoder is not under test
     monkeypatch.setattr(bench, "loader_views_per_second", lambda *args: 100.0)
-    argv = ["--size", "32", "--images", "2", "--views", "2", "--repeats", "1", "--device", "cpu"]
+    argv = ["--size", "32", "--images", "2", "--views", "2", "--repeats", "1", "--device", "cpu",
+            "--compile-backend", "eager"]
     assert bench.main(argv) == 0
     assert "batched backend at" in capsys.readouterr().out
     rows = (tmp_path / "bench_views.csv").read_text().splitlines()
     assert any(",kornia," in row and ",ok," in row for row in rows)
+    assert any(",batched-compiled," in row and ",ok," in row for row in rows)
 
     monkeypatch.setitem(sys.modules, "kornia", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)
     assert bench.main(argv) == 0
     rows = (tmp_path / "bench_views.csv").read_text().splitlines()
     assert any(",kornia," in row and bench.NO_KORNIA in row for row in rows)
+
+
+@pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])
+def test_compiled_views_are_the_eager_views(compile_backend):
+    """The renderer traces as one graph (fullgraph: a graph break raises) and draws the same views; inductor's
+    fused kernels are measured by ``bench views`` (the C++/Triton build is too slow for the suite)."""
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    eager, ids = make_views(images, 4, 32, generator=torch.Generator().manual_seed(1))
+    compiled, compiled_ids = make_views(images, 4, 32, generator=torch.Generator().manual_seed(1),
+                                        compile_backend=compile_backend)
+    assert torch.equal(ids, compiled_ids)
+    torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=0)
+
+
+def test_compiled_views_need_the_batched_backend_and_a_backend_name():
+    images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="backend='batched'"):
+        make_views(images, 2, 32, backend="cpu", compile_backend="inductor")
+    with pytest.raises(ValueError, match="compile_backend=True"):
+        make_views(images, 2, 32, compile_backend=True)

@@ -5,7 +5,8 @@
 For each view size: the cpu backend in-process (one worker, one thread, as a DataLoader worker runs),
 the cpu backend in a DataLoader with os.cpu_count() workers, the batched backend on --device, the same
 recipe as a kornia.augmentation pipeline on --device (the library the hand-written batched backend was
-chosen over: this row is the evidence, and the summary prints batched/kornia), and the encoder's
+chosen over: this row is the evidence, and the summary prints batched/kornia), the batched backend's
+renderer through torch.compile (inductor; compile time not counted), and the encoder's
 training step (forward + backward, channels_last; bf16 autocast on CUDA) on views of that size:
 narrow_cnn at 64 px and below (small-input stem), resnet18 above, unless --arch. ratio = the backend's
 views/s / the encoder's images/s: above 1 the backend keeps the encoder fed. The goal on a
@@ -73,9 +74,12 @@ def loader_views_per_second(images: torch.Tensor, views_per_image: int, size: in
     return count / (time.perf_counter() - start)
 
 
-def batched_views_per_second(images: torch.Tensor, views_per_image: int, size: int, repeats: int) -> float:
-    """The batched backend on the images' device."""
-    seconds = _seconds(lambda: make_views(images, views_per_image, size, "batched"), images.device, repeats)
+def batched_views_per_second(images: torch.Tensor, views_per_image: int, size: int, repeats: int,
+                             compile_backend: str | None = None) -> float:
+    """The batched backend on the images' device; ``compile_backend``: its renderer through torch.compile
+    (the warm-up call compiles, and is not timed)."""
+    seconds = _seconds(lambda: make_views(images, views_per_image, size, "batched", compile_backend=compile_backend),
+                       images.device, repeats)
     return images.shape[0] * views_per_image / seconds
 
 
@@ -129,6 +133,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--encoder-batch", type=int,
                         help="views per encoder step (default: B*K on CUDA, 64 on CPU to keep the run short)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (the fastest counts)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the batched-compiled row ('none' skips the row)")
     parser.add_argument("--out", default=None, help="CSV path (default results/bench_views.csv)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -152,6 +158,10 @@ def main(argv: list[str]) -> int:
             ("kornia", "", "", device, "views/s",
              lambda: kornia_views_per_second(images.to(device), args.views, size, args.repeats)),
         ]
+        if args.compile_backend != "none":
+            measurements.append(("batched-compiled", "", "", device, "views/s",
+                                 lambda: batched_views_per_second(images.to(device), args.views, size, args.repeats,
+                                                                  args.compile_backend)))
         encoder_rate = None
         for backend, row_arch, row_workers, row_device, unit, measure in measurements:
             try:
@@ -186,6 +196,8 @@ def _print_table(rows: list[dict], device: torch.device) -> None:
             what += " (in-process)" if row["workers"] == 1 else " (DataLoader)"
         elif row["backend"] == "kornia":
             what = f"kornia.augmentation on {device.type}"
+        elif row["backend"] == "batched-compiled":
+            what = f"batched, torch.compile, {device.type}"
         else:
             what = f"batched backend on {device.type}"
         print(f"{row['size']:>4}  {what:<34} {row['rate']:>10}  {row['unit']:<9} "
@@ -196,8 +208,8 @@ def _print_table(rows: list[dict], device: torch.device) -> None:
         if batched != "" and kornia != "":
             print(f"{size} px: batched backend at {batched / kornia:.1f}x kornia.augmentation's views/s")
     for row in rows:
-        if row["backend"] == "batched" and row["arch"] == "resnet18" and row["ratio_to_encoder"] != "":
+        if row["backend"].startswith("batched") and row["arch"] == "resnet18" and row["ratio_to_encoder"] != "":
             verdict = "meets" if row["ratio_to_encoder"] >= GOAL else "misses"
             scope = "" if device.type == "cuda" else " (the goal is for a GPU)"
-            print(f"{row['size']} px: batched backend at {row['ratio_to_encoder']}x ResNet18 {verdict} "
+            print(f"{row['size']} px: {row['backend']} backend at {row['ratio_to_encoder']}x ResNet18 {verdict} "
                   f"the {GOAL:g}x goal{scope}")
