@@ -493,7 +493,8 @@ def compile_stage(profile: Profile, profile_name: str, recorder: Recorder, limit
     began = time.perf_counter()
     command = [sys.executable, "-m", "s2r2lib.bench.gpu", "--worker", json.dumps({"profile_name": profile_name})]
     # start-up and the uncompiled steps get a minute (or what is left), the compiled ones the limit
-    lines, why = _worker_lines(command, min(60, seconds_left), min(limit, max(0, seconds_left - 60)))
+    compile_limit = min(limit, max(0, seconds_left - 60))
+    lines, why = _worker_lines(command, min(60, seconds_left), compile_limit)
     wall = time.perf_counter() - began
     parts = {line["compile"]: line for line in lines}
     name = next((line["name"] for line in lines), "s2r2-resnet18")
@@ -509,7 +510,7 @@ def compile_stage(profile: Profile, profile_name: str, recorder: Recorder, limit
             recorder.add("compile", name, "speedup", parts[False]["step_s"] / on["step_s"], "x", wall_s=wall,
                          note="uncompiled step time over compiled")
     elif False in parts and why.startswith("over"):  # recorded, not a failure: the check moves on
-        recorder.add("compile", name, "compile_s", f">{limit}", "s", status=f"stopped: compile {why}",
+        recorder.add("compile", name, "compile_s", f">{compile_limit:.0f}", "s", status=f"stopped: compile {why}",
                      wall_s=wall, note="the first compiled step had not finished; the worker was stopped")
     else:
         recorder.add("compile", name, "compile_s", status=f"failed: {why or 'no compiled step reported'}", wall_s=wall)
