@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 ## whose config, data and code are unchanged are reused from build/; FRESH=1 trains and probes everything again.
 reproduce: $(STAMP)
 	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
+	$(PY) -m s2r2lib.study readme
 
 ## Unit tests, notebooks (nbval) and the notebooks' recorded numbers (papermill).
 test: $(STAMP)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -887,11 +888,67 @@ def verdict_sentence(row) -> str:
         return (f"{data}: {comparison} is {interval}, against a seed noise (SD) of {100 * row['threshold']:.1f} points: "
                 f"{verdict}.")
     what = f"Claim {claim} ({_CLAIMS[claim]})" if claim != "control" else "The control"
-    rule = {"supported": "the interval lies above 0 and the effect reaches",
-            "contradicted": "the whole interval lies below",
-            "inconclusive": "the interval neither lies above 0 with the effect at, nor wholly below,"}[verdict]
-    return (f"{what}, {data}: {verdict}. {comparison}: {interval}; {rule} the threshold of "
-            f"{100 * row['threshold']:.1f} points declared before the runs.")
+    threshold = f"the threshold of {100 * row['threshold']:.1f} points declared before the runs"
+    rule = {"supported": f"the interval lies above 0 and the effect reaches {threshold}",
+            "contradicted": f"the whole interval lies below {threshold}",
+            "inconclusive": f"the interval reaches below 0 or the effect falls short of {threshold}, "
+                            f"and the interval is not wholly below it"}[verdict]
+    return f"{what}, {data}: {verdict}. {comparison}: {interval}; {rule}."
+
+
+def _brief(row) -> str:
+    name = f"claim {row['claim']}" if row["claim"] != "control" else "the control"
+    return (f"{name} on {row['data']} ({row['comparison']}: {_pts(row['effect'])} points, "
+            f"[{_pts(row['ci_low'])}, {_pts(row['ci_high'])}])")
+
+
+def summary_lines(table: "pd.DataFrame") -> list[str]:
+    """The verdicts gathered by kind, each comparison named with its effect and interval; then whether any
+    of the paper's claims (1-4) is supported. Made from the table alone, so no summary is written by hand."""
+    rows = [row for row in table.to_dict("records") if row["claim"] in _CLAIMS]
+    lines = []
+    for verdict in ("supported", "contradicted", "inconclusive"):
+        chosen = [row for row in rows if row["verdict"] == verdict]
+        if chosen:
+            lines.append(f"{verdict.capitalize()}, {len(chosen)} of {len(rows)} comparisons: "
+                         + "; ".join(_brief(row) for row in chosen) + ".")
+    supported = sorted({row["claim"] for row in rows if row["verdict"] == "supported" and row["claim"] != "control"})
+    lines.append("Of the paper's four claims, " + ("none is supported" if not supported else
+                 "supported: " + ", ".join(f"claim {claim}" for claim in supported)) + " at this scale.")
+    return lines
+
+
+README_BEGIN = "<!-- study verdicts: written by `python -m s2r2lib.study readme` from results/study_verdicts.csv -->"
+README_END = "<!-- end of the study verdicts -->"
+
+
+def readme_block(table: "pd.DataFrame") -> str:
+    """The README's verdict section: a table, one :func:`verdict_sentence` per row, and :func:`summary_lines`."""
+    rows = [row for row in table.to_dict("records") if row["claim"] in _CLAIMS]
+    lines = ["| claim | data | comparison | verdict | effect (points) | interval | threshold | seeds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['claim']} | {r['data']} | {r['comparison']} | {r['verdict']} | {_pts(r['effect'])} | "
+              f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | {100 * r['threshold']:.1f} | {r['seeds']} |" for r in rows]
+    lines += ["", *(f"- {verdict_sentence(row)}" for row in rows), "", "In short:",
+              *(f"- {line}" for line in summary_lines(table))]
+    return "\n".join([README_BEGIN, *lines, README_END])
+
+
+def update_readme(readme: str | Path, table: "pd.DataFrame") -> bool:
+    """Replace the block between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with
+    :func:`readme_block` of ``table`` (atomically). Returns whether the text changed."""
+    from .fileio import atomic_write_bytes
+
+    path = Path(readme)
+    text = path.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no study block; put the lines {README_BEGIN!r} and {README_END!r} "
+                         f"where the verdicts belong")
+    new = text[:begin] + readme_block(table) + text[end + len(README_END):]
+    if new != text:
+        atomic_write_bytes(path, new.encode())
+    return new != text
 
 
 def write_verdicts(table: "pd.DataFrame") -> Path:
@@ -949,3 +1006,29 @@ def agreement(rerun: list[dict], committed: list[dict]) -> "pd.DataFrame":
                       "threshold": tolerance, "seeds": 1, "level": float("nan"),
                       "comparison": f"{r['method']} (B = {r['images']}), seed {r['seed']}, step {r['steps']}"})
     return pd.DataFrame(table, columns=VERDICT_COLUMNS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m s2r2lib.study readme [--check]``: write (or check) the README's verdict block from the
+    published results/study_verdicts.csv."""
+    import argparse
+
+    from .results import committed_table, project_dir
+
+    parser = argparse.ArgumentParser(prog="python -m s2r2lib.study", description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["readme"])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, writing nothing")
+    args = parser.parse_args(argv)
+    readme, table = project_dir() / "README.md", committed_table("study_verdicts")
+    if args.check:
+        current = readme.read_text()
+        stale = readme_block(table) not in current
+        print(f"{readme}: the verdict block is {'stale' if stale else 'up to date'}")
+        return int(stale)
+    changed = update_readme(readme, table)
+    print(f"{readme}: verdict block {'rewritten' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

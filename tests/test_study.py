@@ -336,3 +336,46 @@ def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
     kept = torch.load(tmp_path / "kept" / "checkpoint.pt", weights_only=True)["model"]
     final = torch.load(plain["checkpoint"], weights_only=True)["model"]
     assert all(torch.equal(kept[name], final[name]) for name in final)
+
+
+def _verdict_rows(*verdicts):
+    import pandas as pd
+
+    rows = [{"claim": claim, "data": f"data-{i}", "verdict": verdict, "effect": 0.05, "ci_low": -0.01 if verdict !=
+             "supported" else 0.01, "ci_high": 0.1 if verdict != "contradicted" else 0.02, "threshold": 0.04,
+             "seeds": 3, "comparison": "A - B", "level": 0.05} for i, (claim, verdict) in enumerate(verdicts)]
+    return pd.DataFrame(rows, columns=study.VERDICT_COLUMNS)
+
+
+def test_the_summary_names_every_comparison_under_its_own_verdict():
+    table = _verdict_rows(("1", "inconclusive"), ("2", "contradicted"), ("control", "supported"))
+    lines = study.summary_lines(table)
+    assert lines[0].startswith("Supported, 1 of 3 comparisons: the control on data-2")
+    assert lines[1].startswith("Contradicted, 1 of 3 comparisons: claim 2 on data-1")
+    assert lines[2].startswith("Inconclusive, 1 of 3 comparisons: claim 1 on data-0")
+    assert lines[-1] == "Of the paper's four claims, none is supported at this scale."  # the control is no claim
+    table = _verdict_rows(("3", "supported"), ("1", "supported"), ("rerun", "agrees"))
+    assert study.summary_lines(table)[-1] == "Of the paper's four claims, supported: claim 1, claim 3 at this scale."
+
+
+def test_update_readme_replaces_only_the_block_and_needs_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{study.README_BEGIN}\nstale\n{study.README_END}\nafter\n")
+    table = _verdict_rows(("1", "inconclusive"))
+    assert study.update_readme(readme, table)
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("\nafter\n") and "stale" not in text
+    assert study.verdict_sentence(table.iloc[0]) in text
+    assert not study.update_readme(readme, table)  # unchanged the second time
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no study block"):
+        study.update_readme(readme, table)
+
+
+def test_the_readme_states_the_committed_verdicts():
+    """The README's verdict block is the committed results/study_verdicts.csv, word for word: no hand-written
+    summary can drift from the rows (`python -m s2r2lib.study readme` rewrites it; make reproduce runs it)."""
+    from s2r2lib.results import committed_table, project_dir
+
+    assert study.main(["readme", "--check"]) == 0, "run: python -m s2r2lib.study readme"
+    assert study.readme_block(committed_table("study_verdicts")) in (project_dir() / "README.md").read_text()
