@@ -2,17 +2,13 @@
 where an uninterrupted run ends: weights, prototypes, optimiser state and queue, and the same per-step log.
 test_train.py does the same for S2R2 at a constant learning rate."""
 
-import signal
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from s2r2lib.train import load_checkpoint, read_log
-from test_train import _train_command, small_config
+from test_train import _train_command, kill_and_resume, small_config
 
 STEPS = 10
 
@@ -23,25 +19,6 @@ def tensors(state, prefix=""):
         return {prefix: state}
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
     return {path: t for key, value in items for path, t in tensors(value, f"{prefix}/{key}").items()}
-
-
-def kill_and_resume(config, kill_after_rows: int) -> dict:
-    """Run ``config`` with python -m s2r2lib.train, SIGKILL it once its log has ``kill_after_rows`` steps,
-    then --resume it to the end; returns the resumed run's summary."""
-    process = subprocess.Popen(_train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = Path(config.output) / "log.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) > kill_after_rows:
-            break
-        time.sleep(0.005)
-    assert process.poll() is None, process.stderr.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert load_checkpoint(Path(config.output) / "checkpoint.pt")["step"] < STEPS
-    resumed = subprocess.run(_train_command(config, "--resume"), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    return yaml.safe_load(resumed.stdout)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,25 @@ def _train_command(config: TrainConfig, *extra: str) -> list[str]:
     return [sys.executable, "-m", "s2r2lib.train", *extra, *overrides]
 
 
+def kill_and_resume(config, kill_after_rows: int, timeout: float = 300) -> dict:
+    """Run ``config`` with python -m s2r2lib.train, SIGKILL it once its log has ``kill_after_rows`` steps,
+    then --resume it to the end; returns the resumed run's summary."""
+    process = subprocess.Popen(_train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = Path(config.output) / "log.csv"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > kill_after_rows:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert load_checkpoint(Path(config.output) / "checkpoint.pt")["step"] < config.max_steps
+    resumed = subprocess.run(_train_command(config, "--resume"), capture_output=True, text=True, timeout=2 * timeout)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return yaml.safe_load(resumed.stdout)
+
+
 def _final_weights(run) -> dict:
     return load_checkpoint(run / "checkpoint.pt")["model"]
 
@@ -109,21 +129,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, kill_af
     subprocess.run(_train_command(whole), check=True, capture_output=True, timeout=300)
 
     killed = small_config(tmp_path, "killed", max_steps=steps)
-    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = tmp_path / "killed" / "log.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) > kill_after_rows:
-            break
-        time.sleep(0.005)
-    assert process.poll() is None, process.stderr.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] < steps
-
-    resumed = subprocess.run(_train_command(killed, "--resume"), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert 0 < yaml.safe_load(resumed.stdout)["resumed_from"] < steps
+    assert 0 < kill_and_resume(killed, kill_after_rows)["resumed_from"] < steps
     a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"

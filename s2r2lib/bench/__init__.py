@@ -14,6 +14,27 @@ Each suite is a module here with ``main(argv) -> int``.
 SUITES = ("loss", "views", "train", "probe", "study")
 
 
+def suite_parser(suite: str, doc: str):
+    """The command line every suite starts from: its ``prog``, the first paragraph of ``doc`` as its
+    description, and the hidden ``--worker`` that :func:`run_worker` calls it back with."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m s2r2lib.bench {suite}", description=doc.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def serve_worker(args, measure) -> bool:
+    """In a :func:`run_worker` subprocess (``args.worker`` set): print ``measure(**job)`` as the JSON line the
+    parent reads, and return True (the suite's ``main`` then returns 0); else False."""
+    import json
+
+    if not args.worker:
+        return False
+    print(json.dumps(measure(**json.loads(args.worker))))
+    return True
+
+
 def run_worker(module: str, job: dict, timeout: int, hint: str = "") -> dict:
     """Run one measurement as ``python -m <module> --worker <job as JSON>`` in a fresh process (so its peak
     memory is its own); the JSON dict it prints last, with ``status`` "measured", or a "not measured: ..."

@@ -15,8 +15,6 @@ Rows go to ``results/bench_loss.csv``, merged by (device, impl, N): a CPU run ke
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import statistics
 import sys
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 
 from ..losses import smooth_ap_loss
 from ..results import output_dir, provenance, write_table
-from . import run_worker
+from . import run_worker, serve_worker, suite_parser
 
 IMPLS = ("s2r2lib", "naive", "pml")
 
@@ -110,7 +108,7 @@ def _pml_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2r2lib.bench loss", description=__doc__.split("\n\n")[0])
+    parser = suite_parser("loss", __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 320, 640, 1280], help="N = B * K")
     parser.add_argument("--views", type=int, default=20, help="K, views per image")
     parser.add_argument("--dim", type=int, default=128)
@@ -121,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip a form whose estimated scratch memory passes this (recorded as not measured)")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per measurement")
     parser.add_argument("--out", default=None, help="CSV path (default results/bench_loss.csv)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_measure(**json.loads(args.worker))))
+    if serve_worker(args, _measure):
         return 0
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]

@@ -20,8 +20,6 @@ Rows go to ``results/bench_probe.csv``, merged by (device, impl, threads): a CPU
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 
 from .. import probe
 from ..results import output_dir, provenance, write_table
-from . import run_worker
+from . import run_worker, serve_worker, suite_parser
 
 IMPLS = ("s2r2lib", "before")
 GOAL_S = {"cpu": 60.0, "cuda": 10.0}  # the whole probe at STL10's size: on a 2-core CPU, on a GPU
@@ -107,7 +105,7 @@ def _measure(impl: str, device: str, threads: int, train: int, test: int, dim: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2r2lib.bench probe", description=__doc__.split("\n\n")[0])
+    parser = suite_parser("probe", __doc__)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu, and cuda when present)")
     parser.add_argument("--threads", type=int, nargs="+", default=[2],
                         help="CPU threads, one row each (this project's machines have 2)")
@@ -120,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--timeout", type=int, default=600, help="seconds per measurement")
     parser.add_argument("--out", default=None, help="CSV path (default results/bench_probe.csv)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_measure(**json.loads(args.worker))))
+    if serve_worker(args, _measure):
         return 0
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]

@@ -22,8 +22,6 @@ passes the core count. Nothing is written unless ``--out`` names a CSV.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import run_worker
+from . import run_worker, serve_worker, suite_parser
 
 SETTINGS = {  # name -> (processes, threads per process, channels_last, compile)
     "today": (1, None, True, False),
@@ -86,15 +84,13 @@ def measure(name: str, method: str, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2r2lib.bench study", description=__doc__.split("\n\n")[0])
+    parser = suite_parser("study", __doc__)
     parser.add_argument("--methods", nargs="+", default=["S2R2"], help="study methods (S2R2 SimCLR SwAV MV-NT-Xent)")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per run, after 3 warm-up steps")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING")
     parser.add_argument("--out", default=None, help="also write the rows to this CSV")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_measure(**json.loads(args.worker))))
+    if serve_worker(args, _measure):
         return 0
     rows = []
     for method in args.methods:

@@ -30,8 +30,6 @@ Rows go to ``results/bench_train.csv``, merged by (device, arch, method, scale):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import statistics
@@ -45,7 +43,7 @@ from ..distributed import resolve_device
 from ..models import ARCHS
 from ..results import output_dir, provenance, write_table
 from ..views import make_multicrop_views, make_views
-from . import run_worker
+from . import run_worker, serve_worker, suite_parser
 
 GOAL = 0.10  # the views and the loss together: under this share of the step
 COLUMNS = ["arch", "method", "preset", "scale", "images", "views", "view_sizes", "precision", "channels_last",
@@ -171,7 +169,7 @@ def measure_row(arch: str, method: str, scale: int, device: str, precision: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s2r2lib.bench train", description=__doc__.split("\n\n")[0])
+    parser = suite_parser("train", __doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--archs", nargs="+", choices=ARCHS,
                         help="encoders (default: resnet18 resnet50 on CUDA, resnet18 on the CPU)")
@@ -186,10 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up (the median counts)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per measurement")
     parser.add_argument("--out", default=None, help="CSV path (default results/bench_train.csv)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(_measure(**json.loads(args.worker))))
+    if serve_worker(args, _measure):
         return 0
 
     cuda = torch.device(args.device).type == "cuda"
