@@ -76,6 +76,8 @@ PROFILES: dict[str, dict[str, dict]] = {
 # for 06 on an idle 2-core CPU and resumes where it stopped; "gpu" is the same study with ResNet18, on a GPU.
 PROFILES["full"] = {**PROFILES["default"], "06_miniature_study": {"plan": "full"}}
 PROFILES["gpu"] = {**PROFILES["default"], "06_miniature_study": {"plan": "gpu"}}
+# The committed full study taken to 5 seeds (seeds 3 and 4 of every run, at the committed steps and lrs).
+PROFILES["extend"] = {**PROFILES["default"], "06_miniature_study": {"plan": "extend"}}
 
 
 def code_digest(exclude: tuple[str, ...] = NOT_TRAINING_CODE, library: Path | None = None) -> str:

@@ -122,6 +122,9 @@ PROBE_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on sta
                   "a validation part, scored on it; claims: fit on the whole train split, scored on the test split")
 
 
+RERUN_MODES = ("all", "subset", "extend")
+
+
 @dataclass(frozen=True)
 class StudyPlan:
     """Everything that sizes notebook 06's study; :data:`PLANS` holds the profiles."""
@@ -155,15 +158,16 @@ class StudyPlan:
     workers: int = 2                 # processes training side by side
     threads: int = 1                 # torch threads per process
     timing_steps: int = 8            # steps timed per method (after 3 warm-up steps)
-    rerun: str = "all"               # "all", or "subset": seed 0 of the main sets, the rest read from results/
+    rerun: str = "all"               # "all"; "subset": seed 0 of the main sets, the rest read from results/;
+                                     # "extend": the seeds results/ lacks, at its steps and lrs (all claims)
 
     def __post_init__(self):
         if len(self.lrs) < 3 or max(self.lrs) < 10 * min(self.lrs) * 0.99:
             raise ValueError(f"StudyPlan: lrs must hold at least 3 learning rates spanning 10x, got {self.lrs}")
         if len(self.seeds) < 2:
             raise ValueError(f"StudyPlan: seeds needs at least 2 seeds for an interval, got {self.seeds}")
-        if self.rerun not in ("all", "subset"):
-            raise ValueError(f"StudyPlan: rerun must be 'all' or 'subset', got {self.rerun!r}")
+        if self.rerun not in RERUN_MODES:
+            raise ValueError(f"StudyPlan: rerun must be one of {RERUN_MODES}, got {self.rerun!r}")
         if self.images not in self.sweep_images or self.images in (min(self.sweep_images), max(self.sweep_images)):
             raise ValueError(f"StudyPlan: sweep_images {self.sweep_images} must hold images={self.images} strictly "
                              "inside it (the main runs are the sweep's middle point)")
@@ -178,6 +182,8 @@ PLANS = {
     "full": _FULL,
     # make reproduce: seed 0 of the main runs again, compared with the committed full rows.
     "default": dataclasses.replace(_FULL, rerun="subset"),
+    # The committed full study taken to 5 seeds: seeds 3 and 4 of every run, at the committed steps and lrs.
+    "extend": dataclasses.replace(_FULL, seeds=(0, 1, 2, 3, 4), rerun="extend"),
     # The tests: every step of the pipeline, in about a minute.
     "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
                        sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
@@ -550,22 +556,24 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     return rows, best
 
 
-def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_root: str | None = None) -> list[dict]:
+def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_root: str | None = None,
+               done_seeds: tuple = ()) -> list[dict]:
     """Every job after the lr search: the main runs (every method, main set and seed, probed at the
     snapshots), claim 3's small-set runs, claim 4's sweep (at images x steps fixed) with its fewer-classes
-    arm, and the floors; the longest first. With ``plan.rerun == "subset"``: seed 0 of the main runs only."""
+    arm, and the floors; the longest first. With ``plan.rerun == "subset"``: seed 0 of the main runs only;
+    ``done_seeds`` are left out (``rerun == "extend"``: the seeds the committed rows hold)."""
     steps, jobs = budget["steps"], []
-    seeds = plan.seeds[:1] if plan.rerun == "subset" else plan.seeds
+    seeds = plan.seeds[:1] if plan.rerun == "subset" else tuple(s for s in plan.seeds if s not in done_seeds)
     table = "study-rerun" if plan.rerun == "subset" else "study"
     for dataset in plan.main_sets:
         for method in METHODS:
             jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], dataset, seed, dataset)
                      for seed in seeds]
-    if plan.rerun == "all":
+    if plan.rerun != "subset":
         small = f"{plan.small_set}-n{plan.small_n}"
         for method in ("S2R2", *BASELINES):
             jobs += [_job(plan, root, data_root, "study", method, best_lr[method], steps[method], plan.small_set,
-                          seed, small, data_n=plan.small_n) for seed in plan.seeds]
+                          seed, small, data_n=plan.small_n) for seed in seeds]
         s2r2_steps = steps["S2R2"]
         sweep = [(b, None) for b in plan.sweep_images if b != plan.images]
         sweep += [(b, plan.sweep_classes) for b in (plan.images, max(plan.sweep_images))]
@@ -573,13 +581,14 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
             label = f"{plan.search_set}-{classes}classes" if classes else f"{plan.search_set}-bsweep"
             b_steps = max(1, round(s2r2_steps * plan.images / images))  # images per batch x steps fixed
             jobs += [_job(plan, root, data_root, "study", "S2R2", best_lr["S2R2"], b_steps, plan.search_set, seed,
-                          label, images=images, num_classes=classes, probe_steps=[b_steps]) for seed in plan.seeds]
+                          label, images=images, num_classes=classes, probe_steps=[b_steps]) for seed in seeds]
         jobs.sort(key=lambda job: -job["config"]["max_steps"] * job["config"]["images_per_batch"] ** -0.5)
     for family in dict.fromkeys(STUDY_SETS[d][3] for d in plan.main_sets):
         probe_settings = _probe_settings(plan, family, root, data_root)
         jobs += [{"floor": None, "seed": seed, "table": table, "dataset": family, "probe": probe_settings}
                  for seed in seeds]
-        jobs.append({"floor": "raw", "seed": 0, "table": table, "dataset": family, "probe": probe_settings})
+        if 0 not in done_seeds:
+            jobs.append({"floor": "raw", "seed": 0, "table": table, "dataset": family, "probe": probe_settings})
     return jobs
 
 
@@ -601,18 +610,26 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
     """The whole study: timing pass, lr search, then every run and floor; or, for ``rerun="subset"``, seed 0
     of the main runs at the committed full profile's steps and lrs (rows of table ``study-rerun``), in
     ``<root>/rerun`` so that they are trained again even where the full profile's runs are on disk.
+    For ``rerun="extend"``, the seeds of ``plan.seeds`` that the committed rows lack, for every claim, at the
+    committed steps and lrs (rows of table ``study``, in ``root`` beside the full profile's runs).
     Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
     root = Path(root)
     plan, missing = measured_sets(plan, data_root)
+    done_seeds: tuple = ()
     with Workers(plan.workers, plan.threads) as workers:
-        if plan.rerun == "subset":  # the committed full rows say what to train: no timing, no search
-            budget, best = committed_plan(committed_rows(), plan)
-            search, root = [], root / "rerun"  # never the full profile's own runs, read back
+        if plan.rerun in ("subset", "extend"):  # the committed full rows say what to train: no timing, no search
+            committed = committed_rows()
+            budget, best = committed_plan(committed, plan)
+            search = []
+            if plan.rerun == "subset":
+                root = root / "rerun"  # never the full profile's own runs, read back
+            else:
+                done_seeds = tuple(sorted({int(r["seed"]) for r in committed if r["table"] == "study" and r["seed"]}))
         else:
             budget = measure_budget(plan, root, workers)
             search, best = lr_search(plan, budget, root, workers, data_root)
-        rows = [row for result in workers.map(run_job, study_jobs(plan, budget, best, root, data_root), "runs")
-                for row in result]
+        jobs = study_jobs(plan, budget, best, root, data_root, done_seeds)
+        rows = [row for result in workers.map(run_job, jobs, "runs") for row in result]
     return {"budget": budget, "best_lr": best, "search": search, "rows": rows, "not_measured": missing}
 
 
@@ -960,6 +977,13 @@ def write_verdicts(table: "pd.DataFrame") -> Path:
 
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------
+
+def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list[dict]:
+    """The rows the verdicts read: this run's (``rerun="all"``), the committed ones (``"subset"``: the rerun is
+    only compared with them), or both (``"extend"``: the new seeds beside the committed ones)."""
+    return {"all": outcome["search"] + outcome["rows"], "subset": committed,
+            "extend": committed + outcome["rows"]}[plan.rerun]
+
 
 def committed_rows() -> list[dict]:
     """The study rows of results/runs.csv (``table`` study or study-lr), as dicts of strings."""

@@ -5,6 +5,7 @@ notebook end to end."""
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,6 +169,19 @@ def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
         study.committed_plan([r for r in rows if r["method"] != "SwAV"], plan)
 
 
+def test_extend_jobs_leave_out_the_done_seeds_and_keep_every_claim():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2, 3), rerun="extend")
+    budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    every = study.study_jobs(dataclasses.replace(plan, rerun="all"), budget, best, Path("runs"))
+    extend = study.study_jobs(plan, budget, best, Path("runs"), done_seeds=(0, 1, 2))
+    seed = lambda job: job["config"]["seed"] if "config" in job else job["seed"]  # noqa: E731 (a run, or a floor)
+    assert {seed(job) for job in extend} == {3}
+    assert len(extend) == sum(seed(job) == 3 for job in every)  # every claim's jobs of seed 3, no other
+    assert not any(job.get("floor") == "raw" for job in extend)  # the raw-pixel floor has no seed: done once
+    with pytest.raises(ValueError, match="rerun must be one of"):
+        dataclasses.replace(plan, rerun="more")
+
+
 # --- The lr search, the budget, the probe ---------------------------------------------------------------
 
 def test_lr_search_extends_the_grid_once_past_an_edge_winner():
@@ -324,6 +338,17 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     table = study.agreement(rerun["rows"], study.committed_rows())
     main_probes = len(study.METHODS) * len(QUICK.main_sets) * len(QUICK.snapshots)
     assert len(table) >= main_probes and set(table["verdict"]) == {"agrees"}
+    # the extend profile's path: the seed the committed rows lack, for every claim, at their steps and lrs
+    committed = study.committed_rows()
+    extended = study.run_study(dataclasses.replace(QUICK, seeds=(0, 1, 2), rerun="extend"), study.default_root())
+    assert extended["search"] == [] and extended["best_lr"] == numbers["best_lr"]
+    new = study.frame(extended["rows"])
+    assert set(new["seed"]) == {2} and set(new["table"]) == {"study"}
+    old = study.frame(committed)
+    old = old[old["table"] == "study"]
+    assert set(new["dataset"]) == set(old["dataset"]) and set(new["method"]) == set(old["method"]) - {study.RAW}
+    key = ["dataset", "method", "images", "lr", "steps"]
+    assert set(map(tuple, new[key].astype(str).values)) <= set(map(tuple, old[key].astype(str).values))
 
 
 def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
