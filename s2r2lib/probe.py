@@ -300,8 +300,9 @@ METHOD_NAMES = {"s2r2": "S2R2", "simclr": "SimCLR", "swav": "SwAV"}
 
 
 def run_config(checkpoint: str | Path) -> dict:
-    """The training config a checkpoint was made with (see ``s2r2lib.train.TrainConfig``)."""
-    return read_checkpoint(checkpoint)["config"]
+    """The training config a checkpoint was made with (see ``s2r2lib.train.TrainConfig``); a field the
+    checkpoint predates reads as the default it was trained with (``recipe``: simclr-cifar)."""
+    return {"recipe": "simclr-cifar", **read_checkpoint(checkpoint)["config"]}
 
 
 def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
@@ -329,13 +330,14 @@ def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path 
 
 @torch.no_grad()
 def rank_views(model: S2R2Model, images: torch.Tensor, views_per_image: int, size: int, query: int = 0,
-               seed: int = 0):
-    """A retrieval example: K views of each image, ranked by cosine similarity of their projections to
-    view ``query``. Returns (views (N, 3, size, size), order (N - 1,) of the other views, best first,
-    is_positive (N - 1,) bool: same image as the query)."""
-    from .views import make_views
+               seed: int = 0, recipe: str = "simclr-cifar"):
+    """A retrieval example: K views of each image (``recipe``: a name of :data:`s2r2lib.views.RECIPES`, the
+    run's), ranked by cosine similarity of their projections to view ``query``. Returns (views (N, 3, size,
+    size), order (N - 1,) of the other views, best first, is_positive (N - 1,) bool: same image as the query)."""
+    from .views import RECIPES, make_views
 
-    views, ids = make_views(images, views_per_image, size, generator=torch.Generator().manual_seed(seed))
+    views, ids = make_views(images, views_per_image, size, generator=torch.Generator().manual_seed(seed),
+                            recipe=RECIPES[recipe])
     z = F.normalize(model.eval()(views), dim=1)
     sims = z @ z[query]
     sims[query] = -float("inf")

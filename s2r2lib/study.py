@@ -154,6 +154,7 @@ class StudyPlan:
     arch: str = "narrow_cnn"
     small_input: bool = True
     view_size: int = 32
+    recipe: str = "simclr-cifar"     # views.RECIPES: SimCLR's colour strength for 32-px views (s = 0.5)
     device: str = "cpu"
     workers: int = 2                 # processes training side by side
     threads: int = 1                 # torch threads per process
@@ -222,7 +223,8 @@ def method_config(method: str, plan: StudyPlan, lr: float, steps: int, dataset: 
                                  [plan.swav_small_crops, plan.view_size // 2, [0.05, 0.14]]])}[method]
     return TrainConfig(**shape, data=loader, split=split, data_options=options,
                        image_size=IMAGE_SIZES.get(loader, IMAGE_SIZES[family]), view_size=plan.view_size,
-                       arch=plan.arch, small_input=plan.small_input, optimizer="adam", schedule="cosine", lr=lr,
+                       arch=plan.arch, small_input=plan.small_input, recipe=plan.recipe, optimizer="adam",
+                       schedule="cosine", lr=lr,
                        warmup_steps=round(plan.warmup * steps), max_steps=steps, seed=seed, device=plan.device,
                        progress=False, checkpoint_every=100,
                        keep_steps=snapshot_steps(steps, plan.snapshots))

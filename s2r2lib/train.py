@@ -65,7 +65,7 @@ from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_l
                      swav_loss)
 from .models import ARCHS, build_model
 from .results import atomic_write_bytes
-from .views import make_multicrop_views, make_views
+from .views import RECIPES, make_multicrop_views, make_views
 
 METHODS = ("s2r2", "simclr", "swav")
 # The paper's optimiser settings (Sec. 3); tau is eq. 3's for S2R2, the softmax temperature otherwise.
@@ -101,6 +101,7 @@ class TrainConfig:
     images_per_batch: int = 16          # B (global, over all processes)
     views_per_image: int = 8            # K; for swav the crops below instead
     crops: list = field(default_factory=lambda: [[2, 32, [0.14, 1.0]], [4, 16, [0.05, 0.14]]])
+    recipe: str = "simclr-cifar"        # views.RECIPES: simclr (s = 1, the paper presets) or simclr-cifar (s = 0.5, 32 px)
     prototypes: int = 30                # swav
     queue_length: int = 0               # swav: stored embeddings per code crop (0: no queue)
     prototype_freeze_steps: int | None = None  # swav: prototypes frozen for these first steps (None: one epoch)
@@ -188,6 +189,8 @@ class TrainConfig:
             bad(f"unknown optimizer {self.optimizer!r}; expected adam, lars or sgd")
         if self.schedule not in (None, "constant", "cosine"):
             bad(f"unknown schedule {self.schedule!r}; expected constant or cosine")
+        if self.recipe not in RECIPES:
+            bad(f"unknown recipe {self.recipe!r}; expected one of {sorted(RECIPES)} (s2r2lib.views.RECIPES)")
         if self.precision not in ("fp32", "bf16"):
             bad(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.queue_length < 0 or (self.method == "swav" and 0 < self.queue_length < self.images_per_batch):
@@ -374,7 +377,7 @@ def _swav(large: int, small: int) -> list:
 
 
 _PAPER = {"data_root": None, "image_size": 96, "view_size": 96, "small_input": False, "precision": "bf16",
-          "device": "cuda", "checkpoint_every": 1000}
+          "device": "cuda", "checkpoint_every": 1000, "recipe": "simclr"}
 # Tables 1-2: (data, split) per training set, and #images x #views per model. SwAV's split of its
 # views into 2 large (96 px) and the rest small (48 px) crops is ours: the paper gives only the total.
 _TRAINING_SETS = {"stl10": ("stl10", "train+unlabeled"), "coco-train": ("coco", "train2017"),
@@ -593,7 +596,7 @@ def _ranking_step(engine, images, generator, config: TrainConfig, ids: torch.Ten
     ``ids``: :func:`view_ids` of the global batch (built here when not given); ``compile_backend``: the
     views' (None: eager). Returns the loss, the projections (detached) and ids."""
     views, _ = make_views(images, config.views_per_image, config.view_size, generator=generator,
-                          compile_backend=compile_backend)
+                          recipe=RECIPES[config.recipe], compile_backend=compile_backend)
     (z,) = engine([views])
     z = gather_with_grad(z)  # every process's views, image-major, in rank order
     if ids is None:
@@ -609,7 +612,8 @@ def _swav_step(engine, prototypes: nn.Linear, images, generator, config: TrainCo
     with torch.no_grad():
         prototypes.weight.copy_(F.normalize(prototypes.weight, dim=1))
     crops = [(count, size, tuple(scale)) for count, size, scale in config.crops]
-    groups = make_multicrop_views(images, crops, generator=generator, compile_backend=compile_backend)
+    groups = make_multicrop_views(images, crops, generator=generator, recipe=RECIPES[config.recipe],
+                                  compile_backend=compile_backend)
     scores, code_z = [], []
     code_crops = config.crops[0][0]
     for (views, _), z in zip(groups, engine([views for views, _ in groups])):

@@ -43,7 +43,8 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to
 
 @dataclass(frozen=True)
 class ViewRecipe:
-    """The numbers of one augmentation recipe; both backends read them. Defaults: SimCLR (Chen et al. 2020, App. A).
+    """The numbers of one augmentation recipe; both backends read them. Defaults: SimCLR (Chen et al. 2020, App. A),
+    colour distortion of strength s = 1, as S2R2 cites it; :data:`SIMCLR_CIFAR` is SimCLR's 32-px setting (s = 0.5).
 
     crop_scale is the crop's area as a fraction of the image, crop_ratio its width/height (sampled
     log-uniformly); jitter strengths are torchvision ColorJitter's (factor ~ U[1-s, 1+s], hue shift
@@ -54,10 +55,10 @@ class ViewRecipe:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
+    brightness: float = 0.8
+    contrast: float = 0.8
+    saturation: float = 0.8
+    hue: float = 0.2
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
@@ -69,6 +70,10 @@ class ViewRecipe:
 
 
 SIMCLR = ViewRecipe()
+# SimCLR's CIFAR-10 setting (App. B.9): colour strength s = 0.5, for 32-px images; this project's CPU miniature
+# (32-px views) trains with it, the paper presets (96 px) with SIMCLR.
+SIMCLR_CIFAR = dataclasses.replace(SIMCLR, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+RECIPES = {"simclr": SIMCLR, "simclr-cifar": SIMCLR_CIFAR}  # TrainConfig.recipe names these
 # SwAV's multi-crop (Caron et al. 2020) at S2R2's 96 px: (views per image, size, crop area range).
 SWAV_CROPS = ((2, 96, (0.14, 1.0)), (6, 48, (0.05, 0.14)))
 

@@ -37,10 +37,32 @@ def test_the_jitter_strengths_have_simclrs_form():
                                                                               0.2 * strength))
 
 
-@pytest.mark.xfail(strict=True, reason="the recipe uses s = 0.5 (0.4/0.4/0.4/0.1: SimCLR's CIFAR-10 setting, "
-                   "App. B.9) where SimCLR's App. A default, which S2R2 cites, is s = 1; a decision for views.py")
 def test_the_jitter_strength_is_simclrs_default():
+    # S2R2 cites SimCLR's App. A recipe, colour strength s = 1; its 32-px CIFAR setting (App. B.9) is s = 0.5.
     assert SIMCLR.brightness / 0.8 == pytest.approx(1.0)
+    assert views.SIMCLR_CIFAR.brightness / 0.8 == pytest.approx(0.5)
+    assert dataclasses.replace(views.SIMCLR_CIFAR, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2) == SIMCLR
+    assert views.RECIPES == {"simclr": SIMCLR, "simclr-cifar": views.SIMCLR_CIFAR}
+
+
+def test_the_paper_presets_train_with_simclrs_default_and_the_miniature_with_its_32px_strength(monkeypatch):
+    from s2r2lib import study, train
+
+    assert all(preset["recipe"] == "simclr" for preset in train.PRESETS.values())
+    assert train.TrainConfig().recipe == "simclr-cifar" and study.PLANS["full"].recipe == "simclr-cifar"
+    assert study.method_config("S2R2", study.PLANS["full"], 1e-3, 10).recipe == "simclr-cifar"
+    with pytest.raises(ValueError, match="unknown recipe 'imagenet'"):
+        train.TrainConfig(recipe="imagenet").validate()
+    seen = []  # the engine draws its views with the config's recipe, for the ranking methods and SwAV
+    real_views, real_multicrop = train.make_views, train.make_multicrop_views
+    monkeypatch.setattr(train, "make_views", lambda *a, **k: seen.append(k["recipe"]) or real_views(*a, **k))
+    monkeypatch.setattr(train, "make_multicrop_views", lambda *a, **k: seen.append(k["recipe"]) or real_multicrop(*a, **k))
+    for method, recipe in (("s2r2", "simclr"), ("swav", "simclr-cifar")):
+        config = train.TrainConfig(method=method, recipe=recipe, images_per_batch=4, views_per_image=2,
+                                   data_options={"n": 8}, progress=False, max_steps=1).resolved()
+        engine = train.Engine(config, torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8), "cpu")
+        engine.step(0, 1)
+        assert seen[-1] is views.RECIPES[recipe]
 
 
 @pytest.mark.parametrize("entry", [make_views, make_multicrop_views, cpu_view_transform, ViewCollate])
