@@ -298,6 +298,16 @@ def render_views(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_
     """The deterministic half of the batched backend: uint8 (B, C, H, W) and B*K views' draws -> float32
     (B*K, 3, size, size). Pure tensor code without randomness or host syncs, so ``torch.compile`` can fuse it
     (:func:`compiled_render_views`)."""
+    views = _crop_views(images, draws, size)
+    views = _color_jitter(views, draws.jitter, draws.factors, draws.order)
+    views = _grayscale_views(views, draws)
+    if blur_kernel_size > 1:
+        views = _blur_views(views, draws, blur_kernel_size)
+    return views.clamp_(0, 1)
+
+
+def _crop_views(images: torch.Tensor, draws: ViewDraws, size: int) -> torch.Tensor:
+    """Crop, resize and flip: uint8 (B, C, H, W) -> float32 (B*K, 3, size, size) in [0, 1]."""
     batch, _, height, width = images.shape
     n = len(draws.flip)
     views_per_image = n // batch
@@ -315,13 +325,25 @@ def render_views(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_
     grid = grid.view(batch, views_per_image * size, size, 2)
     source = images.expand(-1, 3, -1, -1).float().div_(255)
     views = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    views = views.view(batch, 3, views_per_image, size, size).transpose(1, 2).reshape(n, 3, size, size)
+    return views.view(batch, 3, views_per_image, size, size).transpose(1, 2).reshape(n, 3, size, size)
 
-    views = _color_jitter(views, draws.jitter, draws.factors, draws.order)
-    views = torch.where(draws.gray.view(n, 1, 1, 1), _luma(views).expand(-1, 3, -1, -1), views)
-    if blur_kernel_size > 1:
-        views = torch.where(draws.blur.view(n, 1, 1, 1), _gaussian_blur(views, draws.sigma, blur_kernel_size), views)
-    return views.clamp_(0, 1)
+
+def _grayscale_views(views: torch.Tensor, draws: ViewDraws) -> torch.Tensor:
+    return torch.where(draws.gray.view(-1, 1, 1, 1), _luma(views).expand(-1, 3, -1, -1), views)
+
+
+def _blur_views(views: torch.Tensor, draws: ViewDraws, kernel_size: int) -> torch.Tensor:
+    return torch.where(draws.blur.view(-1, 1, 1, 1), _gaussian_blur(views, draws.sigma, kernel_size), views)
+
+
+def render_stages(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_size: int) -> dict:
+    """:func:`render_views` as its stages, {name: fn(x) -> x}, in order (the first takes the images): what
+    ``bench views --stages`` times one by one."""
+    return {"crop": lambda x: _crop_views(x, draws, size),
+            "jitter": lambda x: _color_jitter(x, draws.jitter, draws.factors, draws.order),
+            "grayscale": lambda x: _grayscale_views(x, draws),
+            "blur": (lambda x: _blur_views(x, draws, blur_kernel_size)) if blur_kernel_size > 1 else (lambda x: x),
+            "clamp": lambda x: x.clamp_(0, 1)}
 
 
 @functools.cache

@@ -297,6 +297,19 @@ def test_views_bench_measures_kornia_beside_batched_or_says_it_is_missing(tmp_pa
     rows = (tmp_path / "bench_views.csv").read_text().splitlines()
     assert any(",kornia," in row and ",ok," in row for row in rows)
     assert any(",batched-compiled," in row and ",ok," in row for row in rows)
+    stages = [row.split(",")[3] for row in rows if ",stage:" in row and ",ms/batch," in row]
+    assert stages == ["stage:draw", "stage:crop", "stage:jitter", "stage:grayscale", "stage:blur", "stage:clamp"]
+
+
+def test_the_render_stages_in_order_are_the_renderer():
+    from s2r2lib import views
+
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    draws = views.draw_view_parameters(6, 40, 40, generator=torch.Generator().manual_seed(1))
+    x = images
+    for stage in views.render_stages(images, draws, 32, 3).values():
+        x = stage(x)
+    assert torch.equal(x, views.render_views(images, draws, 32, 3))
 
     monkeypatch.setitem(sys.modules, "kornia", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "kornia.augmentation", None)

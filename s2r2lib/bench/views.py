@@ -6,7 +6,8 @@ For each view size: the cpu backend in-process (one worker, one thread, as a Dat
 the cpu backend in a DataLoader with os.cpu_count() workers, the batched backend on --device, the same
 recipe as a kornia.augmentation pipeline on --device (the library the hand-written batched backend was
 chosen over: this row is the evidence, and the summary prints batched/kornia), the batched backend's
-renderer through torch.compile (inductor; compile time not counted), and the encoder's
+renderer through torch.compile (inductor; compile time not counted), the batched backend's stages timed
+one by one (ms per batch: where its time goes), and the encoder's
 training step (forward + backward, channels_last; bf16 autocast on CUDA) on views of that size:
 narrow_cnn at 64 px and below (small-input stem), resnet18 above, unless --arch. ratio = the backend's
 views/s / the encoder's images/s: above 1 the backend keeps the encoder fed. The goal on a
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from .. import results
 from ..models import ARCHS, build_model
-from ..views import SIMCLR, ViewCollate, ViewRecipe, make_views
+from ..views import SIMCLR, ViewCollate, ViewRecipe, draw_view_parameters, make_views, render_stages
 
 GOAL = 5.0  # batched views/s over ResNet18 images/s, on a GPU
 NO_KORNIA = "not measured: kornia not installed"
@@ -83,6 +84,23 @@ def batched_views_per_second(images: torch.Tensor, views_per_image: int, size: i
     return images.shape[0] * views_per_image / seconds
 
 
+def stage_milliseconds(images: torch.Tensor, views_per_image: int, size: int, repeats: int,
+                       recipe: ViewRecipe = SIMCLR) -> dict[str, float]:
+    """The batched backend's stages one by one on the images' device, each timed alone (fastest of ``repeats``
+    after a warm-up): {"draw": ms, "crop": ms, "jitter": ms, ...}, where the time of a batch goes."""
+    batch, _, height, width = images.shape
+    device = images.device
+    draw = lambda: draw_view_parameters(batch * views_per_image, height, width, recipe, None, device)  # noqa: E731
+    times = {"draw": 1000 * _seconds(draw, device, repeats)}
+    draws = draw()
+    x = images
+    for name, stage in render_stages(images, draws, size, recipe.blur_kernel_size(size)).items():
+        inputs = x.clone()  # stages work in place: each timed call gets a fresh copy of its input
+        times[name] = 1000 * _seconds(lambda: stage(inputs.clone()), device, repeats)
+        x = stage(inputs)
+    return times
+
+
 def kornia_pipeline(size: int, recipe: ViewRecipe = SIMCLR) -> torch.nn.Module:
     """The batched backend's recipe in kornia.augmentation: float (N, 3, H, W) in [0, 1] -> (N, 3, size, size).
 
@@ -135,6 +153,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (the fastest counts)")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend of the batched-compiled row ('none' skips the row)")
+    parser.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the batched backend's stages one by one (rows stage:<name>, ms per batch)")
     parser.add_argument("--out", default=None, help="CSV path (default results/bench_views.csv)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -162,6 +182,9 @@ def main(argv: list[str]) -> int:
             measurements.append(("batched-compiled", "", "", device, "views/s",
                                  lambda: batched_views_per_second(images.to(device), args.views, size, args.repeats,
                                                                   args.compile_backend)))
+        if args.stages:
+            stages = stage_milliseconds(images.to(device), args.views, size, args.repeats)
+            measurements += [(f"stage:{name}", "", "", device, "ms/batch", lambda ms=ms: ms) for name, ms in stages.items()]
         encoder_rate = None
         for backend, row_arch, row_workers, row_device, unit, measure in measurements:
             try:
@@ -172,11 +195,11 @@ def main(argv: list[str]) -> int:
                     status = NO_KORNIA  # kornia is optional: the comparison row says so
             if backend == "encoder":
                 encoder_rate = rate
-            ratio = rate / encoder_rate if backend != "encoder" and rate and encoder_rate else None
+            ratio = rate / encoder_rate if unit == "views/s" and rate and encoder_rate else None
             rows.append({"size": size, "images": args.images, "views_per_image": args.views,
                          "backend": backend, "workers": row_workers, "arch": row_arch or arch,
                          "encoder_batch": encoder_batch if backend == "encoder" else "",
-                         "rate": "" if rate is None else round(rate, 1), "unit": unit,
+                         "rate": "" if rate is None else round(rate, 3 if unit == "ms/batch" else 1), "unit": unit,
                          "ratio_to_encoder": "" if ratio is None else round(ratio, 2), "status": status,
                          **results.provenance(row_device)})
 
@@ -196,6 +219,8 @@ def _print_table(rows: list[dict], device: torch.device) -> None:
             what += " (in-process)" if row["workers"] == 1 else " (DataLoader)"
         elif row["backend"] == "kornia":
             what = f"kornia.augmentation on {device.type}"
+        elif row["backend"].startswith("stage:"):
+            what = f"  batched stage {row['backend'][6:]} alone"
         elif row["backend"] == "batched-compiled":
             what = f"batched, torch.compile, {device.type}"
         else:
