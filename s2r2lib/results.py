@@ -475,9 +475,10 @@ def measured_table(runs: pd.DataFrame) -> pd.DataFrame:
     and one column per metric, in % (with the commit that measured them)."""
     index = ["table", "dataset", "method", "arch", "images", "views", "epochs", "seed", "lr", "steps"]
     measured = runs[runs["source"] == "measured"]
-    wide = measured.pivot_table(index=index, columns="metric", values="value", aggfunc="first", sort=False,
-                                dropna=False) * 100
-    wide = wide.dropna(how="all")
+    # groupby keeps only the runs that exist (a floor's empty lr included); pivot_table(dropna=False) would
+    # build every combination of the ten index columns first, which ran out of memory at 761 rows.
+    groups = measured.groupby([*index, "metric"], sort=False, dropna=False)
+    wide = groups["value"].first().unstack("metric") * 100
     commits = measured.groupby(index, sort=False, dropna=False)["commit"].first()
     return wide.assign(commit=commits.reindex(wide.index)).rename_axis(columns=None)
 

@@ -274,3 +274,42 @@ def test_provenance_counts_code_and_notebook_sources_but_never_saved_outputs(tmp
     assert results.git_commit().endswith("+modified:notebooks")
     (tmp_path / "s2r2lib" / "b.py").write_text("y = 2\n")
     assert results.git_commit().endswith("+modified:s2r2lib,notebooks")
+
+
+def _measured_runs(count: int) -> "pd.DataFrame":
+    """``count`` measured runs that differ in six of measured_table's index columns, two metrics each, and a
+    random-init floor whose lr and steps are empty."""
+    rows = [{"table": "study", "dataset": f"set-{i}", "method": f"m-{i}", "arch": "narrow_cnn", "images": i + 1,
+             "views": 8, "epochs": 0, "seed": i, "lr": 10.0 ** -(i + 1), "steps": 10 * (i + 1), "metric": metric,
+             "value": 0.01 * i + (0.5 if metric == "knn_top1" else 0.0), "source": "measured", "commit": f"c{i}"}
+            for i in range(count) for metric in ("linear_top1", "knn_top1")]
+    rows.append({"table": "study", "dataset": "set-0", "method": "random-init", "arch": "narrow_cnn", "images": "",
+                 "views": "", "epochs": 0, "seed": 0, "lr": "", "steps": "", "metric": "linear_top1", "value": 0.2,
+                 "source": "measured", "commit": "c0"})
+    return results.typed(rows, results.TABLES["runs"][0])
+
+
+def test_measured_table_has_one_line_per_run_with_its_metrics_and_commit():
+    wide = results.measured_table(_measured_runs(3))
+    assert len(wide) == 4 and list(wide.columns) == ["linear_top1", "knn_top1", "commit"]
+    floor = wide.xs("random-init", level="method")
+    assert floor["linear_top1"].tolist() == [pytest.approx(20.0)] and floor["knn_top1"].isna().all()
+    run = wide.xs("m-2", level="method")
+    assert run[["linear_top1", "knn_top1"]].values.tolist() == [[pytest.approx(2.0), pytest.approx(52.0)]]
+    assert run["commit"].tolist() == ["c2"]
+
+
+def test_measured_table_memory_grows_with_the_runs_not_their_combinations():
+    """Notebook 04's kernel was killed for memory at 761 rows: pivot_table(dropna=False) built every
+    combination of the index columns. 12 runs differing in 6 columns are 12**6 = 3 million combinations."""
+    import tracemalloc
+
+    runs = _measured_runs(12)
+    tracemalloc.start()
+    try:
+        wide = results.measured_table(runs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(wide) == 13
+    assert peak < 20 * 2**20, f"measured_table peaked at {peak / 2**20:.0f} MiB for 25 rows"
