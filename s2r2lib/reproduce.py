@@ -53,7 +53,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "05_figure1": {"images_grid": [4, 8, 16, 32, 64], "views_grid": [2, 4, 8, 16], "base_images": 16,
                        "base_views": 8, "max_steps": 150, "data_n": 10000, "n_train": 5000, "n_test": 2000,
                        "retrain": True},
-        "06_miniature_study": {"plan": "default"},  # seed 0 rerun against the committed full rows
+        "06_miniature_study": {"plan": "default"},  # seed 0 on the object set, against the committed rows
     },
     # Notebooks 02-03 at the paper's setting (Table 1, STL10, ResNet18, 64 x 20 views at 96 px, bf16) on a
     # GPU, with --data-root holding stl10_binary/; 05 stays on the embedded data.

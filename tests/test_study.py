@@ -169,6 +169,15 @@ def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
         study.committed_plan([r for r in rows if r["method"] != "SwAV"], plan)
 
 
+def test_the_default_profile_reruns_seed_0_of_the_object_set_only():
+    plan = study.PLANS["default"]
+    budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    jobs = [job for job in study.study_jobs(plan, budget, best, Path("runs")) if "config" in job]
+    assert {job["dataset"] for job in jobs} == {"embedded-object"} and {job["method"] for job in jobs} == set(study.METHODS)
+    assert {job["config"]["seed"] for job in jobs} == {0} and {job["table"] for job in jobs} == {"study-rerun"}
+    assert plan.main_sets == study.PLANS["full"].main_sets  # the verdicts still read every committed set
+
+
 def test_extend_jobs_leave_out_the_done_seeds_and_keep_every_claim():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2, 3), rerun="extend")
     budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
