@@ -252,8 +252,8 @@ def views_sharing_no_object(mode: str, size: int = 40, pairs: int = 20000, seed:
 
 
 def colour_instance_top1(images: torch.Tensor, view_size: int = 32, bins: int = 4, seed: int = 0) -> float:
-    """Can colour alone tell which image a view came from? Two SimCLR views (the miniature's s = 0.5) of each image (N, 3, H, W)
-    uint8; each view described only by its joint colour histogram (``bins`` levels per channel); the
+    """Can colour alone tell which image a view came from? Two SimCLR views (the miniature's colour strength,
+    s = 0.5) of each image (N, 3, H, W) uint8; each view described only by its joint colour histogram (``bins`` levels per channel); the
     fraction of views whose nearest other view (Euclidean) is the other view of the same image. Chance is
     1 / (2N - 1); a value near 1 means instance discrimination can succeed on colour alone."""
     from .views import SIMCLR_CIFAR, make_views

@@ -101,7 +101,7 @@ class TrainConfig:
     images_per_batch: int = 16          # B (global, over all processes)
     views_per_image: int = 8            # K; for swav the crops below instead
     crops: list = field(default_factory=lambda: [[2, 32, [0.14, 1.0]], [4, 16, [0.05, 0.14]]])
-    recipe: str = "simclr-cifar"        # views.RECIPES: simclr (s = 1, the paper presets) or simclr-cifar (s = 0.5, 32 px)
+    recipe: str = "simclr-cifar"        # views.RECIPES: simclr (s = 1, paper presets), simclr-cifar (s = 0.5, 32 px)
     prototypes: int = 30                # swav
     queue_length: int = 0               # swav: stored embeddings per code crop (0: no queue)
     prototype_freeze_steps: int | None = None  # swav: prototypes frozen for these first steps (None: one epoch)

@@ -298,12 +298,10 @@ def render_views(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_
     """The deterministic half of the batched backend: uint8 (B, C, H, W) and B*K views' draws -> float32
     (B*K, 3, size, size). Pure tensor code without randomness or host syncs, so ``torch.compile`` can fuse it
     (:func:`compiled_render_views`)."""
-    views = _crop_views(images, draws, size)
-    views = _color_jitter(views, draws.jitter, draws.factors, draws.order)
-    views = _grayscale_views(views, draws)
-    if blur_kernel_size > 1:
-        views = _blur_views(views, draws, blur_kernel_size)
-    return views.clamp_(0, 1)
+    views = images
+    for stage in render_stages(draws, size, blur_kernel_size).values():
+        views = stage(views)
+    return views
 
 
 def _crop_views(images: torch.Tensor, draws: ViewDraws, size: int) -> torch.Tensor:
@@ -336,14 +334,17 @@ def _blur_views(views: torch.Tensor, draws: ViewDraws, kernel_size: int) -> torc
     return torch.where(draws.blur.view(-1, 1, 1, 1), _gaussian_blur(views, draws.sigma, kernel_size), views)
 
 
-def render_stages(images: torch.Tensor, draws: ViewDraws, size: int, blur_kernel_size: int) -> dict:
-    """:func:`render_views` as its stages, {name: fn(x) -> x}, in order (the first takes the images): what
-    ``bench views --stages`` times one by one."""
-    return {"crop": lambda x: _crop_views(x, draws, size),
-            "jitter": lambda x: _color_jitter(x, draws.jitter, draws.factors, draws.order),
-            "grayscale": lambda x: _grayscale_views(x, draws),
-            "blur": (lambda x: _blur_views(x, draws, blur_kernel_size)) if blur_kernel_size > 1 else (lambda x: x),
-            "clamp": lambda x: x.clamp_(0, 1)}
+def render_stages(draws: ViewDraws, size: int, blur_kernel_size: int) -> dict:
+    """The stages of :func:`render_views`, {name: fn(x) -> x}, in the order it runs them (the first takes the
+    uint8 images); ``bench views --stages`` times them one by one. No blur below a 3-pixel kernel."""
+    stages = {"crop": lambda x: _crop_views(x, draws, size),
+              "jitter": lambda x: _color_jitter(x, draws.jitter, draws.factors, draws.order),
+              "grayscale": lambda x: _grayscale_views(x, draws),
+              "blur": lambda x: _blur_views(x, draws, blur_kernel_size),
+              "clamp": lambda x: x.clamp_(0, 1)}
+    if blur_kernel_size <= 1:
+        del stages["blur"]
+    return stages
 
 
 @functools.cache

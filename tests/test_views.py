@@ -313,9 +313,11 @@ def test_the_render_stages_in_order_are_the_renderer():
     images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     draws = views.draw_view_parameters(6, 40, 40, generator=torch.Generator().manual_seed(1))
     x = images
-    for stage in views.render_stages(images, draws, 32, 3).values():
+    for stage in views.render_stages(draws, 32, 3).values():
         x = stage(x)
     assert torch.equal(x, views.render_views(images, draws, 32, 3))
+    assert list(views.render_stages(draws, 32, 3)) == ["crop", "jitter", "grayscale", "blur", "clamp"]
+    assert list(views.render_stages(draws, 16, 1)) == ["crop", "jitter", "grayscale", "clamp"]  # no 1-px blur
 
 
 @pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])

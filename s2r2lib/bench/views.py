@@ -94,7 +94,7 @@ def stage_milliseconds(images: torch.Tensor, views_per_image: int, size: int, re
     times = {"draw": 1000 * _seconds(draw, device, repeats)}
     draws = draw()
     x = images
-    for name, stage in render_stages(images, draws, size, recipe.blur_kernel_size(size)).items():
+    for name, stage in render_stages(draws, size, recipe.blur_kernel_size(size)).items():
         inputs = x.clone()  # stages work in place: each timed call gets a fresh copy of its input
         times[name] = 1000 * _seconds(lambda: stage(inputs.clone()), device, repeats)
         x = stage(inputs)
@@ -184,7 +184,8 @@ def main(argv: list[str]) -> int:
                                                                   args.compile_backend)))
         if args.stages:
             stages = stage_milliseconds(images.to(device), args.views, size, args.repeats)
-            measurements += [(f"stage:{name}", "", "", device, "ms/batch", lambda ms=ms: ms) for name, ms in stages.items()]
+            measurements += [(f"stage:{name}", "", "", device, "ms/batch", lambda ms=ms: ms)
+                             for name, ms in stages.items()]
         encoder_rate = None
         for backend, row_arch, row_workers, row_device, unit, measure in measurements:
             try:
