@@ -1,13 +1,27 @@
 """Keep test runs (unit tests, papermill and nbval kernels alike) away from the committed outputs:
 figures, results, records and training runs go to a temporary folder, through the variables s2r2lib.results reads.
-Kernels started by papermill or nbval inherit these variables."""
+Kernels started by papermill or nbval inherit these variables. The folder (several hundred MB after a full run) is
+removed when the run ends; set S2R2_KEEP_TEST_OUTPUTS=1 to keep it for a look."""
 
 import os
+import shutil
 import tempfile
+
+_SCRATCH: str | None = None
 
 
 def pytest_configure(config):
-    scratch = tempfile.mkdtemp(prefix="s2r2-test-outputs-")
+    global _SCRATCH
+    _SCRATCH = tempfile.mkdtemp(prefix="s2r2-test-outputs-")
     for kind in ("FIGURES", "RESULTS", "RECORDS", "RUNS"):
-        os.environ[f"S2R2_{kind}_DIR"] = os.path.join(scratch, kind.lower())
+        os.environ[f"S2R2_{kind}_DIR"] = os.path.join(_SCRATCH, kind.lower())
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config):
+    if _SCRATCH is None:
+        return
+    if os.environ.get("S2R2_KEEP_TEST_OUTPUTS"):
+        print(f"\ntest outputs kept in {_SCRATCH}")
+        return
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
