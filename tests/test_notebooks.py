@@ -22,11 +22,7 @@ def outputs(tmp_path, monkeypatch):
 def run_notebook(prefix, outputs, **parameters):
     """Execute a notebook with the quick profile's parameters (and ``parameters``); its recorded numbers."""
     (path,) = reproduce.notebook_paths(only=[prefix])
-    import papermill
-
-    parameters = {**reproduce.parameters_for(path, "quick"), **parameters}
-    papermill.execute_notebook(str(path), str(outputs / path.name), parameters=parameters,
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    reproduce.execute_notebook(path, outputs / path.name, {**reproduce.parameters_for(path, "quick"), **parameters})
     return json.loads((outputs / "records" / f"{path.stem}.json").read_text())
 
 
@@ -165,8 +161,6 @@ def test_notebooks_run_by_hand_leave_results_and_figures_untouched(tmp_path, mon
     import hashlib
     import subprocess
 
-    import papermill
-
     root = results.project_dir(reproduce.notebook_paths()[0].parent)
     for kind in ("FIGURES", "RESULTS"):  # as in JupyterLab: no test folders, no publishing
         monkeypatch.delenv(f"S2R2_{kind}_DIR", raising=False)
@@ -180,8 +174,7 @@ def test_notebooks_run_by_hand_leave_results_and_figures_untouched(tmp_path, mon
 
     before = snapshot()
     for path in reproduce.notebook_paths(only=["01", "04"]):
-        papermill.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(path.parent),
-                                   kernel_name="python3", progress_bar=False)
+        reproduce.execute_notebook(path, tmp_path / path.name)
     assert snapshot() == before
     scratch = root / "build" / "scratch"
     assert (scratch / "figures" / "01_relaxation.png").is_file() and (scratch / "results" / "table1.csv").is_file()

@@ -145,3 +145,58 @@ def test_reproducing_one_notebook_deletes_no_other_run(tmp_path, monkeypatch):
     assert kept.read_bytes() == b"a GPU run of notebook 02"
     assert (tmp_path / "figures" / "01_relaxation.png").is_file()
     assert {name: os.environ.get(name) for name in before} == before  # the caller's environment is left alone
+
+
+def test_a_kernel_wait_without_limit_looks_again_every_slice(monkeypatch):
+    """A wait for a kernel message is cut into slices, so a reply that a missed wake-up left unread is found at
+    the next slice instead of never (make reproduce hung at notebook 01's widget cell without this)."""
+    import asyncio
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    asked = []
+
+    async def reply_on_third_look(self, timeout=None):
+        asked.append(timeout)
+        if len(asked) < 3:
+            raise Empty
+        return {"msg_type": "execute_reply"}
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", reply_on_third_look)
+    channel = reproduce._sliced_channel_class().__new__(reproduce._sliced_channel_class())
+    assert asyncio.run(channel.get_msg(timeout=None)) == {"msg_type": "execute_reply"}
+    assert asked == [reproduce.POLL_SLICE_S] * 3
+
+
+def test_a_kernel_wait_with_a_limit_still_ends_at_the_limit(monkeypatch):
+    import asyncio
+    import time
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    asked = []
+
+    async def never(self, timeout=None):
+        asked.append(timeout)
+        await asyncio.sleep(timeout)
+        raise Empty
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", never)
+    monkeypatch.setattr(reproduce, "POLL_SLICE_S", 0.02)
+    channel = reproduce._sliced_channel_class().__new__(reproduce._sliced_channel_class())
+    began = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(channel.get_msg(timeout=0.1))
+    assert 0.1 <= time.monotonic() - began < 1.0
+    assert len(asked) >= 4 and max(asked) <= 0.02
+
+
+def test_the_notebook_kernel_client_uses_the_sliced_channels():
+    """nbclient sets the manager's client_class to jupyter_client's own after creating it; the client must still
+    be the one whose shell and iopub waits are sliced."""
+    manager = reproduce.kernel_manager_class()(kernel_name="python3")
+    manager.client_class = "jupyter_client.asynchronous.AsyncKernelClient"  # as nbclient does
+    client = manager.client()
+    assert client.shell_channel_class.__name__ == client.iopub_channel_class.__name__ == "SlicedChannel"

@@ -315,13 +315,10 @@ def test_colour_alone_does_not_find_an_images_other_view():
 
 @pytest.mark.smoke
 def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, monkeypatch):
-    import papermill
-
     for kind in ("figures", "results", "records", "runs"):
         monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
     (path,) = reproduce.notebook_paths(only=["06"])
-    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters=reproduce.parameters_for(path, "quick"),
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    reproduce.execute_notebook(path, tmp_path / path.name, reproduce.parameters_for(path, "quick"))
     numbers = json.loads((tmp_path / "records" / f"{path.stem}.json").read_text())
     assert {v["claim"] for v in numbers["verdicts"]} == {"1", "2", "3", "4", "control"}
     assert all(v["verdict"] in ("supported", "contradicted", "inconclusive", "not measured") for v in numbers["verdicts"])
