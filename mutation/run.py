@@ -7,9 +7,9 @@
 Each module is mutated in a scratch copy of the checkout (mutmut writes its ``mutants/`` folder there, never
 here), with only the test files listed for it in MODULES, slow tests included. The score per module,
 killed / (killed + survived + timeouts), goes to results/mutation.csv with the commit, date, tool
-version and wall time; the surviving mutants are printed (``--show`` prints their diffs). Mutants
-judged equivalent (no test can tell them apart) are listed, each with its reason, in
-mutation/equivalent.md, and are left out of the score. Not part of ``make test``.
+version and wall time (and, for a sample, its 95 % Wilson interval); the surviving mutants are printed
+(``--show`` prints their diffs). Mutants judged equivalent (no test can tell them apart) are listed, each with
+its reason, in mutation/equivalent.md, and are left out of the score. Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,19 @@ MODULES = {
     "study": ["tests/test_study.py"],
 }
 COLUMNS = ["module", "tests", "killed", "survived", "timeout", "equivalent", "no_tests", "total", "sampled",
-           "score", "tool", "commit", "date", "wall_s"]
+           "score", "ci_low", "ci_high", "tool", "commit", "date", "wall_s"]
 EQUIVALENT = ROOT / "mutation" / "equivalent.md"
+
+
+def wilson_interval(caught: int, judged: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion: the module's score, when it was measured on a random sample
+    of its mutants (the interval is about the sampling, not about mutmut)."""
+    if judged == 0:
+        raise ValueError("wilson_interval: judged must be positive")
+    p = caught / judged
+    centre = (p + z * z / (2 * judged)) / (1 + z * z / judged)
+    half = z * ((p * (1 - p) / judged + z * z / (4 * judged * judged)) ** 0.5) / (1 + z * z / judged)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def equivalent_mutants() -> set[str]:
@@ -122,11 +133,14 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
         print("  survived:", name)
         if show:
             print(mutmut(scratch, "show", name, check=False))
+    interval = wilson_interval(killed + timeout, judged) if sample and judged else None
     prov = provenance("cpu")
     return {"module": module, "tests": " ".join(tests), "killed": killed, "survived": len(survived),
             "timeout": timeout, "equivalent": len(equivalent), "no_tests": no_tests, "total": len(status),
             "sampled": f"{len(status)} of {len(meta)} (seed {seed})" if sample else "all",
-            "score": f"{(killed + timeout) / judged:.4f}" if judged else "", "tool": f"mutmut {version('mutmut')}",
+            "score": f"{(killed + timeout) / judged:.4f}" if judged else "",
+            "ci_low": f"{interval[0]:.4f}" if interval else "", "ci_high": f"{interval[1]:.4f}" if interval else "",
+            "tool": f"mutmut {version('mutmut')}",
             "commit": prov["commit"], "date": prov["date"], "wall_s": f"{wall:.0f}"}
 
 
