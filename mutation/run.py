@@ -34,13 +34,16 @@ from s2r2lib.results import provenance, write_table  # noqa: E402
 
 # module -> the test files that own it (and nothing else: a run stays within about an hour here).
 MODULES = {
-    "losses": ["tests/test_losses.py", "tests/test_chunking.py", "tests/test_loss_contracts.py"],
-    "views": ["tests/test_views.py", "tests/test_recipe.py"],
-    "train": ["tests/test_train.py", "tests/test_batch_order.py", "tests/test_resume_methods.py"],
-    "probe": ["tests/test_probe.py", "tests/test_probe_protocol.py"],
-    "results": ["tests/test_project.py", "tests/test_provenance.py"],
-    "data": ["tests/test_data.py", "tests/test_labelled_folder.py"],
-    "study": ["tests/test_study.py"],
+    "losses": ["tests/test_losses.py", "tests/test_chunking.py", "tests/test_loss_contracts.py",
+               "tests/test_bad_input_maths.py"],
+    "views": ["tests/test_views.py", "tests/test_recipe.py", "tests/test_bad_input_maths.py"],
+    "train": ["tests/test_train.py", "tests/test_batch_order.py", "tests/test_resume_methods.py", "tests/test_engine.py",
+              "tests/test_bad_input_config.py"],
+    "probe": ["tests/test_probe.py", "tests/test_probe_protocol.py", "tests/test_bad_input_maths.py",
+              "tests/test_bad_input_config.py"],
+    "results": ["tests/test_results.py", "tests/test_provenance.py", "tests/test_project.py"],
+    "data": ["tests/test_data.py", "tests/test_labelled_folder.py", "tests/test_bad_input_data.py"],
+    "study": ["tests/test_study.py", "tests/test_recipe.py"],
 }
 COLUMNS = ["module", "tests", "killed", "survived", "timeout", "equivalent", "no_tests", "total", "sampled",
            "score", "ci_low", "ci_high", "tool", "commit", "date", "wall_s"]
@@ -66,16 +69,19 @@ def equivalent_mutants() -> set[str]:
 
 
 def scratch_copy(module: str, tests: list[str]) -> Path:
-    """A copy of the package, the tests and the pytest set-up, configured to mutate ``module`` only."""
+    """A copy of the checkout's tracked files (tests such as test_project.py read the README, the notebooks and
+    the environment files), configured to mutate ``module`` only."""
     scratch = Path(tempfile.mkdtemp(prefix=f"s2r2-mutation-{module}-"))
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("s2r2lib", "tests"):
-        shutil.copytree(ROOT / folder, scratch / folder, ignore=ignore)
-    shutil.copy2(ROOT / "conftest.py", scratch / "conftest.py")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (ROOT / name).is_file():  # a tracked file deleted in the working tree is not copied
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, scratch / name)
+    also_copy = sorted({Path(name).parts[0] for name in tracked.stdout.split("\0") if name} - {"s2r2lib"})
     config = {
         "source_paths": ["s2r2lib"],
         "only_mutate": [f"s2r2lib/{module}.py"],
-        "also_copy": ["conftest.py"],
+        "also_copy": [name for name in also_copy if (scratch / name).exists()],
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
         "pytest_add_cli_args_test_selection": tests,
         "process_isolation": "forkserver",  # torch is not fork-safe once it has run
