@@ -76,3 +76,18 @@ def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path either
     assert results.git_commit() == "unknown"
+
+
+def test_a_notebook_outside_notebooks_does_not_count(checkout):
+    """Only notebooks/ holds the code of the numbers: an edited course copy elsewhere leaves the commit clean."""
+    import json
+
+    copy = checkout / "course" / "01.ipynb"
+    copy.parent.mkdir()
+    cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None}
+    copy.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-qm", "a course copy")
+    copy.write_text(json.dumps({"cells": [{**cell, "source": "x = 2"}], "metadata": {}, "nbformat": 4,
+                                "nbformat_minor": 5}))
+    assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")

@@ -313,3 +313,58 @@ def test_measured_table_memory_grows_with_the_runs_not_their_combinations():
         tracemalloc.stop()
     assert len(wide) == 13
     assert peak < 20 * 2**20, f"measured_table peaked at {peak / 2**20:.0f} MiB for 25 rows"
+
+
+# --- What make mutation found untested in results.py (each test kills a surviving mutant) ---------------------
+
+def test_a_bad_cell_is_named_by_its_row_or_by_its_line_in_the_file():
+    dtypes = {"name": results.S, "n": results.I, "flag": results.B}
+    good = {"name": "a", "n": 1, "flag": True}
+    for bad, column in (({"n": 1.5}, "n"), ({"flag": "maybe"}, "flag"), ({"name": "=cmd"}, "name")):
+        rows = [good, good, {**good, **bad}]
+        with pytest.raises(ValueError, match=rf"^t, row 2: column '{column}'"):
+            results.typed(rows, dtypes, table="t")
+        with pytest.raises(ValueError, match=rf"^t, line 4: column '{column}'"):
+            results.typed(rows, dtypes, table="t", first_line=2)
+
+
+def test_a_refused_formula_is_quoted_to_its_first_80_characters():
+    value = "=" + "x" * 200
+    with pytest.raises(ValueError) as error:
+        results.typed([{"name": value}], {"name": results.S})
+    assert repr(value[:80]) in str(error.value) and repr(value[:81]) not in str(error.value)
+
+
+def test_write_runs_names_runs_csv_in_its_errors():
+    with pytest.raises(ValueError, match=r"^runs\.csv has no column"):
+        results.write_runs([{"no_such_column": 1}])
+
+
+def test_paper_tables_name_their_epoch_budgets_as_integers():
+    table = results.paper_table(results.paper_rows(), "table1")
+    epochs = table.columns.get_level_values(0)
+    assert all(type(e) is int for e in epochs)  # 10, not 10.0, in the printed header
+
+
+def test_styled_tables_show_one_decimal_by_default():
+    html = results.styled(pd.DataFrame({"top-1": [61.234]})).to_html()
+    assert "61.2" in html and "61.23" not in html
+
+
+def test_the_cpu_is_named_from_cpuinfo_or_else_by_platform(monkeypatch):
+    import pathlib
+    import platform
+
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name"))
+        assert results.device_name("cpu").startswith(f"cpu:{model} (")
+
+    class NoCpuinfo(type(pathlib.Path())):
+        def read_text(self, *args, **kwargs):
+            raise OSError("no /proc here")
+
+    monkeypatch.setattr(results, "Path", NoCpuinfo)
+    monkeypatch.setattr(platform, "processor", lambda: "TestCPU 3000")
+    assert results.device_name("cpu").startswith("cpu:TestCPU 3000 (")
