@@ -410,3 +410,47 @@ def test_the_readme_states_the_committed_verdicts():
 
     assert study.main(["readme", "--check"]) == 0, "run: python -m s2r2lib.study readme"
     assert study.readme_block(committed_table("study_verdicts")) in (project_dir() / "README.md").read_text()
+
+
+# --- What make mutation left alive in study.py (a sample of 30) -----------------------------------------------
+
+def test_claim_1_names_the_best_baseline_of_each_data_set_on_its_own():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1)
+    object_set, cluttered_set = plan.main_sets[:2]
+    for row in rows:  # SimCLR is the best baseline on the objects, SwAV on the clutter
+        if (row["dataset"], row["method"]) in ((object_set, "SimCLR"), (cluttered_set, "SwAV")):
+            row["value"] += 0.05
+    found = {(c["claim"], c["data"]): c["comparison"] for c in study.comparisons(rows, plan)}
+    assert found[("1", object_set)] == "S2R2 - best of SimCLR, SwAV (SimCLR)"
+    assert found[("1", cluttered_set)] == "S2R2 - best of SimCLR, SwAV (SwAV)"
+    assert found[("2", f"{cluttered_set} vs {object_set}")] == "S2R2's lead on clutter - its lead on objects"
+
+
+def test_rerun_sets_limit_only_the_subset_profile():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1), rerun_sets=(QUICK.main_sets[0],))
+    budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+
+    def main_sets(rerun):
+        jobs = study.study_jobs(dataclasses.replace(plan, rerun=rerun), budget, best, Path("runs"))
+        return {job["dataset"] for job in jobs if "config" in job and job["dataset"] in plan.main_sets}
+
+    assert main_sets("subset") == {plan.main_sets[0]}
+    assert main_sets("all") == set(plan.main_sets) and len(plan.main_sets) > 1
+
+
+def test_study_readme_help_says_what_check_does(capsys):
+    with pytest.raises(SystemExit):
+        study.main(["--help"])
+    assert "exit 1 if the README differs, writing nothing" in " ".join(capsys.readouterr().out.split())
+
+
+def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsys):
+    jobs = [-i for i in range(25)]
+    with study.Workers(1) as workers:
+        assert workers.map(abs, jobs, what="here") == list(range(25))
+    with study.Workers(2) as workers:
+        assert workers.map(abs, jobs, what="pool") == list(range(25))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pool: ")]
+    # 25 jobs: a line every 2 done (25 // 10), and one at the end
+    assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
