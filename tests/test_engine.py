@@ -305,6 +305,7 @@ def _text_rows(path) -> list[dict[str, str]]:
     return read_table(path).astype("string").fillna("").to_dict("records")
 
 
+@pytest.mark.compiles
 def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path, monkeypatch, capsys):
     """The CPU smoke of ``python -m s2r2lib.bench gpu``: the code the GPU run takes, end to end."""
     from s2r2lib.bench import gpu as check

@@ -122,6 +122,9 @@ def test_evaluate_reports_every_metric_and_caches_features(tmp_path, monkeypatch
     assert len(calls) == 2  # train and test extracted once, then read back
     assert first["linear_top1"] == second["linear_top1"]
     assert {"linear_top1", "knn20_top1", "knn200_top1", "retrieval_map", "linear_c"} <= set(first)
+    # read back, the predictions are the same numpy array as when computed
+    assert isinstance(second["linear_predictions"], np.ndarray)
+    np.testing.assert_array_equal(second["linear_predictions"], first["linear_predictions"])
 
 
 def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys):
@@ -147,3 +150,34 @@ def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys
     assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
     assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
     assert "scaled from 20 queries" in before["note"]
+
+
+# --- What make mutation left alive in probe.py (a sample of 30) -----------------------------------------------
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("a cached feature file ran code",))
+
+
+def test_a_crafted_feature_cache_file_is_refused_not_run(tmp_path, capsys):
+    import pickle
+
+    model, images = probe.load_encoder(None), load("embedded", split="test", size=40, n=8).images
+    probe.cached_features(model, images, 32, "key", cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("*.pt")
+    torch.save(_RunsCode(), cached)
+    with pytest.raises(pickle.UnpicklingError):
+        probe.cached_features(model, images, 32, "key", cache_dir=tmp_path)
+    assert "ran code" not in capsys.readouterr().out
+
+
+def test_retrieval_map_names_both_shapes_when_they_disagree():
+    with pytest.raises(ValueError, match=r"got \(4, 2\) and \(3,\)"):
+        probe.retrieval_map(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
+
+
+def test_a_checkpoint_without_a_recipe_reads_as_the_one_it_was_trained_with(monkeypatch):
+    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": {"lr": 0.001}})
+    assert probe.run_config("old.pt") == {"recipe": "simclr-cifar", "lr": 0.001}
+    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": {"recipe": "simclr"}})
+    assert probe.run_config("new.pt") == {"recipe": "simclr"}

@@ -283,6 +283,7 @@ def test_view_collate_rejects_a_float_image():
         ViewCollate(2, size=16)([torch.rand(3, 32, 32)])
 
 
+@pytest.mark.compiles
 def test_views_bench_measures_kornia_beside_batched_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
     from s2r2lib.bench import views as bench
 
@@ -320,6 +321,7 @@ def test_the_render_stages_in_order_are_the_renderer():
     assert list(views.render_stages(draws, 16, 1)) == ["crop", "jitter", "grayscale", "clamp"]  # no 1-px blur
 
 
+@pytest.mark.compiles
 @pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])
 def test_compiled_views_are_the_eager_views(compile_backend):
     """The renderer traces as one graph (fullgraph: a graph break raises) and draws the same views; inductor's
