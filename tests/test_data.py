@@ -588,3 +588,30 @@ def test_subset_draws_n_images_with_their_labels_reproducibly():
     index = [i for i in range(50) if any(torch.equal(full.images[i], img) for img in part.images[:1])][0]
     assert part.labels[0] == full.labels[index]
     assert data.subset(full, None) is full and data.subset(full, 99) is full
+
+
+# --- What make mutation left alive in data.py (a sample of 30): each error says how to fix it -----------------
+
+def test_errors_for_missing_or_bad_data_say_how_to_fix_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="or pass root= the folder that holds it"):
+        data.coco(root=tmp_path / "no-coco")
+    with pytest.raises(ValueError, match="takes the sizes of its parts; pass n to each split separately"):
+        data.embedded(split="train+unlabeled", n=10)
+    _folder_with_bad_files(tmp_path / "images")
+    with pytest.raises(ValueError, match=r"remove or replace it, or pass strict=False to skip unreadable files"):
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
+    with pytest.warns(UserWarning):  # a cache built leniently, then read strictly: the files it skipped
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"Remove or replace them, or pass strict=False to skip them"):
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
+    (tmp_path / "floats-idx").write_bytes(bytes([0, 0, 0x0D, 3, 0xFF, 0xEE]) + bytes(8))
+    with pytest.raises(ValueError, match=r"it starts 00000d03, "):  # the 4-byte magic number, in hex
+        data.read_idx(tmp_path / "floats-idx")
+
+
+def test_clutter_builds_its_canvases_without_warnings():
+    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), torch.zeros(1, dtype=torch.long),
+                          ["square"], "white")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. grid_sample's "align_corners default changed" warning
+        data.clutter(white, n=4, size=64, per_image=(2, 2), scale=(0.25, 0.25), seed=3)
