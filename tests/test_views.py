@@ -340,3 +340,10 @@ def test_compiled_views_need_the_batched_backend_and_a_backend_name():
         make_views(images, 2, 32, backend="cpu", compile_backend="inductor")
     with pytest.raises(ValueError, match="compile_backend=True"):
         make_views(images, 2, 32, compile_backend=True)
+
+
+def test_a_multicrop_area_range_may_be_a_single_area():
+    """0 < min_area <= max_area <= 1: a fixed area (min = max) is a valid crop setting, as documented."""
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    ((views, ids),) = make_multicrop_views(images, [(2, 16, (0.5, 0.5))], generator=torch.Generator().manual_seed(0))
+    assert views.shape == (4, 3, 16, 16) and ids.tolist() == [0, 0, 1, 1]
