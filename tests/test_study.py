@@ -454,3 +454,18 @@ def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pool: ")]
     # 25 jobs: a line every 2 done (25 // 10), and one at the end
     assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
+
+
+def test_the_budget_table_reports_what_each_method_was_given():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1)
+    table = study.budget_table(rows, plan, {"step_s": {"S2R2": 0.5}})
+    assert len(table) == len(plan.main_sets) * len(study.METHODS)
+    s2r2 = table[(table["method"] == "S2R2") & (table["data"] == plan.main_sets[0])].iloc[0]
+    config = study.method_config("S2R2", plan, 0.001, 100, plan.main_sets[0])
+    assert (s2r2["steps"], s2r2["B"], s2r2["views per image"], s2r2["lr"]) == (100, config.images_per_batch, 8, 0.001)
+    assert s2r2["images seen"] == 100 * config.images_per_batch
+    assert s2r2["TFLOPs"] == pytest.approx(100 * study.flops_per_step(config) / 1e12)
+    assert s2r2["step_s (timed)"] == 0.5 and s2r2["train_s"] == 1.0
+    simclr = table[table["method"] == "SimCLR"].iloc[0]
+    assert math.isnan(simclr["step_s (timed)"])  # not timed: not measured, not zero
