@@ -469,3 +469,19 @@ def test_the_budget_table_reports_what_each_method_was_given():
     assert s2r2["step_s (timed)"] == 0.5 and s2r2["train_s"] == 1.0
     simclr = table[table["method"] == "SimCLR"].iloc[0]
     assert math.isnan(simclr["step_s (timed)"])  # not timed: not measured, not zero
+
+
+@pytest.mark.smoke
+def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_path, monkeypatch):
+    budget, best = {"steps": {m: 6 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    jobs = study.study_jobs(dataclasses.replace(QUICK, seeds=(0, 1)), budget, best, tmp_path)
+    job = next(j for j in jobs if j.get("method") == "S2R2" and j["dataset"] == QUICK.main_sets[0] and
+               j["config"]["seed"] == 0)
+    rows = study.run_job(job)
+    config = train.TrainConfig.from_dict(job["config"])
+    assert [int(r["steps"]) for r in rows] == list(job["probe_steps"])
+    assert all(r["method"] == "S2R2" and r["table"] == job["table"] and r["dataset"] == job["dataset"] for r in rows)
+    assert [int(r["views_seen"]) for r in rows] == [s * config.views_in_batch for s in job["probe_steps"]]
+    assert all(0 <= float(r["value"]) <= 1 and r["views"] == config.views_per_image for r in rows)
+    monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
