@@ -2,6 +2,7 @@
 LARS without per-weight reads, the epoch's permutation drawn once, the distributed helpers, and the device
 check's CPU smoke."""
 
+import csv
 import math
 import os
 import time
@@ -349,3 +350,53 @@ def test_an_out_dir_elsewhere_starts_from_the_committed_rows(tmp_path, monkeypat
     assert (tmp_path / "out" / "bench_loss.csv").read_text() == "impl,N\ns2r2lib,160\n"
     assert (tmp_path / "out" / "bench_views.csv").read_text() == "size\n96\n"
     assert check.seed_from_results(tmp_path / "results") == []
+
+
+# --- What make mutation left alive in train.py (a sample of 30) -----------------------------------------------
+
+def test_the_swav_queue_is_saved_in_the_checkpoint_state_and_restored_from_it(tmp_path):
+    """In-process (the kill-and-resume tests run training in a subprocess, which mutation testing cannot see)."""
+    config = small_config(tmp_path, method="swav", queue_length=8,
+                          crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]]).resolved()
+    images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=64).images
+    run = engine.Engine(config, images, "cpu")
+    for step in range(3):
+        run.step(step, 3)
+    state = run.state(3, 1.0, "fingerprint")
+    assert torch.equal(state["queue"], run.queue.cpu()) and state["queue"].abs().sum() > 0
+    resumed = engine.Engine(config, images, "cpu")
+    resumed.load(state)
+    assert torch.equal(resumed.queue.cpu(), run.queue.cpu())
+
+
+def test_sgd_starts_at_the_configured_learning_rate(tmp_path):
+    config = small_config(tmp_path, optimizer="sgd", lr=0.05).resolved()
+    optimizer = engine._optimizer(config, [nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.05
+
+
+def test_a_run_keeps_its_snapshots_logs_whole_epochs_and_reports_epochs_seen(tmp_path):
+    config = small_config(tmp_path, max_steps=20, keep_steps=[6], log_every=1)
+    result = engine.train(config)
+    run = tmp_path / "run"
+    assert torch.load(run / "checkpoint-6.pt", weights_only=True)["step"] == 6
+    assert sorted(p.name for p in run.glob("checkpoint*.pt")) == ["checkpoint-6.pt", "checkpoint.pt"]
+    steps_per_epoch = 64 // 4
+    with open(run / "log.csv", newline="") as log:  # the file as a reader opens it: whole epochs, "1" not "1.0"
+        assert [row["epoch"] for row in csv.DictReader(log)] == [str(s // steps_per_epoch) for s in range(20)]
+    assert result["epochs"] == pytest.approx(20 * 4 / 64)
+
+
+def test_the_knn_monitor_reads_its_data_from_the_configured_root(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(engine.datasets, "load", lambda name, **kw: asked.append(kw["root"]) or
+                        engine.datasets.embedded(split="test", size=40, n=40))
+    config = small_config(tmp_path, knn_data="embedded", knn_every=10, data_root=str(tmp_path / "data")).resolved()
+    engine._KnnMonitor(config, torch.device("cpu"))
+    assert asked == [str(tmp_path / "data")] * 2
+
+
+def test_the_train_command_describes_itself_in_its_help(capsys):
+    with pytest.raises(SystemExit):
+        engine.main(["--help"])
+    assert engine.__doc__.split("\n\n")[0].split()[:6] == capsys.readouterr().out.split("\n\n")[1].split()[:6]
