@@ -368,3 +368,24 @@ def test_the_cpu_is_named_from_cpuinfo_or_else_by_platform(monkeypatch):
     monkeypatch.setattr(results, "Path", NoCpuinfo)
     monkeypatch.setattr(platform, "processor", lambda: "TestCPU 3000")
     assert results.device_name("cpu").startswith("cpu:TestCPU 3000 (")
+
+
+def test_pandas_missing_values_are_empty_cells_not_errors():
+    table = results.typed([{"n": pd.NA, "x": None, "s": pd.NA}], {"n": results.I, "x": results.F, "s": results.S})
+    assert table.isna().all(axis=None)
+
+
+def test_a_record_is_read_back_as_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RECORDS_DIR", str(tmp_path / "records"))
+    path = results.record("01_test", exact_ap=0.7222, steps=[1, 2])
+    assert path == tmp_path / "records" / "01_test.json"
+    assert results.read_record("01_test") == {"exact_ap": 0.7222, "steps": [1, 2]}
+
+
+def test_save_wide_flattens_column_levels_and_keeps_the_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    columns = pd.MultiIndex.from_tuples([(10, "paper"), (10, "measured")], names=["epochs", "source"])
+    frame = pd.DataFrame([[61.2, 60.1]], index=pd.Index(["stl10"], name="dataset"), columns=columns)
+    path = results.save_wide(frame, "wide")
+    assert path == tmp_path / "results" / "wide.csv"
+    assert path.read_text() == "dataset,10 paper,10 measured\nstl10,61.2,60.1\n"
