@@ -181,3 +181,40 @@ def test_a_checkpoint_without_a_recipe_reads_as_the_one_it_was_trained_with(monk
     assert probe.run_config("old.pt") == {"recipe": "simclr-cifar", "lr": 0.001}
     monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": {"recipe": "simclr"}})
     assert probe.run_config("new.pt") == {"recipe": "simclr"}
+
+
+def test_features_are_cached_under_build_features_of_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, images = probe.load_encoder(None), load("embedded", split="test", size=40, n=8).images
+    probe.cached_features(model, images, 32, "key")
+    assert len(list((tmp_path / "build" / "features").glob("*.pt"))) == 1
+
+
+def test_two_encoders_are_probed_and_cached_apart(tmp_path, monkeypatch):
+    """The probe cache is keyed by the encoder and the data: a second encoder is probed, not read back."""
+    monkeypatch.chdir(tmp_path)
+    train, test = load("embedded", split="train", size=40, n=120), load("embedded", split="test", size=40, n=60)
+    args = (None, train.images, train.labels, test.images, test.labels, 32)
+    probe.evaluate(*args, seed=0)
+    probe.evaluate(*args, seed=1)
+    assert len(list((tmp_path / "build" / "features").glob("probe-*.pt"))) == 2
+
+
+def test_linear_probe_refuses_features_of_different_widths():
+    x, y = torch.randn(10, 4), torch.arange(10) % 2
+    with pytest.raises(ValueError):
+        probe.linear_probe(x, y, torch.randn(10, 3), y)
+
+
+def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
+    metrics = {"linear_top1": 0.5, "knn20_top1": 0.4, "knn200_top1": 0.3, "retrieval_map": 0.2}
+    floor = probe.result_rows(metrics, "probe", "embedded", seed=3, probe_s=2.0)
+    assert [r["metric"] for r in floor] == list(probe.METRICS) and {r["method"] for r in floor} == {"random-init"}
+    assert floor[0]["value"] == "0.5000" and floor[0]["seed"] == 3 and floor[0]["wall_s"] == "2.0"
+    config = {"method": "swav", "crops": [[2, 32, [0.14, 1.0]], [6, 16, [0.05, 0.14]]], "arch": "narrow_cnn",
+              "images_per_batch": 16, "views_per_image": 2, "seed": 1}
+    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": config, "step": 50, "num_images": 400,
+                                                                 "train_wall_s": 10.0})
+    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
+    assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
+        {("SwAV", 8, 16, 2.0, "12.0")}
