@@ -615,3 +615,32 @@ def test_clutter_builds_its_canvases_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. grid_sample's "align_corners default changed" warning
         data.clutter(white, n=4, size=64, per_image=(2, 2), scale=(0.25, 0.25), seed=3)
+
+
+def test_the_data_cache_reads_back_as_a_copy_on_write_memory_map(tmp_path):
+    def fill(out):
+        out[:] = 7
+        return {"n": len(out)}
+
+    data._cached("stem", 2, 8, fill, tmp_path)
+    array, meta = data._cached("stem", 2, 8, fill, tmp_path)  # read back, not built
+    assert isinstance(array, np.memmap) and array.mode == "c" and meta["n"] == 2 and (array == 7).all()
+
+
+def test_a_truncated_idx_header_says_how_many_bytes_it_declares(tmp_path):
+    (tmp_path / "short-idx").write_bytes(bytes([0, 0, 8, 2]) + bytes(4))
+    with pytest.raises(ValueError, match=r"declares 2 dimensions \(12 header bytes\) but the file holds 8 bytes"):
+        data.read_idx(tmp_path / "short-idx")
+
+
+def test_caching_a_folder_or_stl10_shows_its_progress(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(tmp_path / "images" / f"{i}.png")
+    data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert "caching" in err and "at 16px" in err and "3/3" in err
+    _write_stl10(tmp_path / "stl")
+    data.stl10(tmp_path / "stl", "train", size=32, cache_dir=tmp_path / "stl-cache")
+    err = capsys.readouterr().err
+    assert "caching" in err and "at 32px" in err
