@@ -347,3 +347,11 @@ def test_a_multicrop_area_range_may_be_a_single_area():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     ((views, ids),) = make_multicrop_views(images, [(2, 16, (0.5, 0.5))], generator=torch.Generator().manual_seed(0))
     assert views.shape == (4, 3, 16, 16) and ids.tolist() == [0, 0, 1, 1]
+
+
+def test_view_collate_upscales_small_images_only_when_allowed():
+    small = [torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8) for _ in range(2)]
+    views, ids = ViewCollate(2, size=32, allow_upscale=True)(small)
+    assert views.shape == (4, 3, 32, 32) and ids.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="allow_upscale"):
+        ViewCollate(2, size=32)(small)
