@@ -110,6 +110,7 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
     missing = [t for t in tests if not (ROOT / t).is_file()]
     if missing:
         raise FileNotFoundError(f"mutation: test files {missing} of module {module} do not exist; fix MODULES")
+    prov = provenance("cpu")  # the commit the scratch copy is taken from, not the one at the end of the run
     scratch = scratch_copy(module, tests)
     began = time.perf_counter()
     pattern = [f"s2r2lib.{module}.*"]
@@ -141,7 +142,6 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
         if show:
             print(mutmut(scratch, "show", name, check=False))
     interval = wilson_interval(killed + timeout, judged) if sample and judged else None
-    prov = provenance("cpu")
     return {"module": module, "tests": " ".join(tests), "killed": killed, "survived": len(survived),
             "timeout": timeout, "equivalent": len(equivalent), "no_tests": no_tests, "total": len(status),
             "sampled": f"{len(status)} of {len(meta)} (seed {seed})" if sample else "all",
