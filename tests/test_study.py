@@ -485,3 +485,47 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
     assert all(0 <= float(r["value"]) <= 1 and r["views"] == config.views_per_image for r in rows)
     monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
+
+
+# --- What an unbiased sample of study.py's mutants (seed 1) left alive ------------------------------------------
+
+def test_a_run_folder_follows_the_config_and_ignores_runtime_fields():
+    config = study.method_config("S2R2", QUICK, 1e-3, 10, QUICK.main_sets[0])
+    folder = study.run_folder(config, "runs", "label")
+    assert study.run_folder(dataclasses.replace(config, progress=not config.progress), "runs", "label") == folder
+    assert study.run_folder(dataclasses.replace(config, lr=2e-3), "runs", "label") != folder
+    assert study.run_folder(dataclasses.replace(config, seed=config.seed + 1), "runs", "label") != folder
+
+
+def test_claim_intervals_use_the_holm_corrected_level():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.10)
+    for row in rows:  # the lead varies by seed, so the interval's width depends on its level
+        if row["method"] == "S2R2" and row["dataset"] in plan.main_sets:
+            row["value"] += (0.0, 0.02, -0.01)[row["seed"]]
+    claim1 = study.verdicts(rows, plan).query("claim == '1'")
+    assert (claim1["ci_high"] - claim1["ci_low"] > 0.01).all()
+    for _, row in claim1.iterrows():
+        diffs = next(c["diffs"] for c in study.comparisons(rows, plan) if c["claim"] == "1" and c["data"] == row["data"])
+        assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx(study.t_interval(diffs, row["level"]))
+    assert sorted(claim1["level"]) == pytest.approx([0.025, 0.05])
+
+
+def test_the_floor_is_the_random_init_of_the_data_sets_own_family():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1)
+    other = [{**r, "dataset": "fashion-mnist", "value": 0.9} for r in rows if r["method"] == study.FLOOR]
+    search = [{**r, "table": "study-lr", "value": 0.9} for r in rows if r["method"] == study.FLOOR]
+    floor = study._floor(study.frame(rows + other + search), plan.main_sets[0])
+    assert floor.tolist() == pytest.approx([0.2, 0.204, 0.196])  # not another family's, not the lr search's
+
+
+def test_the_budget_table_reads_each_methods_own_runs():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1)
+    for row in rows:
+        if row["method"] == "SwAV":
+            row["train_s"] = 7
+    table = study.budget_table(rows, plan)
+    assert set(table[table["method"] == "SwAV"]["train_s"]) == {7.0}
+    assert set(table[table["method"] != "SwAV"]["train_s"]) == {1.0}
