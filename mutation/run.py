@@ -72,12 +72,13 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
     """A copy of the checkout's tracked files (tests such as test_project.py read the README, the notebooks and
     the environment files), configured to mutate ``module`` only."""
     scratch = Path(tempfile.mkdtemp(prefix=f"s2r2-mutation-{module}-"))
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
-    for name in filter(None, tracked.stdout.split("\0")):
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked = [name for name in listed.stdout.split("\0") if name]
+    for name in tracked:
         if (ROOT / name).is_file():  # a tracked file deleted in the working tree is not copied
             (scratch / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, scratch / name)
-    also_copy = sorted({Path(name).parts[0] for name in tracked.stdout.split("\0") if name} - {"s2r2lib"})
+    also_copy = sorted({Path(name).parts[0] for name in tracked} - {"s2r2lib"})
     config = {
         "source_paths": ["s2r2lib"],
         "only_mutate": [f"s2r2lib/{module}.py"],

@@ -215,7 +215,8 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "study_verdicts": ({"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F,
                         "seeds": I, "comparison": S, "level": F}, ("claim", "data", "comparison")),
     "mutation": ({"module": S, "tests": S, "killed": I, "survived": I, "timeout": I, "equivalent": I, "no_tests": I,
-                  "total": I, "sampled": S, "score": F, "ci_low": F, "ci_high": F, "tool": S, "commit": S, "date": S, "wall_s": F}, ("module",)),
+                  "total": I, "sampled": S, "score": F, "ci_low": F, "ci_high": F, "tool": S, "commit": S, "date": S,
+                  "wall_s": F}, ("module",)),
 }
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # "-0.05" in a text column runs nothing
