@@ -1,7 +1,7 @@
 """Run every notebook headlessly through papermill, in order, publishing to figures/ and results/; and the
 run cache that makes a second run cheap.
 
-    python -m s2r2lib.reproduce [--profile quick|default|full|gpu|paper|fashion] [--data-root DIR] [--only 01 ...]
+    python -m s2r2lib.reproduce [--profile quick|default|full|extend|long|gpu|paper|fashion] [--data-root DIR] [--only 01 ...]
                                 [--fresh]
 
 This is what ``make reproduce`` runs (``make reproduce FRESH=1`` passes --fresh). Executed copies go to
@@ -78,6 +78,8 @@ PROFILES["full"] = {**PROFILES["default"], "06_miniature_study": {"plan": "full"
 PROFILES["gpu"] = {**PROFILES["default"], "06_miniature_study": {"plan": "gpu"}}
 # The committed full study taken to 5 seeds (seeds 3 and 4 of every run, at the committed steps and lrs).
 PROFILES["extend"] = {**PROFILES["default"], "06_miniature_study": {"plan": "extend"}}
+# Is the budget long enough? The committed main runs (seeds 0-2) at 4x their steps (table study-long).
+PROFILES["long"] = {**PROFILES["default"], "06_miniature_study": {"plan": "long"}}
 
 
 def code_digest(exclude: tuple[str, ...] = NOT_TRAINING_CODE, library: Path | None = None) -> str:

@@ -122,7 +122,7 @@ PROBE_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on sta
                   "a validation part, scored on it; claims: fit on the whole train split, scored on the test split")
 
 
-RERUN_MODES = ("all", "subset", "extend")
+RERUN_MODES = ("all", "subset", "extend", "long")
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,10 @@ class StudyPlan:
     timing_steps: int = 8            # steps timed per method (after 3 warm-up steps)
     rerun_sets: tuple | None = None  # rerun="subset": the main sets it reruns (None: all of main_sets)
     rerun: str = "all"               # "all"; "subset": seed 0 of the main sets, the rest read from results/;
-                                     # "extend": the seeds results/ lacks, at its steps and lrs (all claims)
+                                     # "extend": the seeds results/ lacks, at its steps and lrs (all claims);
+                                     # "long": the main runs at budget_factor x the committed steps (table
+                                     # study-long), at the committed lrs: is the budget long enough?
+    budget_factor: int = 1           # rerun="long": the committed main runs' steps are multiplied by this
 
     def __post_init__(self):
         if len(self.lrs) < 3 or max(self.lrs) < 10 * min(self.lrs) * 0.99:
@@ -170,6 +173,9 @@ class StudyPlan:
             raise ValueError(f"StudyPlan: seeds needs at least 2 seeds for an interval, got {self.seeds}")
         if self.rerun not in RERUN_MODES:
             raise ValueError(f"StudyPlan: rerun must be one of {RERUN_MODES}, got {self.rerun!r}")
+        if self.budget_factor < 1 or (self.budget_factor > 1) != (self.rerun == "long"):
+            raise ValueError(f"StudyPlan: budget_factor must be 1, or an integer above 1 with rerun='long'; got "
+                             f"{self.budget_factor} with rerun={self.rerun!r}")
         if self.images not in self.sweep_images or self.images in (min(self.sweep_images), max(self.sweep_images)):
             raise ValueError(f"StudyPlan: sweep_images {self.sweep_images} must hold images={self.images} strictly "
                              "inside it (the main runs are the sweep's middle point)")
@@ -188,6 +194,9 @@ PLANS = {
     # The seeds of the full plan that the committed rows lack, at their steps and lrs (how the committed
     # 3-seed study was taken to 5).
     "extend": dataclasses.replace(_FULL, rerun="extend"),
+    # Is 60 s enough? The main runs of seeds 0-2 at 4x the committed steps and the committed lrs, probed at a
+    # quarter (the committed runs' steps), half and all of them (table study-long; see checks_long).
+    "long": dataclasses.replace(_FULL, rerun="long", budget_factor=4, seeds=(0, 1, 2)),
     # The tests: every step of the pipeline, in about a minute.
     "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
                        sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
@@ -566,14 +575,19 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
     """Every job after the lr search: the main runs (every method, main set and seed, probed at the
     snapshots), claim 3's small-set runs, claim 4's sweep (at images x steps fixed) with its fewer-classes
     arm, and the floors; the longest first. With ``plan.rerun == "subset"``: seed 0 of the main runs only;
-    ``done_seeds`` are left out (``rerun == "extend"``: the seeds the committed rows hold)."""
+    ``done_seeds`` are left out (``rerun == "extend"``: the seeds the committed rows hold). With ``"long"``:
+    the main runs only (table study-long), seed by seed, so that a study stopped early holds whole seeds;
+    their floors are the committed ones (the same probe, the same random-init encoders)."""
     steps, jobs = budget["steps"], []
     seeds = plan.seeds[:1] if plan.rerun == "subset" else tuple(s for s in plan.seeds if s not in done_seeds)
-    table = "study-rerun" if plan.rerun == "subset" else "study"
+    table = {"subset": "study-rerun", "long": "study-long"}.get(plan.rerun, "study")
     for dataset in (plan.rerun_sets or plan.main_sets) if plan.rerun == "subset" else plan.main_sets:
         for method in METHODS:
             jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], dataset, seed, dataset)
                      for seed in seeds]
+    if plan.rerun == "long":
+        return sorted(jobs, key=lambda job: (job["config"]["seed"], -job["config"]["max_steps"]
+                                             * job["config"]["images_per_batch"] ** -0.5))
     if plan.rerun != "subset":
         small = f"{plan.small_set}-n{plan.small_n}"
         for method in ("S2R2", *BASELINES):
@@ -622,9 +636,10 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
     plan, missing = measured_sets(plan, data_root)
     done_seeds: tuple = ()
     with Workers(plan.workers, plan.threads) as workers:
-        if plan.rerun in ("subset", "extend"):  # the committed full rows say what to train: no timing, no search
-            committed = committed_rows()
+        if plan.rerun in ("subset", "extend", "long"):  # the committed full rows say what to train: no timing,
+            committed = committed_rows()                    # no search
             budget, best = committed_plan(committed, plan)
+            budget["steps"] = {m: s * plan.budget_factor for m, s in budget["steps"].items()}
             search = []
             if plan.rerun == "subset":
                 root = root / "rerun"  # never the full profile's own runs, read back
@@ -987,7 +1002,7 @@ def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list
     """The rows the verdicts read: this run's (``rerun="all"``), the committed ones (``"subset"``: the rerun is
     only compared with them), or both (``"extend"``: the new seeds beside the committed ones)."""
     return {"all": outcome["search"] + outcome["rows"], "subset": committed,
-            "extend": committed + outcome["rows"]}[plan.rerun]
+            "extend": committed + outcome["rows"], "long": committed + outcome["rows"]}[plan.rerun]
 
 
 def committed_rows() -> list[dict]:

@@ -191,6 +191,21 @@ def test_extend_jobs_leave_out_the_done_seeds_and_keep_every_claim():
         dataclasses.replace(plan, rerun="more")
 
 
+def test_the_long_profile_trains_the_main_runs_only_at_its_factor_seed_by_seed():
+    plan = study.PLANS["long"]
+    budget, best = {"steps": {m: 10 * (i + 1) for i, m in enumerate(study.METHODS)}}, {m: 1e-3 for m in study.METHODS}
+    jobs = study.study_jobs(plan, budget, best, Path("runs"))
+    assert all("config" in job for job in jobs)  # no floor: the committed ones are the same probe's
+    assert {job["table"] for job in jobs} == {"study-long"} and {job["dataset"] for job in jobs} == set(plan.main_sets)
+    assert len(jobs) == len(plan.main_sets) * len(study.METHODS) * len(plan.seeds)
+    assert [job["config"]["seed"] for job in jobs] == sorted(job["config"]["seed"] for job in jobs)
+    assert {job["method"]: job["config"]["max_steps"] for job in jobs} == budget["steps"]  # scaled by run_study
+    assert jobs[0]["probe_steps"] == study.snapshot_steps(jobs[0]["config"]["max_steps"], plan.snapshots)
+    for factor, rerun in ((4, "all"), (1, "long"), (0, "all")):
+        with pytest.raises(ValueError, match="budget_factor must be 1"):
+            dataclasses.replace(plan, budget_factor=factor, rerun=rerun)
+
+
 # --- The lr search, the budget, the probe ---------------------------------------------------------------
 
 def test_lr_search_extends_the_grid_once_past_an_edge_winner():
