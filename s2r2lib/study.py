@@ -630,8 +630,9 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
     of the main runs at the committed full profile's steps and lrs (rows of table ``study-rerun``), in
     ``<root>/rerun`` so that they are trained again even where the full profile's runs are on disk.
     For ``rerun="extend"``, the seeds of ``plan.seeds`` that the committed rows lack, for every claim, at the
-    committed steps and lrs (rows of table ``study``, in ``root`` beside the full profile's runs).
-    Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
+    committed steps and lrs (rows of table ``study``, in ``root`` beside the full profile's runs). For
+    ``rerun="long"``, the main runs of ``plan.seeds`` at ``plan.budget_factor`` x the committed steps, at the
+    committed lrs (rows of table ``study-long``). Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
     root = Path(root)
     plan, missing = measured_sets(plan, data_root)
     done_seeds: tuple = ()
@@ -643,7 +644,7 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
             search = []
             if plan.rerun == "subset":
                 root = root / "rerun"  # never the full profile's own runs, read back
-            else:
+            elif plan.rerun == "extend":
                 done_seeds = tuple(sorted({int(r["seed"]) for r in committed if r["table"] == "study" and r["seed"]}))
         else:
             budget = measure_budget(plan, root, workers)
