@@ -214,6 +214,10 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1.
     "study_verdicts": ({"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F,
                         "seeds": I, "comparison": S, "level": F}, ("claim", "data", "comparison")),
+    # notebook 06's budget checks (s2r2lib.study.budget_checks): at the committed budget (1) and at the long
+    # profile's (budget = its factor), with claims 1, 2 and the control there.
+    "study_budget": ({"budget": I, "claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F,
+                      "threshold": F, "seeds": I, "comparison": S, "level": F}, ("budget", "claim", "data", "comparison")),
     "mutation": ({"module": S, "tests": S, "killed": I, "survived": I, "timeout": I, "equivalent": I, "no_tests": I,
                   "total": I, "sampled": S, "score": F, "ci_low": F, "ci_high": F, "tool": S, "commit": S, "date": S,
                   "wall_s": F}, ("module",)),

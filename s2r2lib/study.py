@@ -783,7 +783,7 @@ def _lead(df, dataset, snapshot=None) -> "pd.Series":
 def _curve_lead(df, dataset) -> "pd.Series":
     """S2R2's lead over the best baseline, averaged over a run's snapshots (log-spaced): a curve's area."""
     snapshots = sorted(df[(df["table"] == "study") & (df["dataset"] == dataset)]["snapshot"].unique())
-    return sum(_lead(df, dataset, s) for s in snapshots) / max(1, len(snapshots))
+    return sum((_lead(df, dataset, s) for s in snapshots), _by_seed(df, dataset, "S2R2") * 0.0) / max(1, len(snapshots))
 
 
 def comparisons(rows, plan: StudyPlan) -> list[dict]:
@@ -999,6 +999,58 @@ def write_verdicts(table: "pd.DataFrame") -> Path:
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------
 
+# --- The long profile: is the budget long enough? -------------------------------------------------------
+
+LONG_TABLE = "study-long"
+BUDGET_CLAIMS = ("1", "2", "control")  # the comparisons the long profile's main runs can decide
+
+
+def long_rows(rows) -> list[dict]:
+    """The long profile's rows (table study-long) read as table study, beside the committed floors (the same
+    probe on the same random-init encoders, so seeds still pair): the rows :func:`checks` and
+    :func:`comparisons` read at the long budget. Empty when ``rows`` hold no study-long row."""
+    rows = [dict(r) for r in (rows.to_dict("records") if hasattr(rows, "to_dict") else rows)]
+    long = [dict(r, table="study") for r in rows if r["table"] == LONG_TABLE]
+    floors = [r for r in rows if r["table"] == "study" and r["method"] in (FLOOR, RAW)]
+    return long + floors if long else []
+
+
+def budget_factor(rows, plan: StudyPlan) -> int:
+    """How many times the committed main runs' steps the long rows trained (0 when there are none)."""
+    long = long_rows(rows)
+    if not long:
+        return 0
+
+    def main_steps(df) -> int:  # S2R2's main run on the search set: its last probe's steps
+        return df[(df["method"] == "S2R2") & (df["dataset"] == plan.search_set) & (df["images"] == plan.images)
+                  & (df["table"] == "study")]["steps"].max()
+
+    return round(main_steps(frame(long)) / main_steps(frame(rows)))
+
+
+def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
+    """Is the budget long enough? :func:`checks` at the committed budget (``budget`` 1) and, where the long
+    profile ran, :func:`checks` and the verdicts of claims :data:`BUDGET_CLAIMS` at its budget
+    (``budget`` = the factor), verdict-shaped rows with a ``budget`` column: results/study_budget.csv."""
+    import pandas as pd
+
+    tables = [checks(rows, plan).assign(budget=1)]
+    factor, long = budget_factor(rows, plan), long_rows(rows)
+    if factor:
+        claims = verdicts(long, plan)
+        tables += [checks(long, plan).assign(budget=factor),
+                   claims[claims["claim"].isin(BUDGET_CLAIMS)].assign(budget=factor)]
+    return pd.concat(tables, ignore_index=True)[["budget", *VERDICT_COLUMNS]]
+
+
+def write_budget_checks(table: "pd.DataFrame") -> Path:
+    """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`), merged by (budget, claim, data,
+    comparison) under the file's lock."""
+    from .results import write_table
+
+    return write_table("study_budget", table.round(4))
+
+
 def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list[dict]:
     """The rows the verdicts read: this run's (``rerun="all"``), the committed ones (``"subset"``: the rerun is
     only compared with them), or both (``"extend"``: the new seeds beside the committed ones)."""
@@ -1007,11 +1059,11 @@ def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list
 
 
 def committed_rows() -> list[dict]:
-    """The study rows of results/runs.csv (``table`` study or study-lr), as dicts of strings."""
+    """The study rows of results/runs.csv (``table`` study, study-lr or study-long), as dicts of strings."""
     from .results import read_runs
 
     runs = read_runs()
-    runs = runs[runs["table"].isin(["study", "study-lr"])].astype("string").fillna("")
+    runs = runs[runs["table"].isin(["study", "study-lr", LONG_TABLE])].astype("string").fillna("")
     return runs.to_dict("records")
 
 

@@ -144,6 +144,29 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     assert (study.checks(rows, plan).query("claim == 'levelled'")["verdict"] == "still moving").all()
 
 
+def test_budget_checks_judge_the_long_runs_against_the_committed_floors():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    committed = synthetic_rows(plan, lead=0.1)
+    assert study.budget_factor(committed, plan) == 0 and study.long_rows(committed) == []
+    only_committed = study.budget_checks(committed, plan)
+    assert set(only_committed["budget"]) == {1} and set(only_committed["claim"]) == {"floor", "levelled"}
+    long = [dict(r, table=study.LONG_TABLE, steps=4 * r["steps"], value=r["value"] + (0.1 if r["method"] == "S2R2" else 0))
+            for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.01, -0.01))
+            if r["dataset"] in plan.main_sets and r["method"] in study.METHODS]
+    assert study.budget_factor(committed + long, plan) == 4
+    table = study.budget_checks(committed + long, plan)
+    assert list(table.columns) == ["budget", *study.VERDICT_COLUMNS]
+    at4 = table[table["budget"] == 4]
+    assert set(at4["claim"]) == {"floor", "levelled", *study.BUDGET_CLAIMS}  # claims 3 and 4 need other runs
+    claim1 = at4[at4["claim"] == "1"]
+    assert claim1["effect"].tolist() == pytest.approx([0.2, 0.2]) and set(claim1["verdict"]) == {"supported"}
+    gain = at4[(at4["claim"] == "floor") & (at4["comparison"] == "S2R2 - random-init")]
+    assert gain["effect"].tolist() == pytest.approx([0.5, 0.5])  # 0.7 against the committed 0.2 floors, seed by seed
+    levelled = at4[at4["claim"] == "levelled"]
+    assert levelled["seeds"].tolist() == [3] * 8 and levelled["effect"].tolist() == pytest.approx([0.01] * 8)
+    assert table[table["budget"] == 1].reset_index(drop=True).equals(only_committed)  # the 1x checks unchanged
+
+
 def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
     committed = synthetic_rows(plan, lead=0.1)
@@ -370,6 +393,14 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     assert set(new["dataset"]) == set(old["dataset"]) and set(new["method"]) == set(old["method"]) - {study.RAW}
     key = ["dataset", "method", "images", "lr", "steps"]
     assert set(map(tuple, new[key].astype(str).values)) <= set(map(tuple, old[key].astype(str).values))
+    # the long profile's path: the main runs of every seed at twice the committed steps, judged at that budget
+    assert (tmp_path / "results" / "study_budget.csv").read_text().startswith("budget,claim,data,verdict")
+    long = study.run_study(dataclasses.replace(QUICK, rerun="long", budget_factor=2), study.default_root())
+    assert long["search"] == [] and {r["table"] for r in long["rows"]} == {study.LONG_TABLE}
+    assert {r["seed"] for r in long["rows"]} == set(QUICK.seeds)
+    assert max(r["steps"] for r in long["rows"] if r["method"] == "SwAV") == 2 * steps["SwAV"]
+    judged = study.budget_checks(committed + long["rows"], QUICK)
+    assert study.budget_factor(committed + long["rows"], QUICK) == 2 and set(judged["budget"]) == {1, 2}
 
 
 def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
