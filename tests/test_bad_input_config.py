@@ -10,7 +10,7 @@ import torch
 
 from s2r2lib import probe
 from s2r2lib.models import build_model
-from s2r2lib.train import TrainConfig, load_checkpoint, main, save_checkpoint
+from s2r2lib.train import TrainConfig, _checked_crops, _config_difference, load_checkpoint, main, save_checkpoint
 
 BILLION_LAUGHS = "".join(  # a valid field holding 9 levels of 9 aliases: 9^9 values once expanded, in 428 bytes
     ["data_options:\n", f"  a: &a [{', '.join(['lol'] * 9)}]\n"]
@@ -172,3 +172,20 @@ def test_the_command_line_reports_a_bad_value_without_a_traceback(tmp_path, caps
     assert caught.value.code == 2
     assert "checkpoint_every must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_field_present_on_one_side_only_is_a_difference():
+    assert _config_difference({"lr": 0.1}, {"lr": 0.1, "tau": 0.01}) == {"tau": (None, 0.01)}
+    assert _config_difference({"lr": 0.1, "tau": 0.01}, {"lr": 0.1}) == {"tau": (0.01, None)}
+    assert _config_difference({"lr": 0.1, "device": "cpu"}, {"lr": 0.1, "device": "cuda"}) == {}  # a runtime field
+
+
+def test_the_smallest_valid_crops_are_accepted():
+    assert _checked_crops([[1, 1, [1.0, 1.0]], [2, 8, [0.5, 0.5]]]) == [[1, 1, [1.0, 1.0]], [2, 8, [0.5, 0.5]]]
+
+
+def test_the_command_line_help_names_the_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    words = capsys.readouterr().out.split()
+    assert "--preset" in words and " the paper's setting of a Table 1-2 row " in f" {' '.join(words)} "

@@ -148,6 +148,8 @@ def test_fashion_mnist_found_in_torchvision_layout_and_padded_to_size(tmp_path):
     native = data.fashion_mnist(tmp_path, "train", size=28)
     np.testing.assert_array_equal(native.images[:, 0].numpy(), images)
     assert native.labels.tolist() == labels.tolist() and native.labels.dtype == torch.int64
+    assert native.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                              "Bag", "Ankle boot"]  # the data set's README, labels 0-9
     padded = data.fashion_mnist(tmp_path, "train", size=32)
     assert padded.images.shape == (6, 3, 32, 32)
     assert torch.equal(padded.images[:, 0], padded.images[:, 2])  # grayscale on all channels

@@ -201,6 +201,13 @@ def test_lars_matches_the_per_weight_form_and_reads_nothing_back():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
 
+def test_lars_defaults_are_swavs():
+    """SwAV's LARS: momentum 0.9, trust 0.001; decay only where the config asks for it."""
+    optimizer = engine.LARS([nn.Parameter(torch.ones(2, 2))], lr=0.1)
+    assert {k: optimizer.defaults[k] for k in ("momentum", "weight_decay", "trust")} == \
+        {"momentum": 0.9, "weight_decay": 0.0, "trust": 0.001}
+
+
 def test_batches_are_the_epoch_permutations_slices_drawn_once_per_epoch(monkeypatch):
     config = TrainConfig(images_per_batch=8, seed=3)
     num_images = 30  # 3 batches an epoch, 6 images left out

@@ -218,3 +218,13 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
+
+
+def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations():
+    """L-BFGS's limit is part of the protocol the study records (StudyPlan.probe_max_iter): 500 by default."""
+    import inspect
+
+    from s2r2lib import study
+
+    assert inspect.signature(probe.linear_probe).parameters["max_iter"].default == 500
+    assert study.StudyPlan(train_seconds=1.0).probe_max_iter == 500

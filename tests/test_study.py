@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -122,6 +123,18 @@ def test_verdicts_are_inconclusive_when_the_seeds_disagree_and_sentences_say_why
     text = study.verdict_sentence(row)
     assert text.startswith("Claim 1 (S2R2 beats SimCLR and SwAV), embedded-object: inconclusive.")
     assert "97.5 % interval" in text and "over 3 paired seeds" in text
+
+
+def test_each_claims_sentence_states_the_papers_claim():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    table = study.verdicts(synthetic_rows(plan, lead=0.1), plan)
+    stated = {"1": "Claim 1 (S2R2 beats SimCLR and SwAV), ",
+              "2": "Claim 2 (S2R2's margin is larger on cluttered scenes), ",
+              "3": "Claim 3 (S2R2 converges faster on a small data set), ",
+              "4": "Claim 4 (accuracy rises, then falls, with the images per batch), ",
+              "control": "The control, "}
+    for _, row in table.iterrows():
+        assert study.verdict_sentence(row).startswith(stated[row["claim"]] + row["data"] + ": " + row["verdict"])
 
 
 def test_verdicts_report_not_measured_sets_and_too_few_seeds():
@@ -372,6 +385,10 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     steps = numbers["budget"]["steps"]
     assert set(steps) == set(study.METHODS) and all(s >= 4 for s in steps.values())
     assert {r["method"] for r in runs} >= {study.FLOOR, study.RAW}
+    assert {r["views"] for r in trained if r["method"] == "SwAV"} == {2 + QUICK.swav_small_crops}  # every crop
+    assert {r["views"] for r in trained if r["method"] != "SwAV"} == {QUICK.views, 2}
+    floors = [r for r in runs if r["method"] in (study.FLOOR, study.RAW)]
+    assert all(pd.isna(r["images"]) and pd.isna(r["views"]) and pd.isna(r["lr"]) for r in floors)  # no batch
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     assert {f"06_{name}.png" for name in ("data", "claim1_methods", "claim3_small_data", "claim4_batch",
                                           "verdicts")} <= figures
@@ -416,8 +433,6 @@ def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
 
 
 def _verdict_rows(*verdicts):
-    import pandas as pd
-
     rows = [{"claim": claim, "data": f"data-{i}", "verdict": verdict, "effect": 0.05, "ci_low": -0.01 if verdict !=
              "supported" else 0.01, "ci_high": 0.1 if verdict != "contradicted" else 0.02, "threshold": 0.04,
              "seeds": 3, "comparison": "A - B", "level": 0.05} for i, (claim, verdict) in enumerate(verdicts)]
