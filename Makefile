@@ -21,9 +21,11 @@ reproduce: $(STAMP)
 	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
 	$(PY) -m s2r2lib.study readme
 
-## Unit tests, notebooks (nbval) and the notebooks' recorded numbers (papermill).
+## Unit tests, notebooks (nbval) and the notebooks' recorded numbers (papermill), on TEST_WORKERS processes of one
+## thread each (pytest-xdist; the machines here have 2 cores). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## JupyterLab in the same environment, notebooks/ as its root.
 lab: $(STAMP)

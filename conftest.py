@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _SCRATCH: str | None = None
 
 
@@ -16,6 +18,11 @@ def pytest_configure(config):
     for kind in ("FIGURES", "RESULTS", "RECORDS", "RUNS"):
         os.environ[f"S2R2_{kind}_DIR"] = os.path.join(_SCRATCH, kind.lower())
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one worker per core, so one thread per worker
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # and in the kernels it starts
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_unconfigure(config):
@@ -25,3 +32,11 @@ def pytest_unconfigure(config):
         print(f"\ntest outputs kept in {_SCRATCH}")
         return
     shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (--dist loadgroup), nbval's cells of one notebook share a kernel: keep them on one
+    worker, in order. Every other test is scheduled on its own."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
