@@ -7,8 +7,6 @@ import os
 import shutil
 import tempfile
 
-import pytest
-
 _SCRATCH: str | None = None
 
 
@@ -33,10 +31,3 @@ def pytest_unconfigure(config):
         return
     shutil.rmtree(_SCRATCH, ignore_errors=True)
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (--dist loadgroup), nbval's cells of one notebook share a kernel: keep them on one
-    worker, in order. Every other test is scheduled on its own."""
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
