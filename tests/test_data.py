@@ -646,3 +646,27 @@ def test_caching_a_folder_or_stl10_shows_its_progress(tmp_path, capsys):
     data.stl10(tmp_path / "stl", "train", size=32, cache_dir=tmp_path / "stl-cache")
     err = capsys.readouterr().err
     assert "caching" in err and "at 32px" in err
+
+
+def test_stl10_images_are_never_written_back_to_their_file(tmp_path):
+    """A copy-on-write map: a caller that writes into the images leaves the data set's file as it was."""
+    _write_stl10(tmp_path)
+    path = tmp_path / "stl10_binary" / "train_X.bin"
+    before = path.read_bytes()
+    images = data.read_stl10_images(path)
+    images[:] = 7
+    del images
+    assert path.read_bytes() == before
+
+
+def test_clutter_pastes_black_items_as_black():
+    black = data.ImageSet(torch.zeros((1, 3, 28, 28), dtype=torch.uint8), torch.zeros(1, dtype=torch.long),
+                          ["square"], "black")
+    assert data.clutter(black, n=4, size=32, per_image=(1, 2), seed=0).images.max() == 0
+
+
+def test_fashion_mnist_clutter_reads_the_given_root(tmp_path):
+    _write_fashion(tmp_path)
+    made = data.fashion_mnist_clutter(tmp_path, "train", size=48, n=5, seed=1)
+    expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1)
+    assert torch.equal(made.images, expected.images)

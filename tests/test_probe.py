@@ -6,6 +6,7 @@ import torch
 
 from s2r2lib import probe
 from s2r2lib.data import load
+from s2r2lib.results import RUN_COLUMNS
 
 
 def linear_world(n, seed, classes=4, dim=16):
@@ -211,11 +212,15 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     floor = probe.result_rows(metrics, "probe", "embedded", seed=3, probe_s=2.0)
     assert [r["metric"] for r in floor] == list(probe.METRICS) and {r["method"] for r in floor} == {"random-init"}
     assert floor[0]["value"] == "0.5000" and floor[0]["seed"] == 3 and floor[0]["wall_s"] == "2.0"
+    assert all(set(row) <= set(RUN_COLUMNS) for row in floor)  # runs.csv's columns, under their own names
+    assert all({"seed", "protocol", "commit", "device", "date"} <= set(row) for row in floor)
+    assert [r["protocol"] for r in floor] == list(probe.METRICS.values()) and all(r["date"] for r in floor)
     config = {"method": "swav", "crops": [[2, 32, [0.14, 1.0]], [6, 16, [0.05, 0.14]]], "arch": "narrow_cnn",
               "images_per_batch": 16, "views_per_image": 2, "seed": 1}
     monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": config, "step": 50, "num_images": 400,
                                                                  "train_wall_s": 10.0})
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
+    assert all(set(row) <= set(RUN_COLUMNS) and row["seed"] == 1 for row in rows)
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
 
@@ -228,3 +233,23 @@ def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations():
 
     assert inspect.signature(probe.linear_probe).parameters["max_iter"].default == 500
     assert study.StudyPlan(train_seconds=1.0).probe_max_iter == 500
+
+
+def test_linear_probe_takes_numpy_features_and_int32_labels():
+    """Arrays, as sklearn users hand them over: the same result as the tensors."""
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(60, 5, generator=gen), torch.randn(30, 5, generator=gen)
+    y, u = (x[:, 0] > 0).long(), (t[:, 0] > 0).long()
+    arrays = probe.linear_probe(x.numpy(), y.numpy().astype(np.int32), t.numpy(), u.numpy().astype(np.int32))
+    tensors = probe.linear_probe(x, y, t, u)
+    assert arrays.top1 == tensors.top1 and arrays.c == tensors.c
+
+
+def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty feature cache: the probe runs
+    seen = []
+    real = probe.linear_probe
+    monkeypatch.setattr(probe, "linear_probe", lambda *a, **k: seen.append(k["seed"]) or real(*a, **k))
+    train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
+    probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, seed=7)
+    assert seen == [7]

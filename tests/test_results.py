@@ -83,6 +83,12 @@ def test_write_runs_merges_by_key_in_place_keeps_the_paper_and_refuses_bad_colum
         results.write_runs([{**MEASURED, "accuracy": 1}])
 
 
+def test_a_runs_table_without_rows_reads_as_the_papers_rows(own_results):
+    own_results.mkdir()
+    (own_results / "runs.csv").write_text(",".join(results.RUN_COLUMNS) + "\n")
+    assert results.read_runs().equals(results.paper_rows())
+
+
 def test_a_run_that_differs_only_in_lr_or_steps_is_a_row_of_its_own(own_results):
     results.write_runs([{**MEASURED, "lr": 1e-4, "steps": 100}, {**MEASURED, "lr": 1e-3, "steps": 100},
                         {**MEASURED, "lr": 1e-3, "steps": 200, "views_seen": 25600, "train_s": 12.5}])
