@@ -30,4 +30,3 @@ def pytest_unconfigure(config):
         print(f"\ntest outputs kept in {_SCRATCH}")
         return
     shutil.rmtree(_SCRATCH, ignore_errors=True)
-

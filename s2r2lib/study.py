@@ -195,7 +195,7 @@ PLANS = {
     # 3-seed study was taken to 5).
     "extend": dataclasses.replace(_FULL, rerun="extend"),
     # Is 60 s enough? The main runs of seeds 0-2 at 4x the committed steps and the committed lrs, probed at a
-    # quarter (the committed runs' steps), half and all of them (table study-long; see checks_long).
+    # quarter (the committed runs' steps), half and all of them (table study-long; see budget_checks).
     "long": dataclasses.replace(_FULL, rerun="long", budget_factor=4, seeds=(0, 1, 2)),
     # The tests: every step of the pipeline, in about a minute.
     "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
@@ -570,6 +570,11 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     return rows, best
 
 
+def _longest_first(job: dict) -> float:
+    """A sort key putting the longest runs first (steps, discounted for small batches' faster steps)."""
+    return -job["config"]["max_steps"] * job["config"]["images_per_batch"] ** -0.5
+
+
 def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_root: str | None = None,
                done_seeds: tuple = ()) -> list[dict]:
     """Every job after the lr search: the main runs (every method, main set and seed, probed at the
@@ -586,8 +591,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
             jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], dataset, seed, dataset)
                      for seed in seeds]
     if plan.rerun == "long":
-        return sorted(jobs, key=lambda job: (job["config"]["seed"], -job["config"]["max_steps"]
-                                             * job["config"]["images_per_batch"] ** -0.5))
+        return sorted(jobs, key=lambda job: (job["config"]["seed"], _longest_first(job)))
     if plan.rerun != "subset":
         small = f"{plan.small_set}-n{plan.small_n}"
         for method in ("S2R2", *BASELINES):
@@ -601,7 +605,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
             b_steps = max(1, round(s2r2_steps * plan.images / images))  # images per batch x steps fixed
             jobs += [_job(plan, root, data_root, "study", "S2R2", best_lr["S2R2"], b_steps, plan.search_set, seed,
                           label, images=images, num_classes=classes, probe_steps=[b_steps]) for seed in seeds]
-        jobs.sort(key=lambda job: -job["config"]["max_steps"] * job["config"]["images_per_batch"] ** -0.5)
+        jobs.sort(key=_longest_first)
     for family in dict.fromkeys(STUDY_SETS[d][3] for d in plan.main_sets):
         probe_settings = _probe_settings(plan, family, root, data_root)
         jobs += [{"floor": None, "seed": seed, "table": table, "dataset": family, "probe": probe_settings}
@@ -783,7 +787,8 @@ def _lead(df, dataset, snapshot=None) -> "pd.Series":
 def _curve_lead(df, dataset) -> "pd.Series":
     """S2R2's lead over the best baseline, averaged over a run's snapshots (log-spaced): a curve's area."""
     snapshots = sorted(df[(df["table"] == "study") & (df["dataset"] == dataset)]["snapshot"].unique())
-    return sum((_lead(df, dataset, s) for s in snapshots), _by_seed(df, dataset, "S2R2") * 0.0) / max(1, len(snapshots))
+    zero = _by_seed(df, dataset, "S2R2") * 0.0  # a series even when the set has no snapshot (then empty)
+    return sum((_lead(df, dataset, s) for s in snapshots), zero) / max(1, len(snapshots))
 
 
 def comparisons(rows, plan: StudyPlan) -> list[dict]:
@@ -997,8 +1002,6 @@ def write_verdicts(table: "pd.DataFrame") -> Path:
     return write_table("study_verdicts", table.round(4))
 
 
-# --- The default profile: a subset rerun against the committed rows ------------------------------------
-
 # --- The long profile: is the budget long enough? -------------------------------------------------------
 
 LONG_TABLE = "study-long"
@@ -1050,6 +1053,8 @@ def write_budget_checks(table: "pd.DataFrame") -> Path:
 
     return write_table("study_budget", table.round(4))
 
+
+# --- The default profile: a subset rerun against the committed rows ------------------------------------
 
 def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list[dict]:
     """The rows the verdicts read: this run's (``rerun="all"``), the committed ones (``"subset"``: the rerun is
