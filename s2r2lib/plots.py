@@ -337,7 +337,8 @@ def sweep_figure(rows: list[dict], x: str, series: str, metric: str = "value", t
 
 def study_methods_figure(cells, datasets: list[str], methods: list[str], floors: dict, title: str = ""):
     """Grouped bars of final linear top-1 (mean ± std over seeds) per training set, one bar per method;
-    ``floors`` maps a floor's name to its top-1, drawn as a horizontal line. ``cells``: study.summary()."""
+    ``floors`` maps a floor's name to {training set: its top-1} (study.floors), drawn as a line across that
+    set's bars. ``cells``: study.summary()."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -349,8 +350,10 @@ def study_methods_figure(cells, datasets: list[str], methods: list[str], floors:
         means = [100 * r["mean"].max() if len(r) else np.nan for r in rows]
         stds = [100 * np.nan_to_num(r["std"].iloc[0]) if len(r) else 0 for r in rows]
         ax.bar(np.arange(len(datasets)) + i * width, means, width, yerr=stds, capsize=2, label=method)
-    for (name, value), style in zip(floors.items(), (":", "--", "-.")):
-        ax.axhline(100 * value, color="grey", linestyle=style, linewidth=1, label=name)
+    for (name, values), style in zip(floors.items(), (":", "--", "-.")):
+        for i, dataset in enumerate(datasets):
+            ax.hlines(100 * values[dataset], i - width / 2, i + width * (len(methods) - 0.5), color="grey",
+                      linestyle=style, linewidth=1, label=name if i == 0 else None)
     ax.set_xticks(np.arange(len(datasets)) + width * (len(methods) - 1) / 2, datasets, fontsize=8)
     ax.set_ylabel("linear probe top-1 (%)")
     ax.legend(fontsize=7, ncol=2)

@@ -15,8 +15,10 @@ initialisation and the data order of every method. A claim's effect is a per-see
 95 % t-interval is Holm-corrected within the claim, and :func:`classify` turns it into one of three
 verdicts against a threshold declared here before any run (:data:`MIN_EFFECT_SHARE`).
 
-Profiles (:data:`PLANS`): ``full`` (about an hour on a 2-core CPU), ``default`` (reruns a subset of the
-full runs and checks them against the committed rows), ``quick`` (the tests), ``gpu`` (ResNet18).
+Profiles (:data:`PLANS`): ``full`` (about two hours on a 2-core CPU), ``default`` (reruns a subset of the
+full runs and checks them against the committed rows), ``extend`` (more seeds), ``long`` (4x the budget),
+``fashion`` (the main runs on Fashion-MNIST and its clutter, at the committed budget, lrs searched on
+Fashion-MNIST), ``quick`` (the tests), ``gpu`` (ResNet18).
 Every run folder is keyed by its config's content, and every probe result is cached beside the runs:
 an interrupted study resumes where it stopped, and a finished one is read back, not retrained.
 """
@@ -122,7 +124,7 @@ PROBE_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on sta
                   "a validation part, scored on it; claims: fit on the whole train split, scored on the test split")
 
 
-RERUN_MODES = ("all", "subset", "extend", "long")
+RERUN_MODES = ("all", "subset", "extend", "long", "sets")
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ class StudyPlan:
                                      # "extend": the seeds results/ lacks, at its steps and lrs (all claims);
                                      # "long": the main runs at budget_factor x the committed steps (table
                                      # study-long), at the committed lrs: is the budget long enough?
+                                     # "sets": the main runs on main_sets at the committed steps, with an lr
+                                     # search of their own on the first set's validation split (table study)
     budget_factor: int = 1           # rerun="long": the committed main runs' steps are multiplied by this
 
     def __post_init__(self):
@@ -197,6 +201,11 @@ PLANS = {
     # Is 60 s enough? The main runs of seeds 0-2 at 4x the committed steps and the committed lrs, probed at a
     # quarter (the committed runs' steps), half and all of them (table study-long; see budget_checks).
     "long": dataclasses.replace(_FULL, rerun="long", budget_factor=4, seeds=(0, 1, 2)),
+    # Real images: the main runs (and floors) on Fashion-MNIST and its 4-item clutter, seeds 0-2, at the
+    # committed steps; each method's lr searched again, the same way, on Fashion-MNIST's validation split.
+    # The probe: 10,000 labelled train and 10,000 test images.
+    "fashion": dataclasses.replace(_FULL, rerun="sets", seeds=(0, 1, 2), n_probe_test=10000,
+                                   main_sets=("fashion-mnist", "fashion-mnist-clutter")),
     # The tests: every step of the pipeline, in about a minute.
     "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
                        sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
@@ -501,7 +510,7 @@ def budget_table(rows, plan: StudyPlan, budget: dict | None = None) -> "pd.DataF
 
     df = frame(rows)
     out = []
-    for dataset in plan.main_sets:
+    for dataset in judged_plan(rows, plan).main_sets:
         for method in METHODS:
             runs = df[(df["table"] == "study") & (df["dataset"] == dataset) & (df["method"] == method) & df["final"]]
             if runs.empty:
@@ -549,14 +558,17 @@ def _job(plan, root, data_root, table, method, lr, steps, dataset, seed, label, 
             "probe": _probe_settings(plan, STUDY_SETS[dataset][3], root, data_root)}
 
 
-def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_root: str | None = None):
-    """Every method at every lr of the grid (seed 0, the search set, the full budget), scored by the probe on
-    the validation split; a winner at an edge adds one lr beyond it. Returns (rows, {method: best lr})."""
+def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_root: str | None = None,
+              dataset: str | None = None):
+    """Every method at every lr of the grid (seed 0, the search set or ``dataset``, the full budget), scored
+    by the probe on the validation split; a winner at an edge adds one lr beyond it. Returns (rows,
+    {method: best lr})."""
+    dataset = dataset or plan.search_set
     rows = []
     pending = [(m, lr) for m in METHODS for lr in plan.lrs]
     while pending:
-        jobs = [_job(plan, root, data_root, "study-lr", m, lr, budget["steps"][m], plan.search_set, plan.seeds[0],
-                     plan.search_set, probe_steps=[budget["steps"][m]]) for m, lr in pending]
+        jobs = [_job(plan, root, data_root, "study-lr", m, lr, budget["steps"][m], dataset, plan.seeds[0],
+                     dataset, probe_steps=[budget["steps"][m]]) for m, lr in pending]
         rows += [row for result in workers.map(run_job, jobs, "lr search") for row in result]
         pending = []
         for method in METHODS:
@@ -582,7 +594,8 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
     arm, and the floors; the longest first. With ``plan.rerun == "subset"``: seed 0 of the main runs only;
     ``done_seeds`` are left out (``rerun == "extend"``: the seeds the committed rows hold). With ``"long"``:
     the main runs only (table study-long), seed by seed, so that a study stopped early holds whole seeds;
-    their floors are the committed ones (the same probe, the same random-init encoders)."""
+    their floors are the committed ones (the same probe, the same random-init encoders). With ``"sets"``:
+    the main runs and the floors of ``plan.main_sets``, no claim 3 or 4 runs (those are the search set's)."""
     steps, jobs = budget["steps"], []
     seeds = plan.seeds[:1] if plan.rerun == "subset" else tuple(s for s in plan.seeds if s not in done_seeds)
     table = {"subset": "study-rerun", "long": "study-long"}.get(plan.rerun, "study")
@@ -592,7 +605,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
                      for seed in seeds]
     if plan.rerun == "long":
         return sorted(jobs, key=lambda job: (job["config"]["seed"], _longest_first(job)))
-    if plan.rerun != "subset":
+    if plan.rerun not in ("subset", "sets"):
         small = f"{plan.small_set}-n{plan.small_n}"
         for method in ("S2R2", *BASELINES):
             jobs += [_job(plan, root, data_root, "study", method, best_lr[method], steps[method], plan.small_set,
@@ -636,17 +649,24 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
     For ``rerun="extend"``, the seeds of ``plan.seeds`` that the committed rows lack, for every claim, at the
     committed steps and lrs (rows of table ``study``, in ``root`` beside the full profile's runs). For
     ``rerun="long"``, the main runs of ``plan.seeds`` at ``plan.budget_factor`` x the committed steps, at the
-    committed lrs (rows of table ``study-long``). Returns {"budget", "best_lr", "search": rows, "rows": rows, "not_measured"}."""
+    committed lrs (rows of table ``study-long``). For ``rerun="sets"``, the main runs and floors of
+    ``plan.main_sets`` at the committed steps, each method's lr searched on the first set's validation split
+    (rows of tables ``study-lr`` and ``study``). Returns {"budget", "best_lr", "search": rows, "rows": rows,
+    "not_measured"}."""
     root = Path(root)
     plan, missing = measured_sets(plan, data_root)
     done_seeds: tuple = ()
     with Workers(plan.workers, plan.threads) as workers:
-        if plan.rerun in ("subset", "extend", "long"):  # the committed full rows say what to train: no timing,
-            committed = committed_rows()                    # no search
+        if plan.rerun in ("subset", "extend", "long", "sets"):  # the committed full rows say what to train:
+            committed = committed_rows()                            # no timing pass
             budget, best = committed_plan(committed, plan)
             budget["steps"] = {m: s * plan.budget_factor for m, s in budget["steps"].items()}
             search = []
-            if plan.rerun == "subset":
+            if plan.rerun == "sets":
+                if not plan.main_sets:  # every set of the plan is missing here: nothing to train
+                    return {"budget": budget, "best_lr": {}, "search": [], "rows": [], "not_measured": missing}
+                search, best = lr_search(plan, budget, root, workers, data_root, dataset=plan.main_sets[0])
+            elif plan.rerun == "subset":
                 root = root / "rerun"  # never the full profile's own runs, read back
             elif plan.rerun == "extend":
                 done_seeds = tuple(sorted({int(r["seed"]) for r in committed if r["table"] == "study" and r["seed"]}))
@@ -762,6 +782,26 @@ def _best_baseline(df, dataset, snapshot=None) -> str | None:
     return max(means, key=means.get) if means else None
 
 
+def judged_plan(rows, plan: StudyPlan) -> StudyPlan:
+    """``plan`` judging every main set its rows hold: its own main sets, then (in :data:`STUDY_SETS` order)
+    each other study set with a main S2R2 run in ``rows`` (say, the fashion profile's beside the committed
+    embedded ones). Every verdict, check and figure of the study reads this plan's sets."""
+    df = frame(rows) if len(rows) else None
+    held = set() if df is None else set(df[(df["table"] == "study") & (df["method"] == "S2R2")
+                                            & (df["images"] == plan.images)]["dataset"])
+    extra = tuple(d for d in STUDY_SETS if d in held and d not in plan.main_sets)
+    return dataclasses.replace(plan, main_sets=(*plan.main_sets, *extra)) if extra else plan
+
+
+def floors(rows, datasets) -> dict[str, dict[str, float]]:
+    """The floors' top-1 per data set: {random-init or raw pixels: {set: mean over its rows}}, each set read
+    through its probe family (the same probe, so the same floor, for a set and its clutter)."""
+    df = frame(rows)
+    df = df[df["table"] == "study"]
+    return {name: {d: float(df[(df["method"] == name) & (df["dataset"] == STUDY_SETS[d][3])]["value"].mean())
+                   for d in datasets} for name in (FLOOR, RAW)}
+
+
 def _floor(df, dataset) -> "pd.Series":
     family = STUDY_SETS[dataset][3]  # the probe's data family: every study set's floor is its family's
     return df[(df["table"] == "study") & (df["dataset"] == family) & (df["method"] == FLOOR)].groupby("seed")["value"].mean()
@@ -795,6 +835,7 @@ def comparisons(rows, plan: StudyPlan) -> list[dict]:
     """Every paired comparison of the study: claim, data, what is compared, per-seed differences, and the
     data sets whose best-baseline gain sets the threshold."""
     df = frame(rows)
+    plan = judged_plan(rows, plan)
     out = []
 
     def add(claim, data, comparison, diffs, reference):
@@ -875,7 +916,7 @@ def checks(rows, plan: StudyPlan) -> "pd.DataFrame":
 
     df = frame(rows)
     table = []
-    for dataset in plan.main_sets:
+    for dataset in judged_plan(rows, plan).main_sets:
         floor = _floor(df, dataset)
         for method in METHODS:
             final = _by_seed(df, dataset, method)
@@ -1040,6 +1081,7 @@ def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
     tables = [checks(rows, plan).assign(budget=1)]
     factor, long = budget_factor(rows, plan), long_rows(rows)
     if factor:
+        plan = dataclasses.replace(plan, main_sets=())  # judged: the sets the long rows hold, and only those
         claims = verdicts(long, plan)
         tables += [checks(long, plan).assign(budget=factor),
                    claims[claims["claim"].isin(BUDGET_CLAIMS)].assign(budget=factor)]
@@ -1058,9 +1100,16 @@ def write_budget_checks(table: "pd.DataFrame") -> Path:
 
 def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list[dict]:
     """The rows the verdicts read: this run's (``rerun="all"``), the committed ones (``"subset"``: the rerun is
-    only compared with them), or both (``"extend"``: the new seeds beside the committed ones)."""
-    return {"all": outcome["search"] + outcome["rows"], "subset": committed,
-            "extend": committed + outcome["rows"], "long": committed + outcome["rows"]}[plan.rerun]
+    only compared with them), or both (``"extend"``, ``"long"``, ``"sets"``: this run's rows merged into the
+    committed ones as results/runs.csv merges them, each taking the place of a committed row with its key)."""
+    if plan.rerun == "all":
+        return outcome["search"] + outcome["rows"]
+    if plan.rerun == "subset":
+        return committed
+    from .results import RUN_DTYPES, RUN_KEY, merge_rows, typed
+
+    merged = merge_rows(typed(committed, RUN_DTYPES), typed(outcome["search"] + outcome["rows"], RUN_DTYPES), RUN_KEY)
+    return merged.astype("string").fillna("").to_dict("records")
 
 
 def committed_rows() -> list[dict]:

@@ -49,6 +49,15 @@ def test_parameters_for_passes_only_what_a_notebook_declares(monkeypatch):
         reproduce.parameters_for(path, "nope")
 
 
+def test_every_published_profile_gives_each_notebook_the_defaults_profile_parameters_or_its_own():
+    # a notebook left on its own (quick) defaults would publish test-sized rows over the committed ones
+    for name, profile in reproduce.PROFILES.items():
+        if name != "quick":
+            assert set(reproduce.PROFILES["default"]) <= set(profile), name
+    assert reproduce.PROFILES["fashion"]["06_miniature_study"] == {"plan": "fashion"}
+    assert reproduce.PROFILES["paper"]["06_miniature_study"] == {"plan": "default"}
+
+
 def test_saved_figures_are_byte_identical_on_a_rerun():
     import matplotlib.pyplot as plt
 

@@ -590,3 +590,82 @@ def test_the_budget_table_reads_each_methods_own_runs():
     table = study.budget_table(rows, plan)
     assert set(table[table["method"] == "SwAV"]["train_s"]) == {7.0}
     assert set(table[table["method"] != "SwAV"]["train_s"]) == {1.0}
+
+
+# --- Another data set's arm (the fashion profile) -----------------------------------------------------
+
+def _fashion_arm(plan, lead: float) -> list[dict]:
+    """synthetic_rows for the Fashion-MNIST pair: main runs, with floors of the fashion family at 0.6."""
+    arm = dataclasses.replace(plan, main_sets=("fashion-mnist", "fashion-mnist-clutter"))
+    rows = [r for r in synthetic_rows(arm, lead) if r["dataset"] in arm.main_sets or r["method"] == study.FLOOR]
+    return [dict(r, dataset="fashion", value=r["value"] + 0.4) if r["method"] == study.FLOOR else r for r in rows]
+
+
+def test_the_fashion_profile_trains_its_sets_main_runs_and_floors_only():
+    plan = study.PLANS["fashion"]
+    assert plan.rerun == "sets" and plan.seeds == (0, 1, 2) and plan.n_probe_test == 10000
+    budget, best = {"steps": {m: 10 * (i + 1) for i, m in enumerate(study.METHODS)}}, {m: 1e-3 for m in study.METHODS}
+    jobs = study.study_jobs(plan, budget, best, Path("runs"))
+    runs, floor_jobs = [j for j in jobs if "config" in j], [j for j in jobs if "floor" in j]
+    assert {j["dataset"] for j in runs} == {"fashion-mnist", "fashion-mnist-clutter"}  # no claim 3 or 4 runs
+    assert len(runs) == 2 * len(study.METHODS) * 3 and {j["table"] for j in jobs} == {"study"}
+    assert {j["method"]: j["config"]["max_steps"] for j in runs} == budget["steps"]  # the committed budget
+    assert sorted((j["floor"] or "", j["seed"]) for j in floor_jobs) == [("", 0), ("", 1), ("", 2), ("raw", 0)]
+    assert {j["dataset"] for j in floor_jobs} == {"fashion"} and floor_jobs[0]["probe"]["n_test"] == 10000
+
+
+def test_a_sets_profile_without_its_files_trains_nothing_and_says_not_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "committed_rows", lambda: synthetic_rows(dataclasses.replace(QUICK, seeds=(0, 1)), 0.1))
+    plan = dataclasses.replace(study.PLANS["fashion"], images=QUICK.images, sweep_images=QUICK.sweep_images)
+    outcome = study.run_study(plan, tmp_path, data_root=str(tmp_path / "empty"))
+    assert outcome["rows"] == [] and outcome["search"] == []
+    assert set(outcome["not_measured"]) == set(plan.main_sets)
+    assert all("apt-get install dataset-fashion-mnist" in why for why in outcome["not_measured"].values())
+
+
+def test_the_verdicts_judge_every_set_the_rows_hold_beside_the_plans_own():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1) + _fashion_arm(plan, lead=0.2)
+    judged = study.judged_plan(rows, plan)
+    assert judged.main_sets == (*plan.main_sets, "fashion-mnist", "fashion-mnist-clutter")
+    assert study.judged_plan(synthetic_rows(plan, lead=0.1), plan) is plan  # nothing else held: unchanged
+    table = study.verdicts(rows, plan)
+    claim1 = table[table["claim"] == "1"].set_index("data")
+    assert claim1["effect"].to_dict() == pytest.approx({**dict.fromkeys(plan.main_sets, 0.1), "fashion-mnist": 0.2,
+                                                        "fashion-mnist-clutter": 0.2})
+    assert sorted(claim1["level"]) == pytest.approx([0.05 / 4, 0.05 / 3, 0.05 / 2, 0.05])  # Holm over 4 sets
+    assert set(table[table["claim"] == "2"]["data"]) == {"embedded-cluttered vs embedded-object",
+                                                         "fashion-mnist-clutter vs fashion-mnist"}
+    assert len(table[table["claim"] == "control"]) == 2 * 4
+    gains = study.checks(rows, plan)
+    fashion = gains[(gains["data"] == "fashion-mnist") & (gains["comparison"] == "S2R2 - random-init")]
+    assert fashion["effect"].tolist() == pytest.approx([0.5 + 0.2 - 0.6])  # against its own family's floor
+    assert study.floors(rows, judged.main_sets)[study.FLOOR] == pytest.approx(
+        {**dict.fromkeys(plan.main_sets, 0.2), "fashion-mnist": 0.6, "fashion-mnist-clutter": 0.6})
+    assert set(study.budget_table(rows, plan)["data"]) == set(judged.main_sets)
+
+
+def test_rows_merged_into_the_committed_ones_replace_rows_with_their_key():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    committed = [{k: str(v) for k, v in r.items()} for r in synthetic_rows(plan, lead=0.1)]
+    long = [dict(r, table=study.LONG_TABLE, value=0.9) for r in synthetic_rows(plan, lead=0.1)
+            if r["method"] == "S2R2" and r["dataset"] == plan.main_sets[0]]
+    again = [dict(r, value=0.8) for r in long]
+    for rerun in ("long", "extend", "sets"):
+        rows = study.rows_to_judge(dataclasses.replace(plan, rerun=rerun, budget_factor=4 if rerun == "long" else 1),
+                                   {"search": [], "rows": again}, committed + long)
+        df = pd.DataFrame(rows)
+        mine = df[df["table"] == study.LONG_TABLE]
+        assert len(mine) == len(long) and set(mine["value"].astype(float)) == {0.8}  # in place of, never beside
+        assert len(df) == len(committed) + len(long)
+    assert study.rows_to_judge(dataclasses.replace(plan, rerun="subset"), {"search": [], "rows": again}, committed) == committed
+
+
+def test_the_budget_checks_at_the_long_budget_read_only_the_sets_it_trained():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    committed = synthetic_rows(plan, lead=0.1) + _fashion_arm(plan, lead=0.1)
+    long = [dict(r, table=study.LONG_TABLE, steps=4 * r["steps"]) for r in synthetic_rows(plan, lead=0.1)
+            if r["dataset"] in plan.main_sets and r["method"] in study.METHODS]
+    table = study.budget_checks(committed + long, plan)
+    assert set(table[table["budget"] == 4]["data"]) == {*plan.main_sets, "embedded-cluttered vs embedded-object"}
+    assert "fashion-mnist" in set(table[table["budget"] == 1]["data"])
