@@ -670,3 +670,10 @@ def test_fashion_mnist_clutter_reads_the_given_root(tmp_path):
     made = data.fashion_mnist_clutter(tmp_path, "train", size=48, n=5, seed=1)
     expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1)
     assert torch.equal(made.images, expected.images)
+
+
+def test_missing_fashion_mnist_names_every_folder_it_searched_in_order(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        data.fashion_mnist(tmp_path, split="train")
+    searched = ", ".join(str(p) for p in (tmp_path / "FashionMNIST" / "raw", tmp_path / "fashion-mnist", tmp_path))
+    assert f"in one of: {searched}. On Debian/Ubuntu: apt-get install dataset-fashion-mnist" in str(error.value)

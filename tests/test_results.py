@@ -395,3 +395,19 @@ def test_save_wide_flattens_column_levels_and_keeps_the_index(tmp_path, monkeypa
     path = results.save_wide(frame, "wide")
     assert path == tmp_path / "results" / "wide.csv"
     assert path.read_text() == "dataset,10 paper,10 measured\nstl10,61.2,60.1\n"
+
+
+def test_a_declared_table_is_written_and_read_by_its_declaration_alone(own_results):
+    row = {"claim": "1", "data": "embedded-object", "verdict": "supported", "effect": 0.2, "ci_low": 0.1,
+           "ci_high": 0.3, "threshold": 0.05, "seeds": 5, "comparison": "S2R2 - SimCLR", "level": 0.05}
+    path = results.write_table("study_verdicts", [row])
+    results.write_table("study_verdicts", [dict(row, effect=0.25)])  # the same key: in place
+    table = results.read_table(path.stem)
+    assert list(table.columns) == list(results.TABLES["study_verdicts"][0])
+    assert table.to_dict("records") == [dict(row, effect=0.25)]
+
+
+def test_a_true_or_false_column_reads_as_written_in_any_case():
+    table = results.typed([{"on": "true"}, {"on": "False"}, {"on": " TRUE "}, {"on": ""}, {"on": True}],
+                          {"on": "boolean"})
+    assert table["on"].tolist() == [True, False, True, pd.NA, True]
