@@ -21,13 +21,13 @@ reproduce: $(STAMP)
 	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
 	$(PY) -m s2r2lib.study readme
 
-## Unit tests and the notebooks' recorded numbers (papermill) on TEST_WORKERS processes of one thread each
-## (pytest-xdist; the machines here have 2 cores; TEST_WORKERS=0 runs them in this process), then every notebook
-## as a reader runs it (nbval), in one process: a notebook's cells share a kernel, and 03 reads the run 02 made.
+## Every notebook as a reader runs it (nbval), the unit tests and the notebooks' recorded numbers (papermill), on
+## TEST_WORKERS processes of one thread each (pytest-xdist; the machines here have 2 cores; TEST_WORKERS=0 runs
+## them in this process). The notebooks go to one worker, in order (conftest.py): a notebook's cells share a
+## kernel, and 03 reads the run 02 made.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) tests
-	$(PY) -m pytest notebooks
+	$(PY) -m pytest -n $(TEST_WORKERS) notebooks tests
 
 ## JupyterLab in the same environment, notebooks/ as its root.
 lab: $(STAMP)

@@ -30,3 +30,23 @@ def pytest_unconfigure(config):
         print(f"\ntest outputs kept in {_SCRATCH}")
         return
     shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``pytest -n N tests notebooks``: every notebook's nbval cells go to one worker, in their order (a
+    notebook's cells share a kernel, and notebook 03 reads the run notebook 02 made); every other test is
+    scheduled on its own. (xdist's --dist loadgroup cannot do it here: it renames a test through a private
+    attribute that this pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "notebooks" if ".ipynb::" in nodeid else nodeid
+
+    return NotebooksOnOneWorker(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the long work first, so that two workers finish together: the notebooks (one unit, see above),
+    then the tests marked slow, then the rest, each in its collected order."""
+    items.sort(key=lambda item: 0 if item.path.suffix == ".ipynb" else 1 if item.get_closest_marker("slow") else 2)

@@ -206,11 +206,12 @@ PLANS = {
     # The probe: 10,000 labelled train and 10,000 test images.
     "fashion": dataclasses.replace(_FULL, rerun="sets", seeds=(0, 1, 2), n_probe_test=10000,
                                    main_sets=("fashion-mnist", "fashion-mnist-clutter")),
-    # The tests: every step of the pipeline, in about a minute.
+    # The tests: every step of the pipeline, in about a minute, in the calling process (make test's workers
+    # already fill the cores; the process pool has a test of its own).
     "quick": StudyPlan(train_seconds=0.6, seeds=(0, 1), lrs=(1e-3, 3e-3, 1e-2), data_n=256, small_n=64,
                        sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
                        n_probe_train=300, n_probe_test=200, n_validation=100, probe_max_iter=50,
-                       snapshots=(0.5, 1.0), timing_steps=3),
+                       snapshots=(0.5, 1.0), timing_steps=3, workers=1),
     # On a GPU: ResNet18 at 32 px, longer runs, 5 seeds, Fashion-MNIST too (not run on the CPU).
     "gpu": dataclasses.replace(_FULL, train_seconds=600.0, seeds=(0, 1, 2, 3, 4), arch="resnet18", device="cuda",
                                workers=1, threads=4, data_n=20000, n_probe_test=10000,
@@ -783,14 +784,21 @@ def _best_baseline(df, dataset, snapshot=None) -> str | None:
 
 
 def judged_plan(rows, plan: StudyPlan) -> StudyPlan:
-    """``plan`` judging every main set its rows hold: its own main sets, then (in :data:`STUDY_SETS` order)
-    each other study set with a main S2R2 run in ``rows`` (say, the fashion profile's beside the committed
-    embedded ones). Every verdict, check and figure of the study reads this plan's sets."""
+    """``plan`` judging every main set its rows hold: its own main sets and each other study set with a main
+    S2R2 run in ``rows`` (say, the fashion profile's beside the committed embedded ones), in
+    :data:`STUDY_SETS` order whichever profile ran. Every verdict, check and figure of the study reads this
+    plan's sets."""
     df = frame(rows) if len(rows) else None
     held = set() if df is None else set(df[(df["table"] == "study") & (df["method"] == "S2R2")
                                             & (df["images"] == plan.images)]["dataset"])
-    extra = tuple(d for d in STUDY_SETS if d in held and d not in plan.main_sets)
-    return dataclasses.replace(plan, main_sets=(*plan.main_sets, *extra)) if extra else plan
+    sets = tuple(d for d in STUDY_SETS if d in held or d in plan.main_sets)
+    sets += tuple(d for d in plan.main_sets if d not in sets)  # (StudyPlan refuses names outside STUDY_SETS)
+    return plan if sets == plan.main_sets else dataclasses.replace(plan, main_sets=sets)
+
+
+def long_plan(rows, plan: StudyPlan) -> StudyPlan:
+    """``plan`` judging the sets the long profile's rows hold, and only those (:func:`long_rows`)."""
+    return judged_plan(long_rows(rows), dataclasses.replace(plan, main_sets=()))
 
 
 def floors(rows, datasets) -> dict[str, dict[str, float]]:
@@ -1081,7 +1089,7 @@ def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
     tables = [checks(rows, plan).assign(budget=1)]
     factor, long = budget_factor(rows, plan), long_rows(rows)
     if factor:
-        plan = dataclasses.replace(plan, main_sets=())  # judged: the sets the long rows hold, and only those
+        plan = long_plan(rows, plan)
         claims = verdicts(long, plan)
         tables += [checks(long, plan).assign(budget=factor),
                    claims[claims["claim"].isin(BUDGET_CLAIMS)].assign(budget=factor)]

@@ -32,6 +32,7 @@ def test_an_arch_without_a_paper_preset_takes_resnet18s_sizes():
     assert bench.preset_name("resnet50", "s2r2") == "paper-resnet50-stl10-s2r2"
 
 
+@pytest.mark.slow
 def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(tmp_path, capsys):
     out = tmp_path / "bench_train.csv"
     tiny = ["--device", "cpu", "--archs", "narrow_cnn", "--scale", "64", "--repeats", "1", "--out", str(out)]

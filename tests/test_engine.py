@@ -314,6 +314,7 @@ def _text_rows(path) -> list[dict[str, str]]:
 
 
 @pytest.mark.compiles
+@pytest.mark.slow
 def test_the_device_check_without_a_gpu_runs_every_stage_at_tiny_sizes(tmp_path, monkeypatch, capsys):
     """The CPU smoke of ``python -m s2r2lib.bench gpu``: the code the GPU run takes, end to end."""
     from s2r2lib.bench import gpu as check

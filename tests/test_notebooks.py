@@ -48,6 +48,7 @@ def test_notebook_01_takes_its_parameters(outputs):
     assert numbers["exact_ap"] - numbers["smooth_ap"] > 0.05  # a blunter relaxation at a larger tau
 
 
+@pytest.mark.slow
 def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     trained = run_notebook("02", outputs)
     assert trained["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
@@ -75,6 +76,7 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     assert table1["10 paper"].tolist()[:3] == [64.2, 67.4, 72.4] and table1["10 measured"].isna().all()
 
 
+@pytest.mark.slow
 def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
     numbers = run_notebook("05", outputs)
     quick = reproduce.PROFILES["quick"]["05_figure1"]
@@ -118,6 +120,7 @@ def literal(value):
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix, number", sorted(EXERCISES))
 def test_every_exercise_runs_as_its_text_says(outputs, prefix, number):
     change = EXERCISES[prefix, number]
@@ -139,6 +142,7 @@ def test_every_exercise_runs_as_its_text_says(outputs, prefix, number):
             | {(change.get("base_images", 8), k) for k in change.get("views_grid", [2, 4])})
 
 
+@pytest.mark.slow
 def test_exercise_03_1_probes_the_simclr_run_notebook_02_trained_last(outputs):
     assert "`method = \"simclr\"`" in exercise_text("03", 1)
     run_notebook("02", outputs, **EXERCISES["02", 1])
@@ -147,6 +151,7 @@ def test_exercise_03_1_probes_the_simclr_run_notebook_02_trained_last(outputs):
     assert set(measured["method"]) == {"SimCLR", "random-init"}
 
 
+@pytest.mark.slow
 def test_exercise_02_3_a_rerun_continues_the_same_run(outputs):
     first = run_notebook("02", outputs)
     checkpoint = reproduce.latest_run("02_training") / "checkpoint.pt"

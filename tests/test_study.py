@@ -365,6 +365,7 @@ def test_colour_alone_does_not_find_an_images_other_view():
 # --- The notebook, end to end --------------------------------------------------------------------------------
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, monkeypatch):
     for kind in ("figures", "results", "records", "runs"):
         monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
@@ -629,6 +630,8 @@ def test_the_verdicts_judge_every_set_the_rows_hold_beside_the_plans_own():
     judged = study.judged_plan(rows, plan)
     assert judged.main_sets == (*plan.main_sets, "fashion-mnist", "fashion-mnist-clutter")
     assert study.judged_plan(synthetic_rows(plan, lead=0.1), plan) is plan  # nothing else held: unchanged
+    arm = dataclasses.replace(plan, main_sets=("fashion-mnist-clutter", "fashion-mnist"))
+    assert study.judged_plan(rows, arm).main_sets == judged.main_sets  # one order, whichever profile ran
     table = study.verdicts(rows, plan)
     claim1 = table[table["claim"] == "1"].set_index("data")
     assert claim1["effect"].to_dict() == pytest.approx({**dict.fromkeys(plan.main_sets, 0.1), "fashion-mnist": 0.2,
@@ -668,4 +671,32 @@ def test_the_budget_checks_at_the_long_budget_read_only_the_sets_it_trained():
             if r["dataset"] in plan.main_sets and r["method"] in study.METHODS]
     table = study.budget_checks(committed + long, plan)
     assert set(table[table["budget"] == 4]["data"]) == {*plan.main_sets, "embedded-cluttered vs embedded-object"}
+    fashion = dataclasses.replace(plan, main_sets=("fashion-mnist", "fashion-mnist-clutter"))
+    assert study.long_plan(committed + long, fashion).main_sets == plan.main_sets
     assert "fashion-mnist" in set(table[table["budget"] == 1]["data"])
+
+
+# --- Figure 1's sweep (notebook 05) --------------------------------------------------------------------
+
+def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path):
+    from s2r2lib import data as datasets, probe
+
+    base = train.TrainConfig(max_steps=2, images_per_batch=4, views_per_image=2, data_options={"n": 32}, seed=3,
+                             progress=False)
+    labelled = datasets.load("embedded", split="train", size=40, n=60, mode="object")
+    train_set, test_set = datasets.subset(labelled, 40, 0), datasets.load("embedded", split="test", size=40, n=20,
+                                                                          mode="object")
+    rows = study.batch_sweep(base, [2, 4], [2, 3], tmp_path, train_set, test_set, table="figure1", dataset="toy")
+    points = [(2, 2), (4, 2), (4, 3)]  # (4, 2) is on both axes: trained once
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"B{b}-K{k}" for b, k in points]
+    assert [(r["images"], r["views"]) for r in rows] == [p for p in points for _ in probe.METRICS]
+    assert [r["metric"] for r in rows] == list(probe.METRICS) * 3
+    assert {(r["table"], r["dataset"], r["method"], r["seed"]) for r in rows} == {("figure1", "toy", "S2R2", 3)}
+    floor = study.floor_rows(base, train_set, test_set, "figure1", "toy")
+    assert [r["metric"] for r in floor] == list(probe.METRICS)
+    assert {(r["method"], r["seed"], r["arch"], r["images"]) for r in floor} == {("random-init", 3, base.arch, "")}
+    linear = study.as_points(rows + floor)
+    assert linear == [{"images": b, "views": k, "value": float(r["value"]), "seed": 3}
+                      for (b, k), r in zip(points, [r for r in rows if r["metric"] == "linear_top1"])]
+    assert [p["value"] for p in study.as_points(rows, "knn20_top1")] == [
+        float(r["value"]) for r in rows if r["metric"] == "knn20_top1"]
