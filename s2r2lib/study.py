@@ -1005,8 +1005,15 @@ def summary_lines(table: "pd.DataFrame") -> list[str]:
             lines.append(f"{verdict.capitalize()}, {len(chosen)} of {len(rows)} comparisons: "
                          + "; ".join(_brief(row) for row in chosen) + ".")
     supported = sorted({row["claim"] for row in rows if row["verdict"] == "supported" and row["claim"] != "control"})
+
+    def where(claim):  # the data a claim holds on, and the data it does not
+        mine = [row for row in rows if row["claim"] == claim]
+        held = [row["data"] for row in mine if row["verdict"] == "supported"]
+        other = [f"{row['data']} ({row['verdict']})" for row in mine if row["verdict"] != "supported"]
+        return f"claim {claim} (on {', '.join(held)}" + (f"; not on {', '.join(other)}" if other else "") + ")"
+
     lines.append("Of the paper's four claims, " + ("none is supported" if not supported else
-                 "supported: " + ", ".join(f"claim {claim}" for claim in supported)) + " at this scale.")
+                 "supported: " + "; ".join(where(claim) for claim in supported)) + " at this scale.")
     return lines
 
 

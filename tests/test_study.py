@@ -447,8 +447,9 @@ def test_the_summary_names_every_comparison_under_its_own_verdict():
     assert lines[1].startswith("Contradicted, 1 of 3 comparisons: claim 2 on data-1")
     assert lines[2].startswith("Inconclusive, 1 of 3 comparisons: claim 1 on data-0")
     assert lines[-1] == "Of the paper's four claims, none is supported at this scale."  # the control is no claim
-    table = _verdict_rows(("3", "supported"), ("1", "supported"), ("rerun", "agrees"))
-    assert study.summary_lines(table)[-1] == "Of the paper's four claims, supported: claim 1, claim 3 at this scale."
+    table = _verdict_rows(("3", "supported"), ("1", "supported"), ("rerun", "agrees"), ("1", "contradicted"))
+    assert study.summary_lines(table)[-1] == ("Of the paper's four claims, supported: claim 1 (on data-1; not on "
+                                              "data-3 (contradicted)); claim 3 (on data-0) at this scale.")
 
 
 def test_update_readme_replaces_only_the_block_and_needs_its_markers(tmp_path):
