@@ -701,3 +701,40 @@ def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path)
                       for (b, k), r in zip(points, [r for r in rows if r["metric"] == "linear_top1"])]
     assert [p["value"] for p in study.as_points(rows, "knn20_top1")] == [
         float(r["value"]) for r in rows if r["metric"] == "knn20_top1"]
+
+
+def test_fit_probe_extends_c_up_to_its_upper_limit_inclusive(monkeypatch):
+    from s2r2lib import probe
+
+    def largest_c_wins(train_x, train_y, test_x, test_y, c_grid, max_iter):
+        best = max(c_grid)
+        return probe.ProbeResult(top1=0.5, c=best, validation={c: c / 1e6 for c in c_grid}, predictions=None)
+
+    monkeypatch.setattr(probe, "linear_probe", largest_c_wins)
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    result = study.fit_probe(x, y, x, y)
+    assert result["c"] == study.C_LIMITS[1] == 1e4  # 100 -> 1,000 -> 10,000, the limit itself, then no further
+    assert sorted(float(c) for c in result["validation"]) == [1.0, 10.0, 100.0, 1e3, 1e4]
+
+
+def test_lr_search_scores_every_method_at_every_lr_on_the_given_set_and_extends_edge_winners(monkeypatch, tmp_path):
+    jobs = []
+
+    def fake_run_job(job):  # validation top-1 rises with the lr, except SwAV's, which falls
+        jobs.append(job)
+        lr = job["config"]["lr"]
+        value = 1 - lr if job["method"] == "SwAV" else lr
+        return [{"table": job["table"], "dataset": job["dataset"], "method": job["method"], "lr": f"{lr:g}",
+                 "value": value}]
+
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    budget = {"steps": {m: 10 + i for i, m in enumerate(study.METHODS)}}
+    rows, best = study.lr_search(QUICK, budget, tmp_path, study.Workers(1), dataset="embedded-cluttered")
+    grid = sorted(QUICK.lrs)
+    assert best == pytest.approx({**dict.fromkeys(study.METHODS, grid[-1] * grid[-1] / grid[-2]),
+                                  "SwAV": grid[0] * grid[0] / grid[1]}, rel=0.01)  # 3 significant digits
+    assert len(rows) == len(jobs) == len(study.METHODS) * (len(grid) + 1)  # the grid, then one lr beyond its edge
+    assert {(j["table"], j["dataset"], j["config"]["seed"]) for j in jobs} == {("study-lr", "embedded-cluttered", 0)}
+    assert all(j["probe_steps"] == [budget["steps"][j["method"]]] == [j["config"]["max_steps"]] for j in jobs)
+    default = study.lr_search(QUICK, budget, tmp_path, study.Workers(1))[0]
+    assert {r["dataset"] for r in default} == {QUICK.search_set}
