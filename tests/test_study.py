@@ -738,3 +738,21 @@ def test_lr_search_scores_every_method_at_every_lr_on_the_given_set_and_extends_
     assert all(j["probe_steps"] == [budget["steps"][j["method"]]] == [j["config"]["max_steps"]] for j in jobs)
     default = study.lr_search(QUICK, budget, tmp_path, study.Workers(1))[0]
     assert {r["dataset"] for r in default} == {QUICK.search_set}
+
+
+def test_swav_takes_the_plans_prototypes_and_queue():
+    plan = dataclasses.replace(QUICK, swav_prototypes=12, swav_queue=48)  # not TrainConfig's defaults
+    config = study.method_config("SwAV", plan, 1e-3, 100)
+    assert (config.prototypes, config.queue_length, config.prototype_freeze_steps) == (12, 48, 5)
+
+
+def test_workers_in_this_process_use_one_thread_by_default_and_name_their_jobs(capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with study.Workers() as workers:
+            assert torch.get_num_threads() == 1
+            assert workers.map(abs, [-1, -2]) == [1, 2]
+    finally:
+        torch.set_num_threads(before)
+    assert capsys.readouterr().out.startswith("jobs: 2 done in ")
