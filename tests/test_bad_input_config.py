@@ -190,3 +190,10 @@ def test_the_command_line_help_names_the_presets(capsys):
         main(["--help"])
     words = capsys.readouterr().out.split()
     assert "--preset" in words and " the paper's setting of a Table 1-2 row " in f" {' '.join(words)} "
+    assert " --resume continue the run in `output` from its checkpoint " in f" {' '.join(words)} "
+
+
+def test_the_first_step_is_a_valid_snapshot_and_step_0_is_not():
+    TrainConfig(max_steps=3, keep_steps=[1, 2]).validate()
+    with pytest.raises(ValueError, match="keep_steps are step numbers from 1"):
+        TrainConfig(max_steps=3, keep_steps=[0]).validate()

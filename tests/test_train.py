@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -415,3 +416,21 @@ def test_notebook_03_probes_a_resnet18_run_trained_without_the_small_input_stem(
     probed = run_notebook("03", outputs, n_train=200, n_test=100, checkpoint=str(run / "checkpoint.pt"))
     assert 0 <= probed["linear_top1_trained"] <= 1 and 0 <= probed["linear_top1_random-init"] <= 1
     assert {row["arch"] for row in results.read_runs().to_dict("records") if row["source"] == "measured"} == {"resnet18"}
+
+
+def test_a_resumed_run_counts_only_the_views_it_trained_and_shows_its_rate(tmp_path, monkeypatch, capsys):
+    config = small_config(tmp_path, max_steps=4, checkpoint_every=2, progress=True)
+    save = engine.save_checkpoint
+
+    def killed_after_the_first_checkpoint(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_checkpoint", killed_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(config)
+    monkeypatch.undo()
+    summary = engine.train(config, resume=True)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4
+    assert summary["views_per_s"] * summary["wall_s"] == pytest.approx(2 * config.views_in_batch)  # steps 3-4
+    assert re.search(r"views_s=\d+", capsys.readouterr().err)  # the progress bar's rate, a number
