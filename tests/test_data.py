@@ -677,3 +677,19 @@ def test_missing_fashion_mnist_names_every_folder_it_searched_in_order(tmp_path)
         data.fashion_mnist(tmp_path, split="train")
     searched = ", ".join(str(p) for p in (tmp_path / "FashionMNIST" / "raw", tmp_path / "fashion-mnist", tmp_path))
     assert f"in one of: {searched}. On Debian/Ubuntu: apt-get install dataset-fashion-mnist" in str(error.value)
+
+
+def test_float_images_in_0_1_and_in_0_255_both_come_out_8_bit():
+    unit = Image.fromarray(np.array([[0.0, 0.5], [1.0, 1.0]], dtype=np.float32), mode="F")
+    wide = Image.fromarray(np.array([[0.0, 100.0], [200.0, 200.0]], dtype=np.float32), mode="F")
+    assert np.asarray(data._to_rgb(unit))[..., 0].tolist() == [[0, 128], [255, 255]]  # 1.0 is white
+    assert np.asarray(data._to_rgb(wide))[..., 0].tolist() == [[0, 100], [200, 200]]
+
+
+def test_a_tall_image_is_cropped_to_its_middle(tmp_path):
+    bands = np.zeros((90, 30, 3), dtype=np.uint8)
+    bands[:30, :, 0], bands[30:60, :, 1], bands[60:, :, 2] = 255, 255, 255  # red, green, blue from the top
+    Image.fromarray(bands).save(tmp_path / "tall.png")
+    pixels, (width, height) = data._decode(str(tmp_path / "tall.png"), 12, None)
+    assert (width, height) == (30, 90) and pixels.shape == (3, 12, 12)
+    assert pixels[1].min() > 200 and pixels[0].max() < 30 and pixels[2].max() < 30  # only the green third
