@@ -253,3 +253,17 @@ def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch):
     train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
     probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, seed=7)
     assert seen == [7]
+
+
+def test_two_checkpoints_of_one_run_never_share_cached_features(tmp_path):
+    from s2r2lib.train import TrainConfig, train
+
+    config = TrainConfig(max_steps=2, images_per_batch=4, views_per_image=2, data_options={"n": 16}, seed=7,
+                         progress=False, output=str(tmp_path / "run"), keep_steps=[1])
+    train(config)
+    images = torch.randint(0, 256, (12, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(11))
+    labels = torch.arange(3).repeat(4)
+    for checkpoint in (tmp_path / "run" / "checkpoint-1.pt", tmp_path / "run" / "checkpoint.pt"):  # same arch, seed
+        metrics = probe.evaluate(checkpoint, images, labels, images, labels, 32, split_name="two-checkpoints")
+        own = probe.extract_features(probe.load_encoder(checkpoint), images, 32)
+        assert torch.allclose(metrics["test_features"], own)  # its own encoder's, not the other checkpoint's
