@@ -511,7 +511,7 @@ def budget_table(rows, plan: StudyPlan, budget: dict | None = None) -> "pd.DataF
 
     df = frame(rows)
     out = []
-    for dataset in judged_plan(rows, plan).main_sets:
+    for dataset in _judged(df, plan).main_sets:
         for method in METHODS:
             runs = df[(df["table"] == "study") & (df["dataset"] == dataset) & (df["method"] == method) & df["final"]]
             if runs.empty:
@@ -788,7 +788,11 @@ def judged_plan(rows, plan: StudyPlan) -> StudyPlan:
     S2R2 run in ``rows`` (say, the fashion profile's beside the committed embedded ones), in
     :data:`STUDY_SETS` order whichever profile ran. Every verdict, check and figure of the study reads this
     plan's sets."""
-    df = frame(rows) if len(rows) else None
+    return _judged(frame(rows) if len(rows) else None, plan)
+
+
+def _judged(df, plan: StudyPlan) -> StudyPlan:
+    """:func:`judged_plan` of rows already read by :func:`frame` (None: no rows)."""
     held = set() if df is None else set(df[(df["table"] == "study") & (df["method"] == "S2R2")
                                             & (df["images"] == plan.images)]["dataset"])
     sets = tuple(d for d in STUDY_SETS if d in held or d in plan.main_sets)
@@ -805,14 +809,13 @@ def floors(rows, datasets) -> dict[str, dict[str, float]]:
     """The floors' top-1 per data set: {random-init or raw pixels: {set: mean over its rows}}, each set read
     through its probe family (the same probe, so the same floor, for a set and its clutter)."""
     df = frame(rows)
-    df = df[df["table"] == "study"]
-    return {name: {d: float(df[(df["method"] == name) & (df["dataset"] == STUDY_SETS[d][3])]["value"].mean())
-                   for d in datasets} for name in (FLOOR, RAW)}
+    return {name: {d: float(_floor(df, d, name).mean()) for d in datasets} for name in (FLOOR, RAW)}
 
 
-def _floor(df, dataset) -> "pd.Series":
+def _floor(df, dataset, floor: str = FLOOR) -> "pd.Series":
+    """A floor's top-1 per seed for ``dataset`` (random-init by default, or raw pixels)."""
     family = STUDY_SETS[dataset][3]  # the probe's data family: every study set's floor is its family's
-    return df[(df["table"] == "study") & (df["dataset"] == family) & (df["method"] == FLOOR)].groupby("seed")["value"].mean()
+    return df[(df["table"] == "study") & (df["dataset"] == family) & (df["method"] == floor)].groupby("seed")["value"].mean()
 
 
 def _threshold(df, datasets) -> float:
@@ -843,7 +846,7 @@ def comparisons(rows, plan: StudyPlan) -> list[dict]:
     """Every paired comparison of the study: claim, data, what is compared, per-seed differences, and the
     data sets whose best-baseline gain sets the threshold."""
     df = frame(rows)
-    plan = judged_plan(rows, plan)
+    plan = _judged(df, plan)
     out = []
 
     def add(claim, data, comparison, diffs, reference):
@@ -924,7 +927,7 @@ def checks(rows, plan: StudyPlan) -> "pd.DataFrame":
 
     df = frame(rows)
     table = []
-    for dataset in judged_plan(rows, plan).main_sets:
+    for dataset in _judged(df, plan).main_sets:
         floor = _floor(df, dataset)
         for method in METHODS:
             final = _by_seed(df, dataset, method)

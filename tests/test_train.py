@@ -330,21 +330,26 @@ def _png_folder(folder, first, count):
         Image.new("RGB", (48, 48), colour).save(folder / f"{i:03d}.png")
 
 
+def _killed_after_the_first_checkpoint(config, monkeypatch):
+    """Train ``config`` until its first checkpoint is saved, then stop it as Ctrl-C would."""
+    save = engine.save_checkpoint
+
+    def killed(path, state):
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(config)
+    monkeypatch.undo()
+
+
 def test_resume_refuses_an_image_folder_that_grew_since_the_run_began(tmp_path, monkeypatch):
     images = tmp_path / "images"
     _png_folder(images, 0, 16)
     config = small_config(tmp_path, data="folder", split=None, data_root=str(images), max_steps=4,
                           checkpoint_every=2, data_options={"cache_dir": str(tmp_path / "cache")})
-    save = engine.save_checkpoint
-
-    def killed_after_the_first_checkpoint(path, state):
-        save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine, "save_checkpoint", killed_after_the_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        engine.train(config)
-    monkeypatch.undo()
+    _killed_after_the_first_checkpoint(config, monkeypatch)
 
     _png_folder(images, 16, 23)
     with pytest.raises(ValueError, match="other data: its data fingerprint is 16x3x40x40:.*now gives 39x3x40x40:"):
@@ -420,16 +425,7 @@ def test_notebook_03_probes_a_resnet18_run_trained_without_the_small_input_stem(
 
 def test_a_resumed_run_counts_only_the_views_it_trained_and_shows_its_rate(tmp_path, monkeypatch, capsys):
     config = small_config(tmp_path, max_steps=4, checkpoint_every=2, progress=True)
-    save = engine.save_checkpoint
-
-    def killed_after_the_first_checkpoint(path, state):
-        save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine, "save_checkpoint", killed_after_the_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        engine.train(config)
-    monkeypatch.undo()
+    _killed_after_the_first_checkpoint(config, monkeypatch)
     summary = engine.train(config, resume=True)
     assert summary["resumed_from"] == 2 and summary["steps"] == 4
     assert summary["views_per_s"] * summary["wall_s"] == pytest.approx(2 * config.views_in_batch)  # steps 3-4
