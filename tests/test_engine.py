@@ -408,3 +408,19 @@ def test_the_train_command_describes_itself_in_its_help(capsys):
     with pytest.raises(SystemExit):
         engine.main(["--help"])
     assert engine.__doc__.split("\n\n")[0].split()[:6] == capsys.readouterr().out.split("\n\n")[1].split()[:6]
+
+
+def test_each_steps_views_come_from_a_generator_seeded_by_seed_step_and_rank(tmp_path, monkeypatch):
+    # The module's contract: a step's views depend on (seed, step, rank) only, so processes of one run draw
+    # different views and a resumed run draws the ones it would have drawn.
+    seeds = []
+    real = engine._ranking_step
+    monkeypatch.setattr(engine, "_ranking_step", lambda m, b, generator, *a: seeds.append(generator.initial_seed())
+                        or real(m, b, generator, *a))
+    config = small_config(tmp_path, seed=5).resolved()
+    images = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8)
+    run = engine.Engine(config, images, torch.device("cpu"))
+    for step in range(3):
+        run.step(step, 3)
+    assert seeds == [engine._step_seed(5, step, 0) for step in range(3)]
+    assert seeds != [engine._step_seed(5, step, None) for step in range(3)]  # the rank is part of it

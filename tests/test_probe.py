@@ -267,3 +267,42 @@ def test_two_checkpoints_of_one_run_never_share_cached_features(tmp_path):
         metrics = probe.evaluate(checkpoint, images, labels, images, labels, 32, split_name="two-checkpoints")
         own = probe.extract_features(probe.load_encoder(checkpoint), images, 32)
         assert torch.allclose(metrics["test_features"], own)  # its own encoder's, not the other checkpoint's
+
+
+def test_the_floor_is_built_as_asked(tmp_path, monkeypatch):
+    # The random-init floor takes arch and small_input as given: a ResNet18 stem for full-size images
+    # (small_input=False) is not the CIFAR stem, and its features are its own.
+    monkeypatch.chdir(tmp_path)
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(2).repeat(4)
+    for small_input in (False, True):
+        metrics = probe.evaluate(None, images, labels, images, labels, 32, arch="resnet18", small_input=small_input)
+        own = probe.extract_features(probe.load_encoder(None, "resnet18", small_input), images, 32)
+        assert torch.allclose(metrics["test_features"], own), small_input
+
+
+def test_a_planted_pickle_in_the_feature_cache_is_refused_not_run(tmp_path, monkeypatch):
+    import pathlib
+    import pickle
+
+    class Planted:
+        def __reduce__(self):  # unpickling this would create the marker file
+            return pathlib.Path.touch, (tmp_path / "ran",)
+
+    monkeypatch.chdir(tmp_path)
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(2).repeat(4)
+    args = (None, images, labels, images, labels, 32)
+    probe.evaluate(*args, split_name="planted")
+    cached = sorted((tmp_path / "build" / "features").glob("*.pt"))
+    assert len(cached) == 3  # the probe's metrics and the two splits' features
+    for path in cached:
+        torch.save({"linear_predictions": Planted()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        probe.evaluate(*args, split_name="planted")  # the metrics' file
+    for path in cached:
+        if path.name.startswith("probe-"):
+            path.unlink()
+    with pytest.raises(pickle.UnpicklingError):
+        probe.evaluate(*args, split_name="planted")  # a split's features
+    assert not (tmp_path / "ran").exists()

@@ -105,3 +105,27 @@ def test_evaluate_reports_knn_at_k_20_and_200(tmp_path, monkeypatch):
     expected = {k: knn_reference(train_x, train.labels, test_x, test.labels, k) for k in (20, 200)}
     assert expected[20] != expected[200]  # so that a k swapped or ignored shows
     assert (metrics["knn20_top1"], metrics["knn200_top1"]) == pytest.approx((expected[20], expected[200]))
+
+
+def test_the_penalty_is_sklearns_at_a_strong_regularisation():
+    # At a small C the penalty decides many predictions, so a penalty off by a constant factor (the same as
+    # another C) predicts visibly differently from sklearn at the C asked for.
+    train_x, train_y = noisy_world(200, 0)
+    test_x, _ = noisy_world(3000, 1)
+    c = 0.01
+    result = probe.linear_probe(train_x, train_y, test_x, np.zeros(len(test_x), dtype=int), c_grid=[c])
+    expected = sklearn_predictions(train_x, train_y, test_x, c)
+    assert (result.predictions == expected).mean() > 0.995
+    assert (sklearn_predictions(train_x, train_y, test_x, 1.5 * c) == expected).mean() < 0.98  # it can tell
+
+
+@pytest.mark.parametrize("metric", ["knn", "map", "linear"])
+def test_the_probe_works_on_the_device_it_is_given(overlapping_classes, metric):
+    # The meta device holds shapes but no values: work sent there cannot come back as a number, while work
+    # that ignored the device and stayed with the (CPU) features would.
+    train_x, train_y, test_x, test_y = overlapping_classes
+    run = {"knn": lambda: probe.knn_top1(train_x, train_y, test_x, test_y, device="meta"),
+           "map": lambda: probe.retrieval_map(test_x, test_y, device="meta"),
+           "linear": lambda: probe.linear_probe(train_x, train_y, test_x, test_y, device="meta")}[metric]
+    with pytest.raises(RuntimeError, match="meta"):
+        run()
