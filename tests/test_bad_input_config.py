@@ -136,6 +136,9 @@ CASES = [
                                                                    arch="resnet18"), ValueError, "arch"),
     ("proj_dim against the checkpoint's", lambda t, m: probe.load_encoder(checkpoint(t, proj_dim=64), proj_dim=128),
      ValueError, "proj_dim"),
+    ("two fields against the checkpoint's", lambda t, m: probe.load_encoder(checkpoint(t, proj_dim=64), "resnet18",
+                                                                             proj_dim=128), ValueError,
+     "load_encoder: arch='resnet18', proj_dim=128 was asked for, but checkpoint"),
 ]
 
 

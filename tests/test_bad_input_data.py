@@ -104,7 +104,7 @@ CASES = [
     ("folder root missing", lambda t: data.image_folder(t / "absent"),
      FileNotFoundError, r"image folder \S*absent does not exist; pass root="),
     ("folder without root", lambda t: data.load("folder"),
-     ValueError, r"image_folder needs root=.*data_root="),
+     ValueError, r"image_folder needs root=, the folder holding the images \(in a TrainConfig: data_root=DIR\)"),
     ("folder unknown split", lambda t: data.load("folder", root=_images(t, "a.png"), split="val"),
      FileNotFoundError, r"image folder split 'val' not found: expected the sub-folder \S*images/val"),
     ("folder without images", lambda t: data.image_folder(t),

@@ -693,3 +693,18 @@ def test_a_tall_image_is_cropped_to_its_middle(tmp_path):
     pixels, (width, height) = data._decode(str(tmp_path / "tall.png"), 12, None)
     assert (width, height) == (30, 90) and pixels.shape == (3, 12, 12)
     assert pixels[1].min() > 200 and pixels[0].max() < 30 and pixels[2].max() < 30  # only the green third
+
+
+def test_a_palette_image_with_a_transparent_colour_is_composited_onto_black():
+    image = Image.new("P", (4, 4))
+    image.putpalette([255, 255, 255, 200, 30, 30] + [0] * (3 * 254))
+    image.paste(1, (2, 0, 4, 4))  # the right half is colour 1, the left half colour 0 ...
+    image.info["transparency"] = 0  # ... which is transparent (white in the palette)
+    rgb = np.asarray(data._to_rgb(image))
+    assert (rgb[:, :2] == 0).all() and (rgb[:, 2:] == [200, 30, 30]).all()
+
+
+def test_clutter_keeps_the_items_class_names_and_subset_of_every_image_is_the_set():
+    items = data.load("embedded", split="test", size=28, n=12)
+    assert data.clutter(items, n=3, size=32, per_image=(1, 1), scale=(0.5, 0.5)).classes == items.classes
+    assert data.subset(items, len(items)) is items  # not a reordered copy under another name
