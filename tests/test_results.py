@@ -54,7 +54,7 @@ def test_paper_table_is_a_pivot_in_the_papers_order_with_measured_cells_only_whe
         **MEASURED, "table": "table1", "arch": "resnet18", "dataset": "COCO-Val", "method": "S2R2", "images": 8,
         "views": 10, "epochs": 50, "value": 0.6123}], results.RUN_DTYPES)], ignore_index=True)
     table = results.paper_table(runs, "table1")
-    assert table.shape == (9, 16)
+    assert table.shape == (9, 16) and table.columns.names == ["epochs", "source"]
     assert list(table.index.get_level_values("model")[:3]) == ["SimCLR", "SwAV", "S2R2"]
     assert table.loc[("STL10 (unlabeled + train)", "S2R2", 64, 20), (10, "paper")] == pytest.approx(72.4)
     assert table.loc[("COCO-Val", "S2R2", 8, 10), (50, "measured")] == pytest.approx(61.23)  # in %, as the paper
@@ -65,6 +65,7 @@ def test_paper_table_is_a_pivot_in_the_papers_order_with_measured_cells_only_whe
 
 def test_paper_margins_are_s2r2_minus_the_best_other_model_per_budget():
     margins = results.paper_margins(results.paper_rows(), "table1")
+    assert results.paper_margins(results.paper_rows()) == margins  # table 1 by default
     assert margins["STL10 (unlabeled + train)"][0] == pytest.approx(72.4 - 67.4)
     assert margins["COCO-Val"][-1] == pytest.approx(68.5 - 64.8)
     assert len(margins["COCO-Train"]) == 8
@@ -132,6 +133,11 @@ def test_a_hand_edited_formula_or_a_broken_line_is_refused_with_its_line(own_res
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"runs\.csv:6"):
         results.write_runs([])
+
+
+def test_a_text_column_holds_text_whatever_it_was_given():
+    table = results.typed([{"commit": 123}, {"commit": "abc"}, {"commit": None}], {"commit": "string"})
+    assert table["commit"].tolist() == ["123", "abc", pd.NA]
 
 
 def test_a_table_needs_declared_types_and_a_key(own_results):
@@ -240,6 +246,11 @@ def test_outputs_go_to_scratch_unless_published(tmp_path, monkeypatch):
     scratch = results.read_runs().query("source == 'measured'")
     assert sorted(scratch["seed"]) == [0, 8]  # the scratch copy is older than the publish of seed 7
     assert results.committed_table("runs").query("source == 'measured'")["seed"].tolist() == [7]  # the project's own rows, wherever outputs go
+    results.set_publish(True)
+    results.write_table("study_verdicts", [{"claim": "1", "data": "d", "verdict": "supported", "comparison": "c"}])
+    results.set_publish(False)  # a table not written to scratch yet is read from the published folder
+    assert results.read_table("study_verdicts")["verdict"].tolist() == ["supported"]
+    assert results.read_table(published / "study_verdicts.csv")["verdict"].tolist() == ["supported"]  # by path
     with pytest.raises(TypeError, match="publish must be True or False"):
         results.set_publish("yes")
 
