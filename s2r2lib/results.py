@@ -190,6 +190,8 @@ RUN_COLUMNS = list(RUN_DTYPES)
 RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "lr", "steps", "metric",
            "source")
 
+_VERDICT = {"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F, "seeds": I,
+            "comparison": S, "level": F}
 # name (the file's stem in results/) -> (column -> dtype, key columns)
 TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "runs": (RUN_DTYPES, RUN_KEY),
@@ -211,13 +213,13 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
                      "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
                      "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,
                      "commit": S, "torch": S, "date": S}, ("device", "impl", "threads")),
-    # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1.
-    "study_verdicts": ({"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F,
-                        "seeds": I, "comparison": S, "level": F}, ("claim", "data", "comparison")),
-    # notebook 06's budget checks (s2r2lib.study.budget_checks): at the committed budget (1) and at the long
-    # profile's (budget = its factor), with claims 1, 2 and the control there.
-    "study_budget": ({"budget": I, "claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F,
-                      "threshold": F, "seeds": I, "comparison": S, "level": F}, ("budget", "claim", "data", "comparison")),
+    # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1; and
+    # its budget checks (s2r2lib.study.budget_checks): at the committed budget (1) and at the long profile's
+    # (budget = its factor), with claims 1, 2 and the control there. The _gpu tables are the same two of the
+    # study at another scale (s2r2lib.study.output_name).
+    **{name: table for scale in ("", "_gpu") for name, table in (
+        (f"study_verdicts{scale}", (_VERDICT, ("claim", "data", "comparison"))),
+        (f"study_budget{scale}", ({"budget": I, **_VERDICT}, ("budget", "claim", "data", "comparison"))))},
     "mutation": ({"module": S, "tests": S, "killed": I, "survived": I, "timeout": I, "equivalent": I, "no_tests": I,
                   "total": I, "sampled": S, "score": F, "ci_low": F, "ci_high": F, "tool": S, "commit": S, "date": S,
                   "wall_s": F}, ("module",)),

@@ -125,6 +125,7 @@ PROBE_PROTOCOL = ("linear probe: multinomial logistic regression (L-BFGS) on sta
 
 
 RERUN_MODES = ("all", "subset", "extend", "long", "sets")
+SCALE_TABLES = ("study-gpu",)  # studies at another scale, each with its own rows, verdicts and figures
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,8 @@ class StudyPlan:
                                      # "sets": the main runs on main_sets at the committed steps, with an lr
                                      # search of their own on the first set's validation split (table study)
     budget_factor: int = 1           # rerun="long": the committed main runs' steps are multiplied by this
+    table: str = "study"             # its rows' table (its lr search's: "<table>-lr"); another scale's study
+                                     # (study-gpu) keeps its rows, tables and figures apart (output_name)
 
     def __post_init__(self):
         if len(self.lrs) < 3 or max(self.lrs) < 10 * min(self.lrs) * 0.99:
@@ -183,6 +186,10 @@ class StudyPlan:
         if self.images not in self.sweep_images or self.images in (min(self.sweep_images), max(self.sweep_images)):
             raise ValueError(f"StudyPlan: sweep_images {self.sweep_images} must hold images={self.images} strictly "
                              "inside it (the main runs are the sweep's middle point)")
+        if self.table != "study" and (self.table not in SCALE_TABLES or self.rerun != "all"):
+            raise ValueError(f"StudyPlan: table must be 'study' or one of {SCALE_TABLES} (with rerun='all': a "
+                             f"study of its own, never mixed with the committed CPU rows), got {self.table!r} "
+                             f"with rerun={self.rerun!r}")
         unknown = [d for d in (*self.main_sets, self.search_set, self.small_set) if d not in STUDY_SETS]
         if unknown:
             raise ValueError(f"StudyPlan: unknown data set(s) {unknown}; expected names from {list(STUDY_SETS)}")
@@ -212,11 +219,14 @@ PLANS = {
                        sweep_images=(2, 4, 8), images=4, views=4, swav_small_crops=2, swav_queue=16,
                        n_probe_train=300, n_probe_test=200, n_validation=100, probe_max_iter=50,
                        snapshots=(0.5, 1.0), timing_steps=3, workers=1),
-    # On a GPU: ResNet18 at 32 px, longer runs, 5 seeds, Fashion-MNIST too (not run on the CPU).
-    "gpu": dataclasses.replace(_FULL, train_seconds=600.0, seeds=(0, 1, 2, 3, 4), arch="resnet18", device="cuda",
-                               workers=1, threads=4, data_n=20000, n_probe_test=10000,
-                               main_sets=("embedded-object", "embedded-cluttered", "fashion-mnist",
-                                          "fashion-mnist-clutter")),
+    # On one GPU (python -m s2r2lib.study run --plan gpu; no Jupyter needed): the whole study with ResNet18 at
+    # 32 px, seeds 0-2, its own timing pass and lr search; rows of table study-gpu, results/*_gpu.csv.
+    # About 10 minutes on an H100 by estimate, not yet measured: about 60 runs of 5 s of training (roughly
+    # 600 steps each, from the 31 ms measured for 1,280 views at 96 px), 110 probes of 1-2 s, checkpoints.
+    # Stopped, it resumes where it was (a second call on a machine that kept build/study).
+    # Fashion-MNIST's files are not on the device machine.
+    "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=5.0, seeds=(0, 1, 2), arch="resnet18",
+                               device="cuda", workers=1, threads=8),
 }
 
 
@@ -438,7 +448,7 @@ def run_job(job: dict) -> list[dict]:
     runs.csv rows (``table=job["table"]``, values as fractions)."""
     p = job["probe"]
     common = dict(family=p["family"], n_train=p["n_train"], n_test=p["n_test"], n_validation=p["n_validation"],
-                  validation=job["table"] == "study-lr", cache=p["cache"], data_root=p["data_root"],
+                  validation=job["table"].endswith("-lr"), cache=p["cache"], data_root=p["data_root"],
                   max_iter=p["max_iter"])
     if "floor" in job:
         result = probe_encoder(job["floor"], arch=p["arch"], small_input=p["small_input"], size=p["size"],
@@ -485,9 +495,10 @@ def time_job(job: dict) -> dict[str, float]:
 def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
     """Steps per method for equal measured training time: every worker times every method at once (the
     load they will train under), the medians averaged over workers; steps = train_seconds / step time.
-    Saved in ``<root>/budget.json`` and read back on a rerun, so a resumed study keeps its runs."""
+    Saved in ``<root>/budget.json`` and read back on a rerun of the same plan (whatever table its rows go
+    to), so a resumed study keeps its runs."""
     path = Path(root) / "budget.json"
-    wanted = {"plan": dataclasses.asdict(plan)}
+    wanted = {"plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "table"}}  # (names rows, not runs)
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved["plan"] == json.loads(json.dumps(wanted["plan"])):
@@ -568,7 +579,7 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     rows = []
     pending = [(m, lr) for m in METHODS for lr in plan.lrs]
     while pending:
-        jobs = [_job(plan, root, data_root, "study-lr", m, lr, budget["steps"][m], dataset, plan.seeds[0],
+        jobs = [_job(plan, root, data_root, f"{plan.table}-lr", m, lr, budget["steps"][m], dataset, plan.seeds[0],
                      dataset, probe_steps=[budget["steps"][m]]) for m, lr in pending]
         rows += [row for result in workers.map(run_job, jobs, "lr search") for row in result]
         pending = []
@@ -599,7 +610,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
     the main runs and the floors of ``plan.main_sets``, no claim 3 or 4 runs (those are the search set's)."""
     steps, jobs = budget["steps"], []
     seeds = plan.seeds[:1] if plan.rerun == "subset" else tuple(s for s in plan.seeds if s not in done_seeds)
-    table = {"subset": "study-rerun", "long": "study-long"}.get(plan.rerun, "study")
+    table = {"subset": "study-rerun", "long": LONG_TABLE}.get(plan.rerun, plan.table)
     for dataset in (plan.rerun_sets or plan.main_sets) if plan.rerun == "subset" else plan.main_sets:
         for method in METHODS:
             jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], dataset, seed, dataset)
@@ -609,7 +620,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
     if plan.rerun not in ("subset", "sets"):
         small = f"{plan.small_set}-n{plan.small_n}"
         for method in ("S2R2", *BASELINES):
-            jobs += [_job(plan, root, data_root, "study", method, best_lr[method], steps[method], plan.small_set,
+            jobs += [_job(plan, root, data_root, table, method, best_lr[method], steps[method], plan.small_set,
                           seed, small, data_n=plan.small_n) for seed in seeds]
         s2r2_steps = steps["S2R2"]
         sweep = [(b, None) for b in plan.sweep_images if b != plan.images]
@@ -617,7 +628,7 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
         for images, classes in sweep:
             label = f"{plan.search_set}-{classes}classes" if classes else f"{plan.search_set}-bsweep"
             b_steps = max(1, round(s2r2_steps * plan.images / images))  # images per batch x steps fixed
-            jobs += [_job(plan, root, data_root, "study", "S2R2", best_lr["S2R2"], b_steps, plan.search_set, seed,
+            jobs += [_job(plan, root, data_root, table, "S2R2", best_lr["S2R2"], b_steps, plan.search_set, seed,
                           label, images=images, num_classes=classes, probe_steps=[b_steps]) for seed in seeds]
         jobs.sort(key=_longest_first)
     for family in dict.fromkeys(STUDY_SETS[d][3] for d in plan.main_sets):
@@ -1053,12 +1064,13 @@ def update_readme(readme: str | Path, table: "pd.DataFrame") -> bool:
     return new != text
 
 
-def write_verdicts(table: "pd.DataFrame") -> Path:
-    """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`): the verdicts, numbers as
-    fractions with 4 decimals, merged by (claim, data, comparison) under the file's lock."""
+def write_verdicts(table: "pd.DataFrame", plan: StudyPlan | None = None) -> Path:
+    """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; a study at another scale's:
+    :func:`output_name`): the verdicts, numbers as fractions with 4 decimals, merged by (claim, data,
+    comparison) under the file's lock."""
     from .results import write_table
 
-    return write_table("study_verdicts", table.round(4))
+    return write_table(output_name(plan or PLANS["full"], "study_verdicts"), table.round(4))
 
 
 # --- The long profile: is the budget long enough? -------------------------------------------------------
@@ -1106,12 +1118,12 @@ def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
     return pd.concat(tables, ignore_index=True)[["budget", *VERDICT_COLUMNS]]
 
 
-def write_budget_checks(table: "pd.DataFrame") -> Path:
-    """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`), merged by (budget, claim, data,
-    comparison) under the file's lock."""
+def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan | None = None) -> Path:
+    """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`; a study at another scale's:
+    :func:`output_name`), merged by (budget, claim, data, comparison) under the file's lock."""
     from .results import write_table
 
-    return write_table("study_budget", table.round(4))
+    return write_table(output_name(plan or PLANS["full"], "study_budget"), table.round(4))
 
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------
@@ -1121,13 +1133,30 @@ def rows_to_judge(plan: StudyPlan, outcome: dict, committed: list[dict]) -> list
     only compared with them), or both (``"extend"``, ``"long"``, ``"sets"``: this run's rows merged into the
     committed ones as results/runs.csv merges them, each taking the place of a committed row with its key)."""
     if plan.rerun == "all":
-        return outcome["search"] + outcome["rows"]
+        return as_study_rows(outcome["search"] + outcome["rows"], plan)
     if plan.rerun == "subset":
         return committed
     from .results import RUN_DTYPES, RUN_KEY, merge_rows, typed
 
     merged = merge_rows(typed(committed, RUN_DTYPES), typed(outcome["search"] + outcome["rows"], RUN_DTYPES), RUN_KEY)
     return merged.astype("string").fillna("").to_dict("records")
+
+
+def as_study_rows(rows: list[dict], plan: StudyPlan) -> list[dict]:
+    """``plan``'s rows under the CPU study's table names (study, study-lr), the names every verdict, check and
+    figure reads: a study at another scale (``plan.table``, say study-gpu) is judged by the same code, on its
+    own rows only."""
+    if plan.table == "study":
+        return rows
+    names = {plan.table: "study", f"{plan.table}-lr": "study-lr"}
+    return [dict(r, table=names.get(r["table"], r["table"])) for r in rows]
+
+
+def output_name(plan: StudyPlan, name: str) -> str:
+    """The name under which ``plan`` publishes the table or figure ``name``: ``name`` itself for the CPU study,
+    ``<name>_<scale>`` for a study at another scale (study-gpu: study_verdicts_gpu, 06_claim1_methods_gpu),
+    so that no profile writes over another's results."""
+    return name if plan.table == "study" else f"{name}_{plan.table.removeprefix('study-')}"
 
 
 def committed_rows() -> list[dict]:
@@ -1177,17 +1206,47 @@ def agreement(rerun: list[dict], committed: list[dict]) -> "pd.DataFrame":
     return pd.DataFrame(table, columns=VERDICT_COLUMNS)
 
 
+def run_and_publish(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> "pd.DataFrame":
+    """Notebook 06's study of ``plan`` without the notebook (for a machine with no Jupyter, such as the GPU's):
+    its runs and probes (:func:`run_study`), its rows added to runs.csv, its verdicts and budget checks
+    written under :func:`output_name`. Figures are the notebook's. Returns the verdicts."""
+    from .results import write_runs
+
+    outcome = run_study(plan, root, data_root)
+    rows = rows_to_judge(plan, outcome, committed_rows() if plan.rerun != "all" else [])
+    plan = judged_plan(rows, plan)
+    write_runs(outcome["search"] + outcome["rows"])
+    table = verdicts(rows, plan, outcome["not_measured"])
+    write_verdicts(table, plan)
+    write_budget_checks(budget_checks(rows, plan), plan)
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m s2r2lib.study readme [--check]``: write (or check) the README's verdict block from the
-    published results/study_verdicts.csv."""
+    published results/study_verdicts.csv. ``python -m s2r2lib.study run --plan gpu``: run a plan's study
+    and write its rows and verdicts (:func:`run_and_publish`; results/ with S2R2_PUBLISH=1, else
+    build/scratch/)."""
     import argparse
 
     from .results import committed_table, project_dir
 
     parser = argparse.ArgumentParser(prog="python -m s2r2lib.study", description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["readme"])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, writing nothing")
+    parser.add_argument("command", choices=["readme", "run"])
+    parser.add_argument("--check", action="store_true", help="readme: exit 1 if the README differs, writing nothing")
+    parser.add_argument("--plan", choices=sorted(PLANS), help="run: the profile of s2r2lib.study.PLANS to run")
+    parser.add_argument("--root", default=None, help="run: where runs and probes live (default build/study)")
+    parser.add_argument("--data-root", default=None, help="run: a folder with Fashion-MNIST's files")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.plan is None:
+            parser.error("run needs --plan, one of " + ", ".join(sorted(PLANS)))
+        start = time.perf_counter()
+        table = run_and_publish(PLANS[args.plan], args.root or default_root(), args.data_root)
+        for _, row in table.iterrows():
+            print(verdict_sentence(row))
+        print(f"plan {args.plan}: {time.perf_counter() - start:.0f} s")
+        return 0
     readme, table = project_dir() / "README.md", committed_table("study_verdicts")
     if args.check:
         current = readme.read_text()

@@ -242,6 +242,29 @@ def test_the_long_profile_trains_the_main_runs_only_at_its_factor_seed_by_seed()
             dataclasses.replace(plan, budget_factor=factor, rerun=rerun)
 
 
+def test_the_gpu_study_keeps_its_rows_tables_and_figures_apart_from_the_cpu_studys():
+    plan = study.PLANS["gpu"]
+    assert (plan.table, plan.rerun, plan.arch, plan.device) == ("study-gpu", "all", "resnet18", "cuda")
+    budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    jobs, cpu = study.study_jobs(plan, budget, best, Path("runs")), study.PLANS["full"]
+    assert {job["table"] for job in jobs} == {"study-gpu"}
+    outputs = {p.table: {j["config"]["output"] for j in study.study_jobs(p, budget, best, Path("runs")) if "config" in j}
+               for p in (plan, cpu)}
+    assert outputs["study-gpu"].isdisjoint(outputs["study"])  # (ResNet18 on CUDA: never the CPU study's runs)
+    assert [study.output_name(p, "study_verdicts") for p in (cpu, plan)] == ["study_verdicts", "study_verdicts_gpu"]
+    assert study.output_name(plan, "06_verdicts") == "06_verdicts_gpu"
+    for scale in study.SCALE_TABLES:  # every scale's tables are declared, with the CPU study's columns
+        scaled = dataclasses.replace(cpu, table=scale)
+        for name in ("study_verdicts", "study_budget"):
+            assert results.TABLES[study.output_name(scaled, name)] == results.TABLES[name]
+    rows = [{"table": "study-gpu", "x": 1}, {"table": "study-gpu-lr", "x": 2}, {"table": "study", "x": 3}]
+    assert [r["table"] for r in study.as_study_rows(rows, plan)] == ["study", "study-lr", "study"]
+    assert study.as_study_rows(rows, cpu) is rows
+    for table, rerun in (("study-tpu", "all"), ("study-lr", "all"), ("study-gpu", "long"), ("study-gpu", "subset")):
+        with pytest.raises(ValueError, match="table must be 'study' or one of"):
+            dataclasses.replace(plan, table=table, rerun=rerun, budget_factor=2 if rerun == "long" else 1)
+
+
 # --- The lr search, the budget, the probe ---------------------------------------------------------------
 
 def test_lr_search_extends_the_grid_once_past_an_edge_winner():
@@ -419,6 +442,17 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     assert max(r["steps"] for r in long["rows"] if r["method"] == "SwAV") == 2 * steps["SwAV"]
     judged = study.budget_checks(committed + long["rows"], QUICK)
     assert study.budget_factor(committed + long["rows"], QUICK) == 2 and set(judged["budget"]) == {1, 2}
+    # the gpu plan's path, on the CPU (python -m s2r2lib.study run): the same study under a table of its own
+    # reads only its own rows and writes its own tables, never the CPU study's
+    published = {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in ("study_verdicts", "study_budget")}
+    monkeypatch.setitem(study.PLANS, "gpu", dataclasses.replace(QUICK, table="study-gpu"))
+    assert study.main(["run", "--plan", "gpu"]) == 0  # the quick study's runs and probes, read back
+    assert {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in published} == published
+    assert (tmp_path / "results" / "study_verdicts_gpu.csv").read_bytes() == published["study_verdicts"]
+    assert (tmp_path / "results" / "study_budget_gpu.csv").is_file()
+    tables = results.read_runs()["table"].value_counts()
+    assert (tables["study-gpu"], tables["study-gpu-lr"]) == (tables["study"], tables["study-lr"])
+    assert [f for f in (tmp_path / "figures").iterdir() if "gpu" in f.name] == []  # figures are the notebook's
 
 
 def test_keep_steps_leaves_snapshots_without_changing_the_run(tmp_path):
