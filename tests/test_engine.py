@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -397,11 +398,21 @@ def test_a_run_keeps_its_snapshots_logs_whole_epochs_and_reports_epochs_seen(tmp
 
 def test_the_knn_monitor_reads_its_data_from_the_configured_root(tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(engine.datasets, "load", lambda name, **kw: asked.append(kw["root"]) or
-                        engine.datasets.embedded(split="test", size=40, n=40))
-    config = small_config(tmp_path, knn_data="embedded", knn_every=10, data_root=str(tmp_path / "data")).resolved()
+    monkeypatch.setattr(engine.datasets, "load", lambda name, **kw: asked.append((kw["root"], kw["size"])) or
+                        engine.datasets.embedded(split="test", size=kw["size"], n=40))
+    config = small_config(tmp_path, knn_data="embedded", knn_every=10, data_root=str(tmp_path / "data"),
+                          image_size=36).resolved()  # not the loader's default size
     engine._KnnMonitor(config, torch.device("cpu"))
-    assert asked == [str(tmp_path / "data")] * 2
+    assert asked == [(str(tmp_path / "data"), 36)] * 2  # the run's own root and image size
+
+
+def test_the_train_command_trains_the_config_file_it_is_given(tmp_path):
+    config = small_config(tmp_path, max_steps=1, seed=3)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    assert engine.main(["--config", str(path), "views_per_image=2"]) == 0
+    saved = engine.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]
+    assert (saved["seed"], saved["max_steps"], saved["views_per_image"]) == (3, 1, 2)  # the file's, and the override
 
 
 def test_the_train_command_describes_itself_in_its_help(capsys):

@@ -429,4 +429,5 @@ def test_a_resumed_run_counts_only_the_views_it_trained_and_shows_its_rate(tmp_p
     summary = engine.train(config, resume=True)
     assert summary["resumed_from"] == 2 and summary["steps"] == 4
     assert summary["views_per_s"] * summary["wall_s"] == pytest.approx(2 * config.views_in_batch)  # steps 3-4
-    assert re.search(r"views_s=\d+", capsys.readouterr().err)  # the progress bar's rate, a number
+    err = capsys.readouterr().err
+    assert re.search(r"views_s=\d+", err) and re.search(r"loss=-?\d+\.\d{4}", err)  # rate and loss, as numbers
