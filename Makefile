@@ -7,7 +7,7 @@ PROFILE ?= default
 DATA_ROOT ?=
 FRESH ?=
 
-.PHONY: reproduce test lab student instructor bench gpu-check mutation clean-build
+.PHONY: reproduce test lab student instructor bench gpu-check gpu-study mutation clean-build
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(STAMP)
 ## venv's Python when there is one, else python3 (a GPU machine's own PyTorch); it installs nothing.
 gpu-check:
 	S2R2_PUBLISH=1 $(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.bench gpu $(if $(OUT_DIR),--out-dir $(OUT_DIR))
+
+## Notebook 06's study on one GPU (python -m s2r2lib.study run --plan gpu; about 10 minutes on an H100 by
+## estimate): rows to results/runs.csv (table study-gpu), verdicts to results/study_verdicts_gpu.csv; the
+## results/ folder can be moved with S2R2_RESULTS_DIR=.... Same Python as gpu-check; it installs nothing.
+gpu-study:
+	S2R2_PUBLISH=1 $(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.study run --plan gpu
 
 ## Mutation testing (mutmut) of the core modules, each with its own tests; writes results/mutation.csv.
 ## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample.

@@ -1241,6 +1241,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         if args.plan is None:
             parser.error("run needs --plan, one of " + ", ".join(sorted(PLANS)))
+        if PLANS[args.plan].device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error(f"plan {args.plan} trains on CUDA, which is not available here; on the CPU, run plan full "
+                         "(or make reproduce PROFILE=full)")
         start = time.perf_counter()
         table = run_and_publish(PLANS[args.plan], args.root or default_root(), args.data_root)
         for _, row in table.iterrows():

@@ -265,6 +265,15 @@ def test_the_gpu_study_keeps_its_rows_tables_and_figures_apart_from_the_cpu_stud
             dataclasses.replace(plan, table=table, rerun=rerun, budget_factor=2 if rerun == "long" else 1)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_the_study_command_refuses_a_cuda_plan_without_cuda_and_a_run_without_a_plan(capsys):
+    for argv, message in ((["run", "--plan", "gpu"], "plan gpu trains on CUDA, which is not available here; on "
+                                                     "the CPU, run plan full"), (["run"], "run needs --plan, one of")):
+        with pytest.raises(SystemExit):
+            study.main(argv)
+        assert message in capsys.readouterr().err
+
+
 # --- The lr search, the budget, the probe ---------------------------------------------------------------
 
 def test_lr_search_extends_the_grid_once_past_an_edge_winner():
