@@ -799,3 +799,44 @@ def test_workers_in_this_process_use_one_thread_by_default_and_name_their_jobs(c
     finally:
         torch.set_num_threads(before)
     assert capsys.readouterr().out.startswith("jobs: 2 done in ")
+
+
+def test_only_fashion_mnist_runs_take_the_data_root():
+    plan = study.PLANS["fashion"]
+    jobs = {d: study._job(plan, Path("runs"), "/data/fm", "study", "S2R2", 1e-3, 10, d, 0, d)
+            for d in ("fashion-mnist", "embedded-object")}
+    assert (jobs["fashion-mnist"]["config"]["data_root"], jobs["embedded-object"]["config"]["data_root"]) == \
+        ("/data/fm", None)  # the embedded sets are made here, and never read a folder
+
+
+def test_a_last_step_exactly_the_seed_sd_counts_as_levelled_off():
+    # final top-1 0.25, 0.5, 0.75 (SD 0.25, exactly, in binary), each 0.25 above the snapshot before
+    rows = [{"table": "study", "dataset": "embedded-object", "method": "S2R2", "images": 16, "views": 8, "seed": seed,
+             "lr": "0.001", "steps": steps, "views_seen": 0, "train_s": 1, "metric": "linear_top1",
+             "value": 0.25 * (seed + 1) - (0.25 if steps == 50 else 0)} for seed in range(3) for steps in (50, 100)]
+    rows += [{"table": "study", "dataset": "embedded", "method": study.FLOOR, "images": "", "views": "", "seed": seed,
+              "lr": "", "steps": 0, "views_seen": 0, "train_s": 0, "metric": "linear_top1", "value": 0.0}
+             for seed in range(3)]
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2), main_sets=("embedded-object",))
+    levelled = study.checks(rows, plan).query("claim == 'levelled'").iloc[0]
+    assert (levelled["effect"], levelled["threshold"], levelled["verdict"]) == (0.25, 0.25, "levelled off")
+
+
+def test_the_readme_command_rewrites_a_stale_block(tmp_path, monkeypatch, capsys):
+    (tmp_path / "results").mkdir()
+    _verdict_rows(("1", "inconclusive")).to_csv(tmp_path / "results" / "study_verdicts.csv", index=False)
+    (tmp_path / "README.md").write_text(f"intro\n{study.README_BEGIN}\nstale\n{study.README_END}\n")
+    monkeypatch.setattr(results, "project_dir", lambda start=None: tmp_path)
+    assert study.main(["readme", "--check"]) == 1 and "stale" in (tmp_path / "README.md").read_text()
+    assert study.main(["readme"]) == 0 and "stale" not in (tmp_path / "README.md").read_text()
+    assert study.main(["readme", "--check"]) == 0
+    assert "verdict block rewritten" in capsys.readouterr().out
+
+
+def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypatch):
+    with study.Workers(1) as workers:
+        budget = study.measure_budget(QUICK, tmp_path, workers)
+        assert set(budget["steps"]) == set(study.METHODS) and all(s >= 4 for s in budget["steps"].values())
+        assert all(budget["steps"][m] == max(4, round(QUICK.train_seconds / budget["step_s"][m])) for m in study.METHODS)
+        monkeypatch.setattr(study, "time_job", None)  # a second call reads the file: no timing pass
+        assert study.measure_budget(dataclasses.replace(QUICK, table="study-gpu"), tmp_path, workers) == budget
