@@ -108,7 +108,8 @@ CASES = [
     ("folder unknown split", lambda t: data.load("folder", root=_images(t, "a.png"), split="val"),
      FileNotFoundError, r"image folder split 'val' not found: expected the sub-folder \S*images/val"),
     ("folder without images", lambda t: data.image_folder(t),
-     FileNotFoundError, r"no image files .* under "),
+     FileNotFoundError, r"no image files .* under \S+; check the path, or that the images have one of these "
+                        r"extensions"),
     ("labelled folder without class folders",
      lambda t: data.image_folder(_images(t, "a.png"), labelled=True),
      FileNotFoundError, r"no image class_name/\*\.jpg sub-folders"),

@@ -251,6 +251,9 @@ def test_outputs_go_to_scratch_unless_published(tmp_path, monkeypatch):
     results.set_publish(False)  # a table not written to scratch yet is read from the published folder
     assert results.read_table("study_verdicts")["verdict"].tolist() == ["supported"]
     assert results.read_table(published / "study_verdicts.csv")["verdict"].tolist() == ["supported"]  # by path
+    results.write_table("study_verdicts", [{"claim": "2", "data": "d", "verdict": "inconclusive", "comparison": "c"}])
+    assert results.read_table("study_verdicts")["claim"].tolist() == ["1", "2"]  # a scratch table starts from it
+    assert results.committed_table("study_verdicts")["claim"].tolist() == ["1"]  # and leaves it alone
     with pytest.raises(TypeError, match="publish must be True or False"):
         results.set_publish("yes")
 
