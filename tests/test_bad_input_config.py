@@ -108,7 +108,8 @@ CASES = [
     # Names: data sets and their options, the device, the output folder
     ("an unknown data set", lambda t, m: resolved("data=imagenet"), ValueError, "data"),
     ("an unknown data option", lambda t, m: resolved("data_options={modes: cluttered}"), ValueError, "modes"),
-    ("an unknown kNN data set", lambda t, m: resolved("knn_every=5", "knn_data=imagenet"), ValueError, "knn_data"),
+    ("an unknown kNN data set", lambda t, m: resolved("knn_every=5", "knn_data=imagenet"), ValueError,
+     "unknown knn_data 'imagenet'; expected one of"),
     ("cuda without CUDA", lambda t, m: (m.setattr(torch.cuda, "is_available", lambda: False),
                                         resolved("device=cuda")), ValueError, "cuda"),
     ("cuda:3 with one GPU", lambda t, m: (one_cuda_device(m), resolved("device=cuda:3")), ValueError, "cuda:3"),

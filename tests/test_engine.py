@@ -435,3 +435,26 @@ def test_each_steps_views_come_from_a_generator_seeded_by_seed_step_and_rank(tmp
         run.step(step, 3)
     assert seeds == [engine._step_seed(5, step, 0) for step in range(3)]
     assert seeds != [engine._step_seed(5, step, None) for step in range(3)]  # the rank is part of it
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_zero():
+    config = TrainConfig(lr=0.4, warmup_steps=4, schedule="cosine")
+    lrs = [engine.learning_rate(config, step, 14) for step in range(14)]
+    assert lrs[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert (lrs[4], lrs[9]) == pytest.approx((0.4, 0.2))  # the peak, then half way through the 10 decay steps
+    assert lrs[13] == pytest.approx(0.2 * (1 + math.cos(math.pi * 9 / 10)))
+    constant = TrainConfig(lr=0.4, warmup_steps=4, schedule="constant")
+    assert [engine.learning_rate(constant, step, 14) for step in range(4, 14)] == pytest.approx([0.4] * 10)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lars", "sgd"])
+def test_every_optimiser_takes_the_configured_weight_decay(optimizer):
+    config = TrainConfig(optimizer=optimizer, weight_decay=0.123, device="cpu").resolved()
+    assert engine._optimizer(config, [nn.Parameter(torch.zeros(3))]).defaults["weight_decay"] == 0.123
+
+
+def test_the_learner_builds_the_stem_the_config_asks_for():
+    for small_input, kernel in ((True, 3), (False, 7)):
+        config = TrainConfig(arch="resnet18", small_input=small_input).resolved()
+        stems = [m for m in engine.Learner(config).model.modules() if isinstance(m, nn.Conv2d)]
+        assert stems[0].kernel_size == (kernel, kernel), small_input
