@@ -151,6 +151,7 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     table = study.checks(synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02)), plan)
     floor = table[table["claim"] == "floor"]
     assert (floor["verdict"] == "above floor").all() and floor["effect"].tolist()[0] == pytest.approx(0.4)
+    assert (table["seeds"] == 3).all()
     levelled = table[table["claim"] == "levelled"]
     assert (levelled["verdict"] == "levelled off").all()  # a 1-point step against a 2-point seed SD
     rows = synthetic_rows(plan, lead=0.1, noise=(0.0, 0.002, -0.002))
@@ -398,7 +399,7 @@ def test_colour_alone_does_not_find_an_images_other_view():
 
 @pytest.mark.smoke
 @pytest.mark.slow
-def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, monkeypatch):
+def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, monkeypatch, capsys):
     for kind in ("figures", "results", "records", "runs"):
         monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
     (path,) = reproduce.notebook_paths(only=["06"])
@@ -455,7 +456,10 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     # reads only its own rows and writes its own tables, never the CPU study's
     published = {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in ("study_verdicts", "study_budget")}
     monkeypatch.setitem(study.PLANS, "gpu", dataclasses.replace(QUICK, table="study-gpu"))
+    capsys.readouterr()
     assert study.main(["run", "--plan", "gpu"]) == 0  # the quick study's runs and probes, read back
+    progress = capsys.readouterr().out
+    assert "timing pass: " not in progress and "lr search: " in progress and "runs: " in progress  # labelled
     assert {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in published} == published
     assert (tmp_path / "results" / "study_verdicts_gpu.csv").read_bytes() == published["study_verdicts"]
     assert (tmp_path / "results" / "study_budget_gpu.csv").is_file()
@@ -840,3 +844,21 @@ def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypat
         assert all(budget["steps"][m] == max(4, round(QUICK.train_seconds / budget["step_s"][m])) for m in study.METHODS)
         monkeypatch.setattr(study, "time_job", None)  # a second call reads the file: no timing pass
         assert study.measure_budget(dataclasses.replace(QUICK, table="study-gpu"), tmp_path, workers) == budget
+
+
+def test_s2r2s_lead_is_not_a_number_where_a_set_has_no_baseline():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = [r for r in synthetic_rows(plan, lead=0.1) if r["method"] not in study.BASELINES]
+    lead = study._lead(study.frame(rows), plan.main_sets[0])
+    assert list(lead.index) == [0, 1, 2] and lead.isna().all()  # one NaN per S2R2 seed, not an empty series
+
+
+def test_run_and_publish_judges_a_rerun_beside_the_committed_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2), rerun="extend")
+    committed = synthetic_rows(plan, lead=0.1)
+    monkeypatch.setattr(study, "committed_rows", lambda: committed)
+    monkeypatch.setattr(study, "run_study", lambda *a: {"search": [], "rows": [], "budget": {}, "not_measured": {}})
+    table = study.run_and_publish(plan, tmp_path / "study")
+    expected = study.verdicts(committed, study.judged_plan(committed, plan))
+    assert table[["claim", "data", "verdict"]].equals(expected[["claim", "data", "verdict"]]) and len(table) > 0
