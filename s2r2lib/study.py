@@ -170,6 +170,7 @@ class StudyPlan:
                                      # "sets": the main runs on main_sets at the committed steps, with an lr
                                      # search of their own on the first set's validation split (table study)
     budget_factor: int = 1           # rerun="long": the committed main runs' steps are multiplied by this
+    checkpoint_every: int = 100      # steps between a run's resume checkpoints (its snapshots are always kept)
     table: str = "study"             # its rows' table (its lr search's: "<table>-lr"); another scale's study
                                      # (study-gpu) keeps its rows, tables and figures apart (output_name)
 
@@ -221,12 +222,13 @@ PLANS = {
                        snapshots=(0.5, 1.0), timing_steps=3, workers=1),
     # On one GPU (python -m s2r2lib.study run --plan gpu; no Jupyter needed): the whole study with ResNet18 at
     # 32 px, seeds 0-2, its own timing pass and lr search; rows of table study-gpu, results/*_gpu.csv.
-    # About 10 minutes on an H100 by estimate, not yet measured: about 60 runs of 5 s of training (roughly
-    # 600 steps each, from the 31 ms measured for 1,280 views at 96 px), 110 probes of 1-2 s, checkpoints.
-    # Stopped, it resumes where it was (a second call on a machine that kept build/study).
-    # Fashion-MNIST's files are not on the device machine.
-    "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=5.0, seeds=(0, 1, 2), arch="resnet18",
-                               device="cuda", workers=1, threads=8),
+    # Three processes share the GPU (a step of 128 views at 32 px is bound by kernel launches, not by the
+    # GPU), each timed under that load; 6 s of training a run. Resume checkpoints only at the snapshots: about
+    # 60 runs would otherwise write some 50 GB. Sized to finish within one 10-minute device call; stopped, it
+    # resumes where it was (a second call on a machine that kept build/study). Fashion-MNIST's files are not
+    # on the device machine.
+    "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=6.0, seeds=(0, 1, 2), arch="resnet18",
+                               device="cuda", workers=3, threads=5, checkpoint_every=10**6),
 }
 
 
@@ -258,7 +260,7 @@ def method_config(method: str, plan: StudyPlan, lr: float, steps: int, dataset: 
                        arch=plan.arch, small_input=plan.small_input, recipe=plan.recipe, optimizer="adam",
                        schedule="cosine", lr=lr,
                        warmup_steps=round(plan.warmup * steps), max_steps=steps, seed=seed, device=plan.device,
-                       progress=False, checkpoint_every=100,
+                       progress=False, checkpoint_every=plan.checkpoint_every,
                        keep_steps=snapshot_steps(steps, plan.snapshots))
 
 
@@ -498,7 +500,8 @@ def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
     Saved in ``<root>/budget.json`` and read back on a rerun of the same plan (whatever table its rows go
     to), so a resumed study keeps its runs."""
     path = Path(root) / "budget.json"
-    wanted = {"plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "table"}}  # (names rows, not runs)
+    wanted = {"plan": {k: v for k, v in dataclasses.asdict(plan).items()  # (these name rows and files, not runs)
+                       if k not in ("table", "checkpoint_every")}}
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved["plan"] == json.loads(json.dumps(wanted["plan"])):

@@ -249,6 +249,9 @@ def test_the_gpu_study_keeps_its_rows_tables_and_figures_apart_from_the_cpu_stud
     budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
     jobs, cpu = study.study_jobs(plan, budget, best, Path("runs")), study.PLANS["full"]
     assert {job["table"] for job in jobs} == {"study-gpu"}
+    # resume checkpoints only at the snapshots (about 60 ResNet18 runs would write some 50 GB every 100 steps)
+    assert {job["config"]["checkpoint_every"] for job in jobs if "config" in job} == {plan.checkpoint_every} == {10**6}
+    assert study.method_config("S2R2", cpu, 1e-3, 10).checkpoint_every == 100
     outputs = {p.table: {j["config"]["output"] for j in study.study_jobs(p, budget, best, Path("runs")) if "config" in j}
                for p in (plan, cpu)}
     assert outputs["study-gpu"].isdisjoint(outputs["study"])  # (ResNet18 on CUDA: never the CPU study's runs)
@@ -843,7 +846,8 @@ def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypat
         assert set(budget["steps"]) == set(study.METHODS) and all(s >= 4 for s in budget["steps"].values())
         assert all(budget["steps"][m] == max(4, round(QUICK.train_seconds / budget["step_s"][m])) for m in study.METHODS)
         monkeypatch.setattr(study, "time_job", None)  # a second call reads the file: no timing pass
-        assert study.measure_budget(dataclasses.replace(QUICK, table="study-gpu"), tmp_path, workers) == budget
+        for changed in (dict(table="study-gpu"), dict(checkpoint_every=10**6)):  # (name rows and files, not runs)
+            assert study.measure_budget(dataclasses.replace(QUICK, **changed), tmp_path, workers) == budget
 
 
 def test_s2r2s_lead_is_not_a_number_where_a_set_has_no_baseline():
