@@ -222,13 +222,15 @@ PLANS = {
                        snapshots=(0.5, 1.0), timing_steps=3, workers=1),
     # On one GPU (python -m s2r2lib.study run --plan gpu; no Jupyter needed): the whole study with ResNet18 at
     # 32 px, seeds 0-2, its own timing pass and lr search; rows of table study-gpu, results/*_gpu.csv.
-    # Three processes share the GPU (a step of 128 views at 32 px is bound by kernel launches, not by the
-    # GPU), each timed under that load; 6 s of training a run. Resume checkpoints only at the snapshots: about
-    # 60 runs would otherwise write some 50 GB. Sized to finish within one 10-minute device call; stopped, it
-    # resumes where it was (a second call on a machine that kept build/study). Fashion-MNIST's files are not
-    # on the device machine.
+    # Measured on an H100 (commit 939bb87, three 5-thread workers): timing pass 26 s, lr search 126 s, then 12
+    # of the 49 jobs after it in 249 s before its 490-s limit: 30-80 s a run for 6 s of training, the GPU mostly
+    # idle and the time in the probes' CPU-bound L-BFGS (float64, 10,000 x 512 features; about 14 s a probe on a
+    # 2-core CPU). So the plan now runs eight 2-thread processes on the machine's 16 cores, each timed under
+    # that load, 6 s of training a run. Expect about 9 minutes by estimate: two device calls, the second resuming the first (build/study kept on a warm machine). Resume
+    # checkpoints only at the snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's
+    # files are not on the device machine.
     "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=6.0, seeds=(0, 1, 2), arch="resnet18",
-                               device="cuda", workers=3, threads=5, checkpoint_every=10**6),
+                               device="cuda", workers=8, threads=2, checkpoint_every=10**6),
 }
 
 
