@@ -53,6 +53,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise ValueError(f"device {device!r}: training runs on cpu, cuda or mps")
 
 
+def check_sync_bn(sync_bn: bool, world: int, device: str | torch.device) -> None:
+    """Refuse ``sync_bn`` in a multi-process run off CUDA: SyncBatchNorm has no CPU kernel."""
+    if sync_bn and world > 1 and torch.device(device).type != "cuda":
+        raise ValueError(f"sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); got device {device}: "
+                         "set sync_bn=false")
+
+
+def ddp_device_ids(device: torch.device) -> list[torch.device] | None:
+    """DistributedDataParallel's ``device_ids``: the process's own GPU on CUDA, None on the CPU (gloo)."""
+    return [device] if device.type == "cuda" else None
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

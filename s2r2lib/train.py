@@ -60,7 +60,8 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import probe
-from .distributed import gather_with_grad, rank_zero_first, resolve_device, setup
+from .distributed import (check_sync_bn, ddp_device_ids, gather_with_grad, rank_zero_first, resolve_device,
+                          setup)
 from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_groups, smooth_ap_loss,
                      swav_loss)
 from .models import ARCHS, build_model
@@ -650,9 +651,7 @@ class Engine:
 
     def __init__(self, config: TrainConfig, images: torch.Tensor, device: str | torch.device, rank: int = 0,
                  world: int = 1, compile_backend: str = "inductor"):
-        if config.sync_bn and world > 1 and torch.device(device).type != "cuda":
-            raise ValueError(f"sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
-                             f"got device {device}: set sync_bn=false")
+        check_sync_bn(config.sync_bn, world, device)
         device = resolve_device(device)
         self.config, self.images, self.device, self.rank, self.world = config, images, device, rank, world
         torch.manual_seed(config.seed)
@@ -672,7 +671,7 @@ class Engine:
         self.steps_per_epoch = len(images) // config.images_per_batch
         module = learner
         if world > 1:
-            module = nn.parallel.DistributedDataParallel(learner, device_ids=[device] if device.type == "cuda" else None)
+            module = nn.parallel.DistributedDataParallel(learner, device_ids=ddp_device_ids(device))
         if config.compile:
             module = torch.compile(module, backend=compile_backend)
         self.module = module

@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from s2r2lib import distributed
 from s2r2lib import train as engine
+from s2r2lib.losses import nt_xent_loss, smooth_ap_loss
 from s2r2lib.train import TrainConfig, read_log
 
 SMALL = dict(data_options={"n": 64}, images_per_batch=4, views_per_image=3, progress=False, checkpoint_every=100)
@@ -253,6 +254,19 @@ def test_sync_bn_is_refused_on_cpu_processes_and_a_no_op_in_one_process(tmp_path
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in one.learner.modules())
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda", 0)])
+def test_cuda_devices_pass_the_sync_bn_check_and_drive_their_own_gpu_under_ddp(device):
+    # (no GPU needed: the checks read the device's name, as the engine's GPU path does)
+    distributed.check_sync_bn(True, 2, device)
+    assert distributed.ddp_device_ids(torch.device(device)) == [torch.device(device)]
+    for refused in ("cpu", torch.device("cpu"), "mps"):
+        with pytest.raises(ValueError, match=f"got device {refused}: set sync_bn=false"):
+            distributed.check_sync_bn(True, 2, refused)
+        distributed.check_sync_bn(False, 2, refused)
+        distributed.check_sync_bn(True, 1, refused)  # one process: nothing to synchronise
+    assert distributed.ddp_device_ids(torch.device("cpu")) is None  # gloo's processes share the CPU
+
+
 def _distributed_worker(rank, world, init_file, marker, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     out = {}
@@ -404,6 +418,37 @@ def test_the_knn_monitor_reads_its_data_from_the_configured_root(tmp_path, monke
                           image_size=36).resolved()  # not the loader's default size
     engine._KnnMonitor(config, torch.device("cpu"))
     assert asked == [(str(tmp_path / "data"), 36)] * 2  # the run's own root and image size
+
+
+def test_the_knn_monitor_fits_on_the_train_split_and_scores_on_the_test_split(tmp_path):
+    config = small_config(tmp_path, knn_data="embedded", knn_every=10, knn_images=60).resolved()
+    monitor = engine._KnnMonitor(config, torch.device("cpu"))
+    for got, split, n in ((monitor.train_set, "train", 60), (monitor.test_set, "test", 30)):
+        want = engine.datasets.subset(engine.datasets.load("embedded", split=split, size=config.image_size), n,
+                                      config.seed)
+        assert torch.equal(got.images, want.images) and torch.equal(got.labels, want.labels)
+
+
+def test_resume_auto_starts_a_new_run_then_picks_it_up(tmp_path):
+    first = engine.train(small_config(tmp_path, max_steps=2), resume="auto")  # no run there yet: starts one
+    assert (first["resumed_from"], first["steps"]) == (0, 2)
+    again = engine.train(small_config(tmp_path, max_steps=2), resume="auto")  # finished: not trained again
+    assert (again["resumed_from"], again["steps"]) == (2, 2)
+
+
+def test_the_training_loss_uses_the_runs_tau():
+    z = nn.functional.normalize(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    ids = torch.arange(4).repeat_interleave(4)
+    for method, loss_fn in (("s2r2", smooth_ap_loss), ("simclr", nt_xent_loss)):
+        config = TrainConfig(method=method, tau=0.37, views_per_image=4, images_per_batch=4)
+        assert torch.equal(engine._ranking_loss(config, z, ids), loss_fn(z, ids, 0.37))
+        assert not torch.equal(engine._ranking_loss(config, z, ids), loss_fn(z, ids))  # (not the default tau)
+
+
+def test_the_train_command_explains_its_overrides(capsys):
+    with pytest.raises(SystemExit):
+        engine.main(["--help"])
+    assert "key=value, parsed as YAML" in capsys.readouterr().out
 
 
 def test_the_train_command_trains_the_config_file_it_is_given(tmp_path):
