@@ -60,6 +60,12 @@ def check_sync_bn(sync_bn: bool, world: int, device: str | torch.device) -> None
                          "set sync_bn=false")
 
 
+def with_sync_bn(module: torch.nn.Module, sync_bn: bool, world: int) -> torch.nn.Module:
+    """``module`` with SyncBatchNorm in place of its batch norms when ``sync_bn`` and more than one process
+    (all K views of an image sit on one rank, so per-rank statistics would leak); else ``module`` itself."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module) if sync_bn and world > 1 else module
+
+
 def ddp_device_ids(device: torch.device) -> list[torch.device] | None:
     """DistributedDataParallel's ``device_ids``: the process's own GPU on CUDA, None on the CPU (gloo)."""
     return [device] if device.type == "cuda" else None

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from . import probe
 from .distributed import (check_sync_bn, ddp_device_ids, gather_with_grad, rank_zero_first, resolve_device,
-                          setup)
+                          setup, with_sync_bn)
 from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_groups, smooth_ap_loss,
                      swav_loss)
 from .models import ARCHS, build_model
@@ -655,10 +655,7 @@ class Engine:
         device = resolve_device(device)
         self.config, self.images, self.device, self.rank, self.world = config, images, device, rank, world
         torch.manual_seed(config.seed)
-        learner = Learner(config)
-        if config.sync_bn and world > 1:  # all K views of an image sit on one rank: per-rank statistics leak
-            learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
-        learner = learner.to(device)
+        learner = with_sync_bn(Learner(config), config.sync_bn, world).to(device)
         if config.channels_last:
             learner = learner.to(memory_format=torch.channels_last)
         self.learner = learner

@@ -108,6 +108,10 @@ CASES = [
     # Names: data sets and their options, the device, the output folder
     ("an unknown data set", lambda t, m: resolved("data=imagenet"), ValueError, "data"),
     ("an unknown data option", lambda t, m: resolved("data_options={modes: cluttered}"), ValueError, "modes"),
+    ("the loader's root as a data option", lambda t, m: resolved("data_options={root: /data}"), ValueError,
+     "data_options ['root'] are not options of data set 'embedded'"),
+    ("views larger than the images", lambda t, m: resolved("image_size=32", "view_size=48"), ValueError,
+     "view_size 48 is larger than image_size 32; views are crops"),
     ("an unknown kNN data set", lambda t, m: resolved("knn_every=5", "knn_data=imagenet"), ValueError,
      "unknown knn_data 'imagenet'; expected one of"),
     ("cuda without CUDA", lambda t, m: (m.setattr(torch.cuda, "is_available", lambda: False),

@@ -3,6 +3,7 @@ LARS without per-weight reads, the epoch's permutation drawn once, the distribut
 check's CPU smoke."""
 
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -265,6 +266,43 @@ def test_cuda_devices_pass_the_sync_bn_check_and_drive_their_own_gpu_under_ddp(d
         distributed.check_sync_bn(False, 2, refused)
         distributed.check_sync_bn(True, 1, refused)  # one process: nothing to synchronise
     assert distributed.ddp_device_ids(torch.device("cpu")) is None  # gloo's processes share the CPU
+
+
+def test_sync_bn_converts_every_batch_norm_only_across_processes():
+    def norms(module):
+        return [type(m) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    plain = {nn.BatchNorm1d, nn.BatchNorm2d}  # (the projection head's and the ResNet's)
+    for world, sync_bn, want in ((2, True, {nn.SyncBatchNorm}), (8, True, {nn.SyncBatchNorm}), (1, True, plain),
+                                 (2, False, plain)):
+        found = norms(distributed.with_sync_bn(engine.Learner(TrainConfig(arch="resnet18")), sync_bn, world))
+        assert len(found) > 10 and set(found) == want, (world, sync_bn)
+
+
+def test_a_compiled_run_renders_its_views_with_its_compile_backend(tmp_path, monkeypatch):
+    seen = []
+    for name in ("make_views", "make_multicrop_views"):
+        real = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda *a, real=real, **kw: seen.append(kw["compile_backend"]) or real(*a, **kw))
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    for method in ("s2r2", "swav"):
+        config = small_config(tmp_path, method=method, compile=True).resolved()
+        engine.Engine(config, images, "cpu", compile_backend="eager").step(0, 1)
+        engine.Engine(dataclasses.replace(config, compile=False), images, "cpu", compile_backend="eager").step(0, 1)
+    assert seen == ["eager", None, "eager", None]
+
+
+def test_an_override_keeps_every_equals_sign_after_the_first():
+    config = TrainConfig().with_overrides(["output=runs/lr=1e-3", "data_root=/data/a=b"])
+    assert (config.output, config.data_root) == ("runs/lr=1e-3", "/data/a=b")
+
+
+def test_the_logged_step_times_add_up_to_the_training_time(tmp_path):
+    summary = engine.train(small_config(tmp_path, max_steps=8, log_every=4))
+    rows = read_log(Path(summary["log"]).parent)
+    assert len(rows) == 8
+    # each row holds the mean step time of its window of 4 (written to the ms): together, the training time
+    assert sum(float(r["wall_s"]) for r in rows) == pytest.approx(summary["train_wall_s"], abs=8 * 5e-4)
 
 
 def _distributed_worker(rank, world, init_file, marker, results):

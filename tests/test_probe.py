@@ -255,6 +255,19 @@ def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch):
     assert seen == [7]
 
 
+def test_evaluate_runs_every_step_on_the_device_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty feature cache: the features are extracted
+    seen = []
+    for name in ("extract_features", "linear_probe", "knn_top1", "retrieval_map"):
+        real = getattr(probe, name)
+        monkeypatch.setattr(probe, name, lambda *a, real=real, name=name, **k: seen.append((name, k["device"])) or
+                            real(*a, **{**k, "device": "cpu"}))  # (this machine's device, whatever was asked)
+    train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
+    probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, device="cuda:1")
+    assert sorted(seen) == sorted([("extract_features", "cuda:1")] * 2 + [("linear_probe", "cuda:1")]
+                                  + [("knn_top1", "cuda:1")] * 2 + [("retrieval_map", "cuda:1")])
+
+
 def test_two_checkpoints_of_one_run_never_share_cached_features(tmp_path):
     from s2r2lib.train import TrainConfig, train
 
