@@ -36,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -226,10 +227,11 @@ PLANS = {
     # of the 49 jobs after it in 249 s before its 490-s limit: 30-80 s a run for 6 s of training, the GPU mostly
     # idle and the time in the probes' CPU-bound L-BFGS (float64, 10,000 x 512 features; about 14 s a probe on a
     # 2-core CPU). So the plan now runs eight 2-thread processes on the machine's 16 cores, each timed under
-    # that load, 6 s of training a run. Expect about 9 minutes by estimate: two device calls, the second resuming the first (build/study kept on a warm machine). Resume
+    # that load (eight ResNet18s sharing the GPU: a slower step than one alone), and 12 s of training a run
+    # to keep the steps near the CPU study's ~400. Expect about 10 minutes by estimate: two device calls, the second resuming the first (build/study kept on a warm machine). Resume
     # checkpoints only at the snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's
     # files are not on the device machine.
-    "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=6.0, seeds=(0, 1, 2), arch="resnet18",
+    "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=12.0, seeds=(0, 1, 2), arch="resnet18",
                                device="cuda", workers=8, threads=2, checkpoint_every=10**6),
 }
 
@@ -516,6 +518,8 @@ def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
     from .results import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(budget, indent=1).encode())
+    print("budget: " + ", ".join(f"{m} {1e3 * step_s[m]:.1f} ms a step -> {budget['steps'][m]} steps" for m in METHODS),
+          flush=True)
     return json.loads(path.read_text())  # as a rerun reads it back
 
 
@@ -596,6 +600,7 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     for method in METHODS:
         scores = {float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}
         best[method] = max(scores, key=lambda lr: (scores[lr], -lr))
+    print("lr search: " + ", ".join(f"{m} {lr:g}" for m, lr in best.items()), flush=True)
     return rows, best
 
 
@@ -1069,13 +1074,13 @@ def update_readme(readme: str | Path, table: "pd.DataFrame") -> bool:
     return new != text
 
 
-def write_verdicts(table: "pd.DataFrame", plan: StudyPlan | None = None) -> Path:
-    """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; a study at another scale's:
-    :func:`output_name`): the verdicts, numbers as fractions with 4 decimals, merged by (claim, data,
+def write_verdicts(table: "pd.DataFrame", plan: StudyPlan) -> Path:
+    """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; the name is ``plan``'s
+    :func:`output_name`, so a study at another scale writes its own): the verdicts, numbers as fractions with 4 decimals, merged by (claim, data,
     comparison) under the file's lock."""
     from .results import write_table
 
-    return write_table(output_name(plan or PLANS["full"], "study_verdicts"), table.round(4))
+    return write_table(output_name(plan, "study_verdicts"), table.round(4))
 
 
 # --- The long profile: is the budget long enough? -------------------------------------------------------
@@ -1123,12 +1128,12 @@ def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
     return pd.concat(tables, ignore_index=True)[["budget", *VERDICT_COLUMNS]]
 
 
-def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan | None = None) -> Path:
-    """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`; a study at another scale's:
+def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan) -> Path:
+    """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`, named by ``plan``'s
     :func:`output_name`), merged by (budget, claim, data, comparison) under the file's lock."""
     from .results import write_table
 
-    return write_table(output_name(plan or PLANS["full"], "study_budget"), table.round(4))
+    return write_table(output_name(plan, "study_budget"), table.round(4))
 
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------
@@ -1211,19 +1216,35 @@ def agreement(rerun: list[dict], committed: list[dict]) -> "pd.DataFrame":
     return pd.DataFrame(table, columns=VERDICT_COLUMNS)
 
 
-def run_and_publish(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> "pd.DataFrame":
-    """Notebook 06's study of ``plan`` without the notebook (for a machine with no Jupyter, such as the GPU's):
-    its runs and probes (:func:`run_study`), its rows added to runs.csv, its verdicts and budget checks
-    written under :func:`output_name`. Figures are the notebook's. Returns the verdicts."""
+class Collected(NamedTuple):
+    """A study run and what its verdicts read (:func:`run_and_collect`), in the order a cell unpacks them."""
+
+    outcome: dict     # run_study's: budget, best_lr, search and main rows, not_measured
+    committed: list   # results/runs.csv's study rows, for the reruns that read or extend them ([] for "all")
+    rows: list        # the rows the verdicts, checks and figures read (:func:`rows_to_judge`)
+    plan: StudyPlan   # the plan judged: its main sets and every other set the rows hold (:func:`judged_plan`)
+
+
+def run_and_collect(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> Collected:
+    """Run ``plan``'s study (:func:`run_study`), add its rows to runs.csv, and gather the rows and plan its
+    verdicts read: notebook 06's study cell and :func:`run_and_publish` alike."""
     from .results import write_runs
 
     outcome = run_study(plan, root, data_root)
-    rows = rows_to_judge(plan, outcome, committed_rows() if plan.rerun != "all" else [])
-    plan = judged_plan(rows, plan)
+    committed = committed_rows() if plan.rerun != "all" else []
+    rows = rows_to_judge(plan, outcome, committed)
     write_runs(outcome["search"] + outcome["rows"])
-    table = verdicts(rows, plan, outcome["not_measured"])
-    write_verdicts(table, plan)
-    write_budget_checks(budget_checks(rows, plan), plan)
+    return Collected(outcome, committed, rows, judged_plan(rows, plan))
+
+
+def run_and_publish(plan: StudyPlan, root: str | Path, data_root: str | None = None) -> "pd.DataFrame":
+    """Notebook 06's study of ``plan`` without the notebook (for a machine with no Jupyter, such as the GPU's):
+    :func:`run_and_collect`, then its verdicts and budget checks written under :func:`output_name`. Figures
+    are the notebook's. Returns the verdicts."""
+    run = run_and_collect(plan, root, data_root)
+    table = verdicts(run.rows, run.plan, run.outcome["not_measured"])
+    write_verdicts(table, run.plan)
+    write_budget_checks(budget_checks(run.rows, run.plan), run.plan)
     return table
 
 

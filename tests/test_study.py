@@ -5,6 +5,7 @@ notebook end to end."""
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -144,6 +145,7 @@ def test_verdicts_report_not_measured_sets_and_too_few_seeds():
     assert table[table["claim"] == "3"]["verdict"].tolist() == ["not measured"]
     missing = table[table["data"] == "fashion-mnist"].iloc[0]
     assert missing["verdict"] == "not measured" and "not measured" in study.verdict_sentence(missing)
+    assert missing["claim"] == "1" and missing["comparison"] == study.FASHION_MISSING  # claim 1 is where it is read
 
 
 def test_checks_find_a_method_above_its_floor_and_levelled_off():
@@ -185,7 +187,9 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
     committed = synthetic_rows(plan, lead=0.1)
     rerun = [dict(r, table="study-rerun") for r in committed if r["seed"] == 0]
-    assert set(study.agreement(rerun, committed)["verdict"]) == {"agrees"}
+    agreed = study.agreement(rerun, committed)
+    assert set(agreed["verdict"]) == {"agrees"} and set(agreed["claim"]) == {"rerun"}
+    assert sorted(agreed["data"]) == sorted(r["dataset"] for r in rerun)  # each row names its run's data
     shifted = [dict(r, value=r["value"] + 0.05) for r in rerun]
     table = study.agreement(shifted, committed)
     assert set(table["verdict"]) == {"disagrees"}
@@ -309,6 +313,8 @@ def test_budget_gives_every_method_the_same_measured_time_and_is_reused(tmp_path
     assert study.measure_budget(plan, tmp_path, workers) == budget and workers.calls == 1  # read back
     study.measure_budget(dataclasses.replace(plan, train_seconds=30.0), tmp_path, workers)
     assert workers.calls == 2  # another plan is timed again
+    short = study.measure_budget(dataclasses.replace(plan, train_seconds=0.45), tmp_path, workers)
+    assert short["steps"] == {"S2R2": 4, "SimCLR": 4, "SwAV": 4, "MV-NT-Xent": 4}  # at least 4, however short the budget
 
 
 def test_method_configs_share_one_optimiser_and_match_views_per_step():
@@ -463,6 +469,7 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     assert study.main(["run", "--plan", "gpu"]) == 0  # the quick study's runs and probes, read back
     progress = capsys.readouterr().out
     assert "timing pass: " not in progress and "lr search: " in progress and "runs: " in progress  # labelled
+    assert "budget: " not in progress and re.search(r"lr search: S2R2 [\d.e-]+, SimCLR ", progress)  # the winners
     assert {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in published} == published
     assert (tmp_path / "results" / "study_verdicts_gpu.csv").read_bytes() == published["study_verdicts"]
     assert (tmp_path / "results" / "study_budget_gpu.csv").is_file()
@@ -840,9 +847,11 @@ def test_the_readme_command_rewrites_a_stale_block(tmp_path, monkeypatch, capsys
     assert "verdict block rewritten" in capsys.readouterr().out
 
 
-def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypatch):
+def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypatch, capsys):
     with study.Workers(1) as workers:
         budget = study.measure_budget(QUICK, tmp_path, workers)
+        said = capsys.readouterr().out  # the device log's record of the budget, whatever happens next
+        assert f"budget: S2R2 {1e3 * budget['step_s']['S2R2']:.1f} ms a step -> {budget['steps']['S2R2']} steps, " in said
         assert set(budget["steps"]) == set(study.METHODS) and all(s >= 4 for s in budget["steps"].values())
         assert all(budget["steps"][m] == max(4, round(QUICK.train_seconds / budget["step_s"][m])) for m in study.METHODS)
         monkeypatch.setattr(study, "time_job", None)  # a second call reads the file: no timing pass
