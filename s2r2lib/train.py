@@ -778,6 +778,12 @@ def _batch_aps(window: list[tuple[int, float, torch.Tensor, torch.Tensor, torch.
     return torch.stack([average_precision(z, ids) for _, _, _, z, ids in window]).tolist()
 
 
+def _progress_bar(config: TrainConfig, rank: int, start: int, total_steps: int) -> tqdm:
+    """The steps from ``start``, with a bar on rank 0 when ``config.progress`` (one bar per run, not per GPU)."""
+    return tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not config.progress or rank > 0,
+                desc=f"{config.method} {config.arch}", unit="step")
+
+
 def train(config: TrainConfig, resume: bool | str = False) -> dict:
     """Train as ``config`` says; write checkpoints and a per-step log under ``config.output``.
 
@@ -826,8 +832,7 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
 
     log = _open_log(out / "log.csv", start) if rank == 0 else None
     monitor = _KnnMonitor(config, device) if config.knn_every and rank == 0 else None
-    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, disable=not config.progress or rank > 0,
-               desc=f"{config.method} {config.arch}", unit="step")
+    bar = _progress_bar(config, rank, start, total_steps)
     began, loss_value = time.perf_counter(), float("nan")
     window, window_began = [], time.perf_counter()  # steps not yet read from the device
     engine.module.train()

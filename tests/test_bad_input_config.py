@@ -110,6 +110,8 @@ CASES = [
     ("an unknown data option", lambda t, m: resolved("data_options={modes: cluttered}"), ValueError, "modes"),
     ("the loader's root as a data option", lambda t, m: resolved("data_options={root: /data}"), ValueError,
      "data_options ['root'] are not options of data set 'embedded'"),
+    ("a crop scale from 0", lambda t, m: resolved("method=swav", "crops=[[2, 32, [0.0, 1.0]]]"), ValueError,
+     "crops"),
     ("views larger than the images", lambda t, m: resolved("image_size=32", "view_size=48"), ValueError,
      "view_size 48 is larger than image_size 32; views are crops"),
     ("an unknown kNN data set", lambda t, m: resolved("knn_every=5", "knn_data=imagenet"), ValueError,

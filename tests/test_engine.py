@@ -292,6 +292,44 @@ def test_a_compiled_run_renders_its_views_with_its_compile_backend(tmp_path, mon
     assert seen == ["eager", None, "eager", None]
 
 
+def test_the_engine_hands_its_config_and_device_to_the_distributed_helpers(tmp_path, monkeypatch):
+    # the GPU path's calls, on the CPU: SyncBatchNorm as configured, the ids on the engine's device, and DDP's
+    # device_ids from ddp_device_ids (a one-process gloo group stands in for torchrun's)
+    seen = []
+    for name in ("with_sync_bn", "ddp_device_ids", "view_ids"):
+        real = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda *a, real=real, name=name: seen.append((name, *a[1:])) or real(*a))
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    engine.Engine(small_config(tmp_path, sync_bn=True).resolved(), images, "cpu")
+    assert seen == [("with_sync_bn", True, 1), ("view_ids", 3, torch.device("cpu"))]
+    seen.clear()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        engine.Engine(small_config(tmp_path).resolved(), images, "cpu", world=2)
+    finally:
+        dist.destroy_process_group()
+    assert seen == [("with_sync_bn", False, 2), ("view_ids", 3, torch.device("cpu")),
+                    ("ddp_device_ids",)]
+
+
+def test_only_rank_0_shows_a_progress_bar(tmp_path):
+    config = small_config(tmp_path, progress=True).resolved()
+    assert [engine._progress_bar(config, rank, 0, 5).disable for rank in (0, 1, 2)] == [False, True, True]
+    assert engine._progress_bar(dataclasses.replace(config, progress=False), 0, 0, 5).disable
+
+
+def test_the_train_command_resumes_and_prints_its_summary_in_order(tmp_path, capsys):
+    config = small_config(tmp_path, max_steps=2)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    assert engine.main(["--config", str(path)]) == 0
+    capsys.readouterr()
+    assert engine.main(["--config", str(path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out)["resumed_from"] == 2  # the finished run, picked up: not trained again
+    assert out.startswith("steps: 2\nresumed_from: 2\n")  # the summary in its own order, steps first
+
+
 def test_an_override_keeps_every_equals_sign_after_the_first():
     config = TrainConfig().with_overrides(["output=runs/lr=1e-3", "data_root=/data/a=b"])
     assert (config.output, config.data_root) == ("runs/lr=1e-3", "/data/a=b")

@@ -255,6 +255,14 @@ def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch):
     assert seen == [7]
 
 
+def test_the_linear_probe_holds_out_the_same_images_by_default():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 6, generator=g), torch.randint(0, 3, (300,), generator=g)
+    x[:, 0] += y  # a little signal, much noise: the held-out score depends on which images are held out
+    by_default, at_0, at_1 = (probe.linear_probe(x, y, x[:50], y[:50], **seed) for seed in ({}, {"seed": 0}, {"seed": 1}))
+    assert by_default.validation == at_0.validation and at_1.validation != at_0.validation
+
+
 def test_evaluate_runs_every_step_on_the_device_it_is_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty feature cache: the features are extracted
     seen = []

@@ -220,6 +220,12 @@ def test_paper_presets_follow_tables_1_and_2():
     assert PRESETS["paper-resnet18-coco-val-s2r2"]["images_per_batch"] == 8
     swav = TrainConfig.from_dict({**PRESETS["paper-resnet18-coco-val-swav"], "device": "cpu"}).resolved()
     assert swav.views_in_batch == 32 * 40 and (swav.optimizer, swav.lr) == ("lars", 1.0)
+    # SwAV's multi-crop as its paper (and S2R2's Table 1) has it: large crops of 96 px over 14-100 % of the
+    # image, small ones of 48 px over 5-14 %
+    for name, preset in PRESETS.items():
+        if preset["method"] == "swav":
+            small = preset["views_per_image"] - 2
+            assert preset["crops"] == [[2, 96, [0.14, 1.0]], [small, 48, [0.05, 0.14]]], name
     assert "paper-resnet50-stl10-swav" not in PRESETS  # Table 2 has no SwAV rows
     assert len(PRESETS) == 9 + 6
 
