@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from s2r2lib.views import SIMCLR, ViewCollate, make_multicrop_views, make_views
+from s2r2lib import views
+from s2r2lib.views import SIMCLR, ViewCollate, draw_view_parameters, make_multicrop_views, make_views
 
 COLOUR_OFF = dataclasses.replace(SIMCLR, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
@@ -355,3 +356,30 @@ def test_view_collate_upscales_small_images_only_when_allowed():
     assert views.shape == (4, 3, 32, 32) and ids.tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="allow_upscale"):
         ViewCollate(2, size=32)(small)
+
+
+def test_crop_boxes_reach_every_edge_of_the_image():
+    # top and left are drawn over every position a crop can take, the last (touching the bottom and right
+    # edges) included
+    draws = draw_view_parameters(4000, 40, 40, generator=torch.Generator().manual_seed(0))
+    for start, extent in ((draws.top, draws.crop_h), (draws.left, draws.crop_w)):
+        assert ((start + extent == 40) & (extent < 40)).any() and ((start == 0) & (extent < 40)).any()
+        assert (start >= 0).all() and (start + extent <= 40).all()
+
+
+def test_the_cpu_backend_renders_with_torchvision(monkeypatch):
+    calls = []
+    real = views._cpu_views
+    monkeypatch.setattr(views, "_cpu_views", lambda *a: calls.append(1) or real(*a))
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    make_views(images, 2, 32, backend="cpu", generator=torch.Generator().manual_seed(0))
+    make_views(images, 2, 32, backend="batched", generator=torch.Generator().manual_seed(0))
+    assert calls == [1]  # the cpu backend only
+
+
+def test_the_cpu_backend_resizes_its_crops_with_antialiasing():
+    from torchvision.transforms import v2
+
+    crops = [t for t in views.cpu_view_transform(32).transforms if isinstance(t, v2.RandomResizedCrop)]
+    assert len(crops) == 1 and crops[0].antialias is True  # (as the batched backend's crop, and torchvision's default)
+
