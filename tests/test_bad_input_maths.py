@@ -65,7 +65,7 @@ CASES = {
     "views_per_image=0": (lambda: make_views(IMAGES, 0, 16), ValueError, "views_per_image"),
     "size=31.5": (lambda: make_views(IMAGES, 2, 31.5, backend="cpu"), TypeError, "size"),
     "size=True": (lambda: make_views(IMAGES, 2, True), TypeError, "size"),
-    "size=0": (lambda: make_views(IMAGES, 2, 0), ValueError, "size"),
+    "size=0": (lambda: make_views(IMAGES, 2, 0), ValueError, "size must be at least 1 (pixels (the view's side)); got 0"),
     "no images (B = 0)": (lambda: make_views(IMAGES[:0], 2, 16), ValueError, "images"),
     "images of 0x0 pixels": (lambda: make_views(torch.zeros(2, 3, 0, 0, dtype=torch.uint8), 2, 16, allow_upscale=True),
                              ValueError, "images"),

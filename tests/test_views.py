@@ -383,3 +383,22 @@ def test_the_cpu_backend_resizes_its_crops_with_antialiasing():
     crops = [t for t in views.cpu_view_transform(32).transforms if isinstance(t, v2.RandomResizedCrop)]
     assert len(crops) == 1 and crops[0].antialias is True  # (as the batched backend's crop, and torchvision's default)
 
+
+def test_a_compile_backend_renders_through_torch_compile_with_that_backend(monkeypatch):
+    asked = []
+    real = views.compiled_render_views
+    monkeypatch.setattr(views, "compiled_render_views", lambda backend: asked.append(backend) or real(backend))
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    make_views(images, 2, 32, generator=torch.Generator().manual_seed(0))
+    make_views(images, 2, 32, generator=torch.Generator().manual_seed(0), compile_backend="eager")
+    assert asked == ["eager"]  # eager views by default; the backend asked for, when one is
+
+
+def test_multicrop_views_upscale_only_when_allowed():
+    images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
+    crops = [(2, 32, (0.5, 1.0))]
+    with pytest.raises(ValueError, match="allow_upscale"):
+        make_multicrop_views(images, crops)
+    ((upscaled, ids),) = make_multicrop_views(images, crops, allow_upscale=True)
+    assert upscaled.shape == (4, 3, 32, 32) and ids.tolist() == [0, 0, 1, 1]
+
