@@ -384,6 +384,7 @@ def test_the_cpu_backend_resizes_its_crops_with_antialiasing():
     assert len(crops) == 1 and crops[0].antialias is True  # (as the batched backend's crop, and torchvision's default)
 
 
+@pytest.mark.compiles
 def test_a_compile_backend_renders_through_torch_compile_with_that_backend(monkeypatch):
     asked = []
     real = views.compiled_render_views
