@@ -228,9 +228,10 @@ PLANS = {
     # idle and the time in the probes' CPU-bound L-BFGS (float64, 10,000 x 512 features; about 14 s a probe on a
     # 2-core CPU). So the plan now runs eight 2-thread processes on the machine's 16 cores, each timed under
     # that load (eight ResNet18s sharing the GPU: a slower step than one alone), and 12 s of training a run
-    # to keep the steps near the CPU study's ~400. Expect about 10 minutes by estimate: two device calls, the second resuming the first (build/study kept on a warm machine). Resume
-    # checkpoints only at the snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's
-    # files are not on the device machine.
+    # to keep the steps near the CPU study's ~400. Expect about 10 minutes by estimate: two device calls, the
+    # second resuming the first (build/study kept on a warm machine). Resume checkpoints only at the
+    # snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's files are not on the device
+    # machine.
     "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=12.0, seeds=(0, 1, 2), arch="resnet18",
                                device="cuda", workers=8, threads=2, checkpoint_every=10**6),
 }
@@ -1076,8 +1077,8 @@ def update_readme(readme: str | Path, table: "pd.DataFrame") -> bool:
 
 def write_verdicts(table: "pd.DataFrame", plan: StudyPlan) -> Path:
     """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; the name is ``plan``'s
-    :func:`output_name`, so a study at another scale writes its own): the verdicts, numbers as fractions with 4 decimals, merged by (claim, data,
-    comparison) under the file's lock."""
+    :func:`output_name`, so a study at another scale writes its own): the verdicts, numbers as fractions with
+    4 decimals, merged by (claim, data, comparison) under the file's lock."""
     from .results import write_table
 
     return write_table(output_name(plan, "study_verdicts"), table.round(4))

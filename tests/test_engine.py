@@ -283,7 +283,8 @@ def test_a_compiled_run_renders_its_views_with_its_compile_backend(tmp_path, mon
     seen = []
     for name in ("make_views", "make_multicrop_views"):
         real = getattr(engine, name)
-        monkeypatch.setattr(engine, name, lambda *a, real=real, **kw: seen.append(kw["compile_backend"]) or real(*a, **kw))
+        monkeypatch.setattr(engine, name,
+                            lambda *a, real=real, **kw: seen.append(kw["compile_backend"]) or real(*a, **kw))
     images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
     for method in ("s2r2", "swav"):
         config = small_config(tmp_path, method=method, compile=True).resolved()

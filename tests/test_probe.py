@@ -259,7 +259,8 @@ def test_the_linear_probe_holds_out_the_same_images_by_default():
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(300, 6, generator=g), torch.randint(0, 3, (300,), generator=g)
     x[:, 0] += y  # a little signal, much noise: the held-out score depends on which images are held out
-    by_default, at_0, at_1 = (probe.linear_probe(x, y, x[:50], y[:50], **seed) for seed in ({}, {"seed": 0}, {"seed": 1}))
+    by_default, at_0, at_1 = (probe.linear_probe(x, y, x[:50], y[:50], **seed)
+                              for seed in ({}, {"seed": 0}, {"seed": 1}))
     assert by_default.validation == at_0.validation and at_1.validation != at_0.validation
 
 
