@@ -70,6 +70,12 @@ def test_every_entry_point_defaults_to_the_simclr_recipe(entry):
     assert inspect.signature(entry).parameters["recipe"].default is SIMCLR
 
 
+@pytest.mark.parametrize("entry", [make_views, cpu_view_transform, ViewCollate])
+def test_every_single_size_entry_point_defaults_to_the_papers_96_px_views(entry):
+    # S2R2 trains on STL10 at 96 px (Sec. 4); the multi-crop default (SWAV_CROPS) is pinned in test_views.py
+    assert inspect.signature(entry).parameters["size"].default == 96
+
+
 def test_the_cpu_backend_applies_the_recipes_numbers():
     transforms = cpu_view_transform(96).transforms
     steps = {type(step): step for step in transforms}

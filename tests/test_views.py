@@ -395,6 +395,28 @@ def test_a_compile_backend_renders_through_torch_compile_with_that_backend(monke
     assert asked == ["eager"]  # eager views by default; the backend asked for, when one is
 
 
+def test_a_compile_backend_reaches_the_renderer_without_compiling(monkeypatch):
+    # the same path as the compiles test above, with the compiler replaced by the eager renderer, so that it runs
+    # in every suite (mutation runs deselect the tests that compile)
+    asked = []
+    monkeypatch.setattr(views, "compiled_render_views", lambda backend: asked.append(backend) or views.render_views)
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    eager, _ = make_views(images, 2, 32, generator=torch.Generator().manual_seed(0))
+    through, _ = make_views(images, 2, 32, generator=torch.Generator().manual_seed(0), compile_backend="aot_eager")
+    assert asked == ["aot_eager"] and torch.equal(through, eager)
+
+
+def test_multicrop_views_follow_their_generator_not_the_global_seed():
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    crops = [(2, 32, (0.14, 1.0)), (3, 16, (0.05, 0.14))]
+    torch.manual_seed(1)
+    first = make_multicrop_views(images, crops, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(2)
+    second = make_multicrop_views(images, crops, generator=torch.Generator().manual_seed(7))
+    for (a, a_ids), (b, b_ids) in zip(first, second):
+        assert torch.equal(a, b) and torch.equal(a_ids, b_ids)
+
+
 def test_multicrop_views_upscale_only_when_allowed():
     images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
     crops = [(2, 32, (0.5, 1.0))]
