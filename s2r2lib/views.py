@@ -181,8 +181,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 def _check_images(images, size: int, allow_upscale: bool) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         kind = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"views need uint8 images with values 0-255; got {kind}. "
-                         f"Convert with (x * 255).round().to(torch.uint8) if x is a float image in [0, 1]")
+        raise ValueError(f"views need uint8 images with values 0-255; got {kind}. Convert a float image x in "
+                         f"[0, 1] with (x * 255).round().to(torch.uint8), and a PIL image with "
+                         f"torchvision.transforms.v2.functional.pil_to_tensor(image)")
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"views need images shaped (B, C, H, W) with C = 1 or 3 (one image (C, H, W): "
                          f"ViewCollate, or image[None]); got shape {tuple(images.shape)}")

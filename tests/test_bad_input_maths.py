@@ -6,6 +6,7 @@ One row a case: the call, the exception type, and the argument's name, which the
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from s2r2lib import losses, probe
 from s2r2lib.models import build_model
@@ -76,7 +77,8 @@ CASES = {
     "generator numpy's": (lambda: make_views(IMAGES, 2, 16, backend="cpu", generator=np.random.default_rng(0)),
                           TypeError, "generator"),
     "backend unknown": (lambda: make_views(IMAGES, 2, 16, backend="gpu"), ValueError, "backend"),
-    "recipe a string": (lambda: make_views(IMAGES, 2, 16, recipe="simclr"), TypeError, "recipe"),
+    "recipe a string": (lambda: make_views(IMAGES, 2, 16, recipe="simclr"), TypeError,
+                        "recipe must be a ViewRecipe (e.g. views.SIMCLR), got str"),
     "crops empty": (lambda: make_multicrop_views(IMAGES, []), ValueError, "crops"),
     "crops empty, with an example": (
         lambda: make_multicrop_views(IMAGES, []), ValueError,
@@ -91,6 +93,8 @@ CASES = {
     "crops views 2.0": (lambda: make_multicrop_views(IMAGES, [(2.0, 16, (0.1, 1.0))]), TypeError,
                         "crops[0] views_per_image"),
     "ViewCollate size=True": (lambda: ViewCollate(2, size=True), TypeError, "size"),
+    "ViewCollate a PIL image": (lambda: ViewCollate(2, size=16)([Image.new("RGB", (32, 32))]), ValueError,
+                                "got Image. Convert"),  # a torchvision data set without a transform gives these
     "ViewCollate empty batch": (lambda: ViewCollate(2, size=16)([]), ValueError, "batch"),
     # models
     "proj_dim=0": (lambda: build_model("narrow_cnn", proj_dim=0), ValueError, "proj_dim"),

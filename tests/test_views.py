@@ -10,6 +10,7 @@ import dataclasses
 import math
 import pickle
 import sys
+import warnings
 
 import pytest
 import torch
@@ -415,6 +416,24 @@ def test_multicrop_views_follow_their_generator_not_the_global_seed():
     second = make_multicrop_views(images, crops, generator=torch.Generator().manual_seed(7))
     for (a, a_ids), (b, b_ids) in zip(first, second):
         assert torch.equal(a, b) and torch.equal(a_ids, b_ids)
+
+
+def test_the_cpu_backend_clamps_its_views_into_0_1_from_both_sides():
+    # torchvision's float blur can round a little past the range; the batched backend's views lie in [0, 1] too
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    for value, clamped in ((-0.25, 0.0), (1.25, 1.0)):
+        got, ids = views._cpu_views([image], 2, lambda _: torch.full((3, 4, 4), value))
+        assert torch.equal(got, torch.full((2, 3, 4, 4), clamped)) and ids.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+def test_views_warn_about_nothing(backend):
+    # a warning raised at every step would bury a run's log (grid_sample warns unless align_corners is given)
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_views(images, 3, 32, backend, generator=torch.Generator().manual_seed(0))
+        make_multicrop_views(images, generator=torch.Generator().manual_seed(0), allow_upscale=True)
 
 
 def test_multicrop_views_upscale_only_when_allowed():
