@@ -20,7 +20,10 @@ full runs and checks them against the committed rows), ``extend`` (more seeds), 
 ``fashion`` (the main runs on Fashion-MNIST and its clutter, at the committed budget, lrs searched on
 Fashion-MNIST), ``quick`` (the tests), ``gpu`` (ResNet18).
 Every run folder is keyed by its config's content, and every probe result is cached beside the runs:
-an interrupted study resumes where it stopped, and a finished one is read back, not retrained.
+an interrupted study resumes where it stopped, and a finished one is read back, not retrained. Each
+finished job's rows also go, as it finishes, to ``<root>/journal.jsonl`` (:class:`Journal`), keyed by the
+job and not by where it ran: with ``budget.json``, that one small file lets a study stopped on one machine
+(a GPU lent for minutes) go on from where it stopped on another.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -228,10 +232,11 @@ PLANS = {
     # idle and the time in the probes' CPU-bound L-BFGS (float64, 10,000 x 512 features; about 14 s a probe on a
     # 2-core CPU). So the plan now runs eight 2-thread processes on the machine's 16 cores, each timed under
     # that load (eight ResNet18s sharing the GPU: a slower step than one alone), and 12 s of training a run
-    # to keep the steps near the CPU study's ~400. Expect about 10 minutes by estimate: two device calls, the
-    # second resuming the first (build/study kept on a warm machine). Resume checkpoints only at the
-    # snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's files are not on the device
-    # machine.
+    # to keep the steps near the CPU study's ~400. Its probes fit on the GPU (fit_probe on the plan's device).
+    # It needs more than one device call by estimate: each finished job's rows are in build/study's journal
+    # (Journal), which with budget.json lets the next call, on any machine, go on from there. Resume
+    # checkpoints only at the snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's files
+    # are not on the device machine.
     "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=12.0, seeds=(0, 1, 2), arch="resnet18",
                                device="cuda", workers=8, threads=2, checkpoint_every=10**6),
 }
@@ -325,12 +330,15 @@ class Workers:
         else:
             _init_worker(threads)
 
-    def map(self, fn, jobs: list, what: str = "jobs") -> list:
+    def map(self, fn, jobs: list, what: str = "jobs", on_result=None) -> list:
+        """``fn`` over ``jobs``; ``on_result(job, result)`` is called in this process as each job finishes."""
         start, done = time.perf_counter(), 0
         if self.pool is None:
             results = []
             for job in jobs:
                 results.append(fn(job))
+                if on_result is not None:
+                    on_result(job, results[-1])
                 done += 1
             print(f"{what}: {done} done in {time.perf_counter() - start:.0f} s", flush=True)
             return results
@@ -340,6 +348,8 @@ class Workers:
         results = [None] * len(jobs)
         for future in as_completed(futures):
             results[futures[future]] = future.result()
+            if on_result is not None:
+                on_result(jobs[futures[future]], results[futures[future]])
             done += 1
             if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
                 print(f"{what}: {done}/{len(jobs)} done, {time.perf_counter() - start:.0f} s", flush=True)
@@ -354,6 +364,71 @@ class Workers:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --- The journal: each finished job's rows, kept as it finishes -------------------------------------
+
+JOURNAL = "journal.jsonl"
+_PATH_FIELDS = ("output", "data_root", "cache")  # where this machine keeps a job, not what the job is
+
+
+def job_key(job: dict) -> str:
+    """A study job's identity: its config (runtime fields aside), table, data, snapshots and probe, and the
+    embedded data's and the probe's versions; never the folders it runs in, so that the same job keeps its
+    key under another root (another machine, a later session)."""
+    def what(part):
+        return {k: v for k, v in part.items() if k not in _PATH_FIELDS and k not in RUNTIME_FIELDS}
+
+    identity = {k: what(v) if k in ("config", "probe") else v for k, v in job.items()}
+    identity["probe"]["device"] = job["probe"]["device"]  # rows probed on CUDA never stand in for CPU rows
+    return hashlib.sha256(json.dumps([identity, synthetic.VERSION, PROBE_PROTOCOL], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:20]
+
+
+class Journal:
+    """``<root>/journal.jsonl``: one line per finished study job, ``{"job": job_key, "rows": [...]}``,
+    appended (under the file's lock) as the job finishes, so that a stopped study loses only its unfinished
+    jobs. :meth:`run` answers the jobs it holds from it and runs the rest. A line cut short by a kill is
+    skipped when read, and the next line starts on a line of its own. ``rm <root>/journal.jsonl`` makes a
+    study run every job again (its run folders and probe caches are still reused)."""
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / JOURNAL
+
+    def read(self) -> dict[str, list[dict]]:
+        if not self.path.is_file():
+            return {}
+        done = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a study killed while writing it
+            done[entry["job"]] = entry["rows"]
+        return done
+
+    def append(self, job: dict, rows: list[dict]) -> None:
+        from .fileio import locked
+
+        line = json.dumps({"job": job_key(job), "rows": rows}) + "\n"
+        with locked(self.path):
+            with open(self.path, "a+b") as handle:  # (appends go to the end, wherever it has read)
+                size = handle.seek(0, os.SEEK_END)
+                if size and handle.seek(size - 1) is not None and handle.read(1) != b"\n":
+                    line = "\n" + line  # after a line cut short by a kill
+                handle.write(line.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def run(self, workers: "Workers", fn, jobs: list[dict], what: str) -> list[list[dict]]:
+        """``workers.map(fn, jobs)``, each job's rows taken from the journal where it holds them and written
+        to it as the others finish; results in the order of ``jobs``."""
+        done = self.read()
+        todo = [job for job in jobs if job_key(job) not in done]
+        if len(todo) < len(jobs):
+            print(f"{what}: {len(jobs) - len(todo)} of {len(jobs)} jobs read from {self.path}", flush=True)
+        fresh = iter(workers.map(fn, todo, what, on_result=self.append) if todo else [])
+        return [done[job_key(job)] if job_key(job) in done else next(fresh) for job in jobs]
 
 
 # --- The probe: one for every encoder and every floor ------------------------------------------------
@@ -380,13 +455,13 @@ def raw_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-              max_iter: int = 500) -> dict:
+              max_iter: int = 500, device: str | torch.device = "cpu") -> dict:
     """:func:`s2r2lib.probe.linear_probe` over :data:`C_GRID`, then, while the winner sits at an edge of the
     Cs tried, one decade beyond it (within :data:`C_LIMITS`) against the winner. Returns top1 on (test_x,
-    test_y), the chosen c and every validation score (the same held-out slice for every C)."""
+    test_y), the chosen c and every validation score (the same held-out slice for every C). The fits run on
+    ``device``: the study's own (a GPU study's L-BFGS would otherwise hold eight processes on the CPU)."""
     def fit(grid):
-        return probe.linear_probe(train_x.numpy(), train_y.numpy(), test_x.numpy(), test_y.numpy(), c_grid=grid,
-                                  max_iter=max_iter)
+        return probe.linear_probe(train_x, train_y, test_x, test_y, c_grid=grid, max_iter=max_iter, device=device)
 
     result = fit(list(C_GRID))
     validation = dict(result.validation)
@@ -428,7 +503,7 @@ def probe_encoder(checkpoint: str | Path | None, family: str, n_train: int, n_te
     if validation:
         cut = len(train_x) - n_validation
         train_x, test_x, train_y, test_y = train_x[:cut], train_x[cut:], train_y[:cut], train_y[cut:]
-    result = {**fit_probe(train_x.double(), train_y, test_x.double(), test_y, max_iter),
+    result = {**fit_probe(train_x.double(), train_y, test_x.double(), test_y, max_iter, device),
               "probe_s": time.perf_counter() - start}
     from .results import atomic_write_bytes
 
@@ -591,7 +666,7 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     while pending:
         jobs = [_job(plan, root, data_root, f"{plan.table}-lr", m, lr, budget["steps"][m], dataset, plan.seeds[0],
                      dataset, probe_steps=[budget["steps"][m]]) for m, lr in pending]
-        rows += [row for result in workers.map(run_job, jobs, "lr search") for row in result]
+        rows += [row for result in Journal(root).run(workers, run_job, jobs, "lr search") for row in result]
         pending = []
         for method in METHODS:
             extra = lr_extension({float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}, plan.lrs)
@@ -697,7 +772,7 @@ def run_study(plan: StudyPlan, root: str | Path, data_root: str | None = None) -
             budget = measure_budget(plan, root, workers)
             search, best = lr_search(plan, budget, root, workers, data_root)
         jobs = study_jobs(plan, budget, best, root, data_root, done_seeds)
-        rows = [row for result in workers.map(run_job, jobs, "runs") for row in result]
+        rows = [row for result in Journal(root).run(workers, run_job, jobs, "runs") for row in result]
     return {"budget": budget, "best_lr": best, "search": search, "rows": rows, "not_measured": missing}
 
 

@@ -576,6 +576,14 @@ def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsy
     assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
 
 
+def test_workers_hand_each_finished_job_and_its_result_to_on_result():
+    for count in (1, 2):
+        seen = []
+        with study.Workers(count) as workers:
+            assert workers.map(abs, [-3, -1, -2], on_result=lambda job, result: seen.append((job, result))) == [3, 1, 2]
+        assert sorted(seen) == [(-3, 3), (-2, 2), (-1, 1)], count
+
+
 def test_the_budget_table_reports_what_each_method_was_given():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
     rows = synthetic_rows(plan, lead=0.1)
@@ -763,7 +771,7 @@ def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path)
 def test_fit_probe_extends_c_up_to_its_upper_limit_inclusive(monkeypatch):
     from s2r2lib import probe
 
-    def largest_c_wins(train_x, train_y, test_x, test_y, c_grid, max_iter):
+    def largest_c_wins(train_x, train_y, test_x, test_y, c_grid, max_iter, device):
         best = max(c_grid)
         return probe.ProbeResult(top1=0.5, c=best, validation={c: c / 1e6 for c in c_grid}, predictions=None)
 
@@ -876,3 +884,96 @@ def test_run_and_publish_judges_a_rerun_beside_the_committed_rows(tmp_path, monk
     table = study.run_and_publish(plan, tmp_path / "study")
     expected = study.verdicts(committed, study.judged_plan(committed, plan))
     assert table[["claim", "data", "verdict"]].equals(expected[["claim", "data", "verdict"]]) and len(table) > 0
+
+
+# --- The journal: a study stopped on one machine goes on on another --------------------------------------
+
+def keyed_value(job) -> float:
+    """A fake probe score that depends on the job alone (its key), not on where it ran."""
+    return int(study.job_key(job)[:6], 16) / 16**6
+
+
+def fake_study_job(calls, stop_after=None):
+    def run_job(job):
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt  # the device call's time limit
+        calls.append(job)
+        lr = f"{job['config']['lr']:g}" if "config" in job else ""
+        return [{"table": job["table"], "dataset": job["dataset"], "method": job.get("method", "floor"), "lr": lr,
+                 "value": keyed_value(job)}]
+    return run_job
+
+
+def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "time_job", lambda job: dict(zip(study.METHODS, (0.01, 0.02, 0.03, 0.04))))
+    whole = []
+    monkeypatch.setattr(study, "run_job", fake_study_job(whole))
+    uninterrupted = study.run_study(QUICK, tmp_path / "whole")
+    stopped, stop_after = [], sum(job["table"].endswith("-lr") for job in whole) + 5  # 5 jobs after the lr search
+    monkeypatch.setattr(study, "run_job", fake_study_job(stopped, stop_after))
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(QUICK, tmp_path / "first")
+    assert len(study.Journal(tmp_path / "first").read()) == stop_after  # each job written as it finished
+    elsewhere = tmp_path / "second"  # another machine: only the two small files travel
+    elsewhere.mkdir()
+    for name in (study.JOURNAL, "budget.json"):
+        (elsewhere / name).write_bytes((tmp_path / "first" / name).read_bytes())
+    monkeypatch.setattr(study, "time_job", None)  # the budget is read back, not timed again
+    rest = []
+    monkeypatch.setattr(study, "run_job", fake_study_job(rest))
+    capsys.readouterr()
+    resumed = study.run_study(QUICK, elsewhere)
+    searched = sum(job["table"].endswith("-lr") for job in whole)
+    said = capsys.readouterr().out
+    grid = len(study.METHODS) * len(QUICK.lrs)  # the search's first round (the edge extensions come after it)
+    assert f"lr search: {grid} of {grid} jobs read from {elsewhere / study.JOURNAL}" in said
+    assert f"runs: 5 of {len(whole) - searched} jobs read from" in said
+    assert len(rest) == len(whole) - stop_after
+    assert {study.job_key(job) for job in stopped + rest} == {study.job_key(job) for job in whole}
+    for part in ("best_lr", "search", "rows"):
+        assert resumed[part] == uninterrupted[part]
+
+
+def test_a_journal_skips_a_line_cut_short_and_appends_after_it(tmp_path):
+    journal = study.Journal(tmp_path)
+    jobs = [{"floor": None, "seed": seed, "table": "study", "dataset": "embedded",
+             "probe": {"device": "cpu", "cache": str(tmp_path), "data_root": None}} for seed in (0, 1)]
+    journal.append(jobs[0], [{"value": 0.5}])
+    with open(journal.path, "a") as handle:
+        handle.write('{"job": "cut short by a ki')
+    assert journal.read() == {study.job_key(jobs[0]): [{"value": 0.5}]}
+    journal.append(jobs[1], [{"value": 0.25}])
+    assert journal.read() == {study.job_key(jobs[0]): [{"value": 0.5}], study.job_key(jobs[1]): [{"value": 0.25}]}
+
+
+def test_a_jobs_key_ignores_its_folders_and_follows_what_it_trains_and_probes(tmp_path):
+    budget, best = {"steps": {m: 6 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+
+    def keys(plan, root, data_root=None):
+        return [study.job_key(job) for job in study.study_jobs(plan, budget, best, root, data_root)]
+
+    here = keys(QUICK, tmp_path / "a")
+    assert len(set(here)) == len(here)  # every job its own key
+    assert keys(QUICK, tmp_path / "b", data_root=str(tmp_path)) == here
+    assert keys(dataclasses.replace(QUICK, checkpoint_every=10**6), tmp_path) == here  # how, not what
+    for changed in (dict(device="cuda"), dict(probe_max_iter=7)):
+        assert not set(keys(dataclasses.replace(QUICK, **changed), tmp_path)) & set(here), changed
+    raw = {study.job_key(job) for job in study.study_jobs(QUICK, budget, best, tmp_path) if job.get("floor") == "raw"}
+    assert set(keys(dataclasses.replace(QUICK, seeds=(5, 6)), tmp_path)) & set(here) == raw  # (raw pixels: no seed)
+    other_lr = [study.job_key(job) for job in study.study_jobs(QUICK, budget, {**best, "S2R2": 3e-3}, tmp_path)]
+    assert 0 < len(set(other_lr) - set(here)) < len(here)  # S2R2's runs only
+
+
+def test_the_studys_probe_fits_on_the_studys_device(tmp_path, monkeypatch):
+    from s2r2lib import probe
+
+    seen = []
+    real = probe.linear_probe
+    monkeypatch.setattr(probe, "linear_probe", lambda *a, **k: seen.append(k["device"]) or real(*a, **k))
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.arange(40) % 2
+    study.fit_probe(x, y, x, y, max_iter=5, device="cpu")
+    assert seen and set(seen) == {"cpu"}
+    asked = []
+    monkeypatch.setattr(study, "fit_probe", lambda *a: asked.append(a[-1]) or {"top1": 0.5, "c": 1.0})
+    study.probe_encoder("raw", "embedded", 40, 20, 10, False, tmp_path, device="cuda")  # raw pixels: no encoder
+    assert asked == ["cuda"]
