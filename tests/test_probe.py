@@ -245,14 +245,12 @@ def test_linear_probe_takes_numpy_features_and_int32_labels():
     assert arrays.top1 == tensors.top1 and arrays.c == tensors.c
 
 
-def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch):
+def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch, spy):
     monkeypatch.chdir(tmp_path)  # an empty feature cache: the probe runs
-    seen = []
-    real = probe.linear_probe
-    monkeypatch.setattr(probe, "linear_probe", lambda *a, **k: seen.append(k["seed"]) or real(*a, **k))
+    calls = spy(probe, "linear_probe")
     train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
     probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, seed=7)
-    assert seen == [7]
+    assert [call["seed"] for call in calls] == [7]
 
 
 def test_the_linear_probe_holds_out_the_same_images_by_default():

@@ -45,7 +45,7 @@ def test_the_jitter_strength_is_simclrs_default():
     assert views.RECIPES == {"simclr": SIMCLR, "simclr-cifar": views.SIMCLR_CIFAR}
 
 
-def test_the_paper_presets_train_with_simclrs_default_and_the_miniature_with_its_32px_strength(monkeypatch):
+def test_the_paper_presets_train_with_simclrs_default_and_the_miniature_with_its_32px_strength(spy):
     from s2r2lib import study, train
 
     assert all(preset["recipe"] == "simclr" for preset in train.PRESETS.values())
@@ -53,16 +53,14 @@ def test_the_paper_presets_train_with_simclrs_default_and_the_miniature_with_its
     assert study.method_config("S2R2", study.PLANS["full"], 1e-3, 10).recipe == "simclr-cifar"
     with pytest.raises(ValueError, match="unknown recipe 'imagenet'"):
         train.TrainConfig(recipe="imagenet").validate()
-    seen = []  # the engine draws its views with the config's recipe, for the ranking methods and SwAV
-    real_views, real_multicrop = train.make_views, train.make_multicrop_views
-    monkeypatch.setattr(train, "make_views", lambda *a, **k: seen.append(k["recipe"]) or real_views(*a, **k))
-    monkeypatch.setattr(train, "make_multicrop_views", lambda *a, **k: seen.append(k["recipe"]) or real_multicrop(*a, **k))
-    for method, recipe in (("s2r2", "simclr"), ("swav", "simclr-cifar")):
+    # the engine draws its views with the config's recipe, for the ranking methods and SwAV
+    calls = {"s2r2": spy(train, "make_views"), "swav": spy(train, "make_multicrop_views")}
+    for method, recipe in itertools.product(("s2r2", "swav"), ("simclr", "simclr-cifar")):  # each the default once
         config = train.TrainConfig(method=method, recipe=recipe, images_per_batch=4, views_per_image=2,
                                    data_options={"n": 8}, progress=False, max_steps=1).resolved()
         engine = train.Engine(config, torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8), "cpu")
         engine.step(0, 1)
-        assert seen[-1] is views.RECIPES[recipe]
+        assert calls[method][-1]["recipe"] is views.RECIPES[recipe]
 
 
 @pytest.mark.parametrize("entry", [make_views, make_multicrop_views, cpu_view_transform, ViewCollate])

@@ -964,15 +964,13 @@ def test_a_jobs_key_ignores_its_folders_and_follows_what_it_trains_and_probes(tm
     assert 0 < len(set(other_lr) - set(here)) < len(here)  # S2R2's runs only
 
 
-def test_the_studys_probe_fits_on_the_studys_device(tmp_path, monkeypatch):
+def test_the_studys_probe_fits_on_the_studys_device(tmp_path, monkeypatch, spy):
     from s2r2lib import probe
 
-    seen = []
-    real = probe.linear_probe
-    monkeypatch.setattr(probe, "linear_probe", lambda *a, **k: seen.append(k["device"]) or real(*a, **k))
+    calls = spy(probe, "linear_probe")
     x, y = torch.randn(40, 3, dtype=torch.float64), torch.arange(40) % 2
     study.fit_probe(x, y, x, y, max_iter=5, device="cpu")
-    assert seen and set(seen) == {"cpu"}
+    assert calls and {call["device"] for call in calls} == {"cpu"}
     asked = []
     monkeypatch.setattr(study, "fit_probe", lambda *a: asked.append(a[-1]) or {"top1": 0.5, "c": 1.0})
     study.probe_encoder("raw", "embedded", 40, 20, 10, False, tmp_path, device="cuda")  # raw pixels: no encoder
