@@ -57,11 +57,14 @@ gpu-study:
 	S2R2_PUBLISH=1 $(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.study run --plan gpu
 
 ## Mutation testing (mutmut) of the core modules, each with its own tests; writes results/mutation.csv.
-## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample.
+## Not part of `make test`: about an hour a module here. MODULES="losses views" for some; SAMPLE=200 for a sample,
+## SEED=6 for another sample (results/mutation.csv names each row's seed).
 MODULES ?=
 SAMPLE ?=
+SEED ?=
 mutation: $(STAMP)
-	S2R2_PUBLISH=1 $(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE))
+	S2R2_PUBLISH=1 $(PY) mutation/run.py $(if $(MODULES),--modules $(MODULES)) $(if $(SAMPLE),--sample $(SAMPLE)) \
+		$(if $(SEED),--seed $(SEED))
 
 clean-build:
 	rm -rf build
