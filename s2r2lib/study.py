@@ -414,8 +414,10 @@ class Journal:
         with locked(self.path):
             with open(self.path, "a+b") as handle:  # (appends go to the end, wherever it has read)
                 size = handle.seek(0, os.SEEK_END)
-                if size and handle.seek(size - 1) is not None and handle.read(1) != b"\n":
-                    line = "\n" + line  # after a line cut short by a kill
+                if size:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":
+                        line = "\n" + line  # after a line cut short by a kill
                 handle.write(line.encode())
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -423,12 +425,12 @@ class Journal:
     def run(self, workers: "Workers", fn, jobs: list[dict], what: str) -> list[list[dict]]:
         """``workers.map(fn, jobs)``, each job's rows taken from the journal where it holds them and written
         to it as the others finish; results in the order of ``jobs``."""
-        done = self.read()
-        todo = [job for job in jobs if job_key(job) not in done]
+        done, keys = self.read(), [job_key(job) for job in jobs]
+        todo = [job for job, key in zip(jobs, keys) if key not in done]
         if len(todo) < len(jobs):
             print(f"{what}: {len(jobs) - len(todo)} of {len(jobs)} jobs read from {self.path}", flush=True)
         fresh = iter(workers.map(fn, todo, what, on_result=self.append) if todo else [])
-        return [done[job_key(job)] if job_key(job) in done else next(fresh) for job in jobs]
+        return [done[key] if key in done else next(fresh) for key in keys]
 
 
 # --- The probe: one for every encoder and every floor ------------------------------------------------
