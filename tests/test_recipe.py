@@ -63,6 +63,11 @@ def test_the_paper_presets_train_with_simclrs_default_and_the_miniature_with_its
         assert calls[method][-1]["recipe"] is views.RECIPES[recipe]
 
 
+def test_view_collate_renders_with_the_recipe_it_is_given():
+    collate = ViewCollate(2, size=16, recipe=views.SIMCLR_CIFAR)
+    assert repr(collate.transform) == repr(cpu_view_transform(16, views.SIMCLR_CIFAR)) != repr(cpu_view_transform(16))
+
+
 @pytest.mark.parametrize("entry", [make_views, make_multicrop_views, cpu_view_transform, ViewCollate])
 def test_every_entry_point_defaults_to_the_simclr_recipe(entry):
     assert inspect.signature(entry).parameters["recipe"].default is SIMCLR

@@ -414,6 +414,12 @@ def test_multicrop_views_follow_their_generator_not_the_global_seed():
         assert torch.equal(a, b) and torch.equal(a_ids, b_ids)
 
 
+def test_view_ids_are_made_on_the_device_asked_for():
+    # on a GPU the ids must sit beside the views; the meta device stands in for it here
+    ids = views._view_ids(3, 2, torch.device("meta"))
+    assert ids.device.type == "meta" and ids.shape == (6,)
+
+
 def test_the_cpu_backend_clamps_its_views_into_0_1_from_both_sides():
     # torchvision's float blur can round a little past the range; the batched backend's views lie in [0, 1] too
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
