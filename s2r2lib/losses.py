@@ -59,7 +59,7 @@ class BatchGroups:
     """
 
     ids: torch.Tensor        # (N,) integers: the image of each view
-    positives: torch.Tensor  # (N, K-1) long: the indices of each query's positives
+    positives: torch.Tensor  # (N, K-1) long: the indices of each query's positives, in increasing order
     pos_mask: torch.Tensor   # (N, N) bool: j is a positive of query q (never q itself)
     neg_mask: torch.Tensor   # (N, N) bool: j is a negative of query q
 

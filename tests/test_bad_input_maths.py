@@ -29,7 +29,8 @@ CASES = {
     # losses: the temperature
     "smooth_ap tau=inf": (lambda: losses.smooth_ap_loss(Z, IDS, tau=float("inf")), ValueError, "tau"),
     "smooth_ap tau=None": (lambda: losses.smooth_ap_loss(Z, IDS, tau=None), TypeError, "tau"),
-    "smooth_ap tau=str": (lambda: losses.smooth_ap_loss(Z, IDS, tau="0.01"), TypeError, "tau"),
+    "smooth_ap tau=str": (lambda: losses.smooth_ap_loss(Z, IDS, tau="0.01"), TypeError,
+                          "tau must be a positive finite number, got str '0.01'"),  # (None is not allowed here)
     "smooth_ap tau=tensor": (lambda: losses.smooth_ap_loss(Z, IDS, tau=torch.tensor(0.01)), TypeError, "tau"),
     "smooth_ap tau=True": (lambda: losses.smooth_ap_loss(Z, IDS, tau=True), TypeError, "tau"),
     "nt_xent tau=inf": (lambda: losses.nt_xent_loss(Z, IDS, tau=float("inf")), ValueError, "tau"),
@@ -50,6 +51,8 @@ CASES = {
     "z with NaN, checked apart": (lambda: losses.check_embeddings(with_row(3, float("nan"))), ValueError, "z row 3"),
     "z a list": (lambda: losses.smooth_ap_loss(Z.tolist(), IDS), TypeError, "z"),
     "z integers": (lambda: losses.smooth_ap_loss(Z.long(), IDS), ValueError, "z"),
+    "ids 2-D": (lambda: losses.smooth_ap_loss(Z, IDS[:, None]), ValueError,
+                "smooth_ap_loss: ids must have shape (N,), one per view; got (6, 1)"),
     "ids a list": (lambda: losses.smooth_ap_loss(Z, IDS.tolist()), TypeError, "ids"),
     "ids floats": (lambda: losses.nt_xent_loss(Z, IDS.float()), ValueError, "ids"),
     "ids too short": (lambda: losses.average_precision(Z, IDS[:4]), ValueError, "ids"),
@@ -124,6 +127,10 @@ CASES = {
                                    ValueError, "linear_probe: train_y must be 1-D integer class labels"),
     "linear_probe held_out=1.5": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, held_out=1.5),
                                   ValueError, "held_out"),
+    "linear_probe held_out=1.0": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, held_out=1.0),
+                                  ValueError, "held_out must be a fraction strictly between 0 and 1"),
+    "linear_probe negative test labels": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS - 1),
+                                          ValueError, "linear_probe: test_y"),
     "linear_probe negative labels": (lambda: probe.linear_probe(FEATURES, LABELS - 1, FEATURES, LABELS), ValueError,
                                      "train_y"),
 }

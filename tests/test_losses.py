@@ -258,6 +258,14 @@ def test_the_loss_under_bf16_autocast_equals_the_float32_loss(fn):
     torch.testing.assert_close(grad_autocast, grad_plain, rtol=1e-5, atol=1e-9)
 
 
+def test_each_querys_positives_are_the_other_views_of_its_image_in_index_order():
+    # a fixed order fixes the order of the loss's sums, so a batch gives the same bits whatever the sort does
+    ids = torch.arange(64).repeat_interleave(20)[torch.randperm(1280, generator=torch.Generator().manual_seed(0))]
+    positives = ranking_groups(ids).positives
+    expected = [[j for j in torch.nonzero(ids == ids[q]).flatten().tolist() if j != q] for q in range(len(ids))]
+    assert positives.tolist() == expected
+
+
 def test_prebuilt_batch_groups_give_the_same_numbers_without_a_host_sync():
     z, ids = random_batch(6, 4, 8, seed=23, dtype=torch.float32)
     groups = ranking_groups(ids)
@@ -371,6 +379,15 @@ def test_swav_loss_matches_the_published_pseudo_code(crops, code_crops):
     scores = [F.normalize(torch.randn(16, 10, generator=gen), dim=1) for _ in range(crops)]
     ours = swav_loss(scores, code_crops=code_crops)
     torch.testing.assert_close(ours.double(), swav_reference(scores, code_crops, 0.1, 0.05, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_swav_loss_sums_bf16_scores_in_float32():
+    # under autocast the prototype scores come in bf16; the loss's running sum must not round to bf16 with them
+    gen = torch.Generator().manual_seed(14)
+    scores = [F.normalize(torch.randn(16, 10, generator=gen), dim=1) for _ in range(4)]
+    low = swav_loss([s.bfloat16() for s in scores])
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, swav_loss([s.bfloat16().float() for s in scores]), rtol=0, atol=0)
 
 
 def test_swav_loss_gradient_flows_through_predictions_only():
