@@ -419,9 +419,9 @@ def _stl10_labels(path: Path, count: int) -> np.ndarray:
     """(count,) int64 labels 0..9 from an STL10 ``*_y.bin`` file (stored as uint8 1..10)."""
     labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
     if len(labels) != count or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        found = f" in {labels.min() + 1}..{labels.max() + 1}" if len(labels) else ""
         raise ValueError(f"{path} should hold {count} labels in 1..10, one per image of the matching "
-                         f"_X.bin file; it holds {len(labels)} values in "
-                         f"{labels.min(initial=0) + 1}..{labels.max(initial=0) + 1}")
+                         f"_X.bin file; it holds {len(labels)} values{found}")
     return labels
 
 

@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageOps
 from sklearn.linear_model import LogisticRegression
 from torchvision.datasets import STL10
@@ -241,6 +242,7 @@ def test_folder_skips_bad_files_with_one_warning_and_converts_odd_modes(tmp_path
         images = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and messages[0].startswith("4 of 12 files")
+    assert ". Skipped them; pass strict=True to raise instead" in messages[0]
     for name in ("truncated.jpg", "corrupt.png", "empty.jpeg", "notes.jpg"):
         assert name in messages[0]
     assert images.images.shape == (8, 3, 16, 16) and images.labels is None
@@ -297,6 +299,14 @@ def test_labelled_folder_reads_class_subfolders(tmp_path):
     pets = data.load("folder", root=tmp_path / "pets", size=8, labelled=True, cache_dir=tmp_path / "cache")
     assert pets.classes == ["cat", "dog"] and pets.labels.tolist() == [0, 0, 1, 1]
     assert (pets.images[pets.labels == 1, 2] > 200).all()
+
+
+def test_coco_decodes_with_the_workers_it_is_given(tmp_path, spy):
+    for i in range(2):
+        _save(tmp_path / "val2017" / f"{i:012d}.jpg", _solid((0, 120, 0), size=(64, 48)))
+    calls = spy(data, "image_folder")
+    data.coco(tmp_path, split="val2017", size=24, cache_dir=tmp_path / "cache", workers=2)
+    assert [call["workers"] for call in calls] == [2]
 
 
 def test_coco_reads_its_split_folder_and_explains_a_missing_one(tmp_path):
@@ -645,7 +655,24 @@ def test_caching_a_folder_or_stl10_shows_its_progress(tmp_path, capsys):
     _write_stl10(tmp_path / "stl")
     data.stl10(tmp_path / "stl", "train", size=32, cache_dir=tmp_path / "stl-cache")
     err = capsys.readouterr().err
-    assert "caching" in err and "at 32px" in err
+    assert "caching" in err and "at 32px" in err and "3/3" in err  # a bar that knows its total
+    assert any((tmp_path / "stl-cache").iterdir())  # cached where it was told
+
+
+def test_folders_shrink_with_antialiasing():
+    # a 1-px checkerboard averages to grey when shrunk with antialiasing; without it, bilinear samples alias
+    board = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+    images = np.broadcast_to(board, (1, 3, 64, 64)).copy()
+    small = data._resize_square(images, 8)
+    reference = F.interpolate(torch.from_numpy(images).float(), size=(8, 8), mode="bilinear", antialias=True,
+                              align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(torch.from_numpy(small), reference) and abs(small.astype(float).mean() - 127.5) < 2
+
+
+def test_embedded_data_default_to_seed_0():
+    # every committed study row was made from the default seed's images
+    assert torch.equal(data.embedded(split="train", n=8, size=16).images,
+                       data.embedded(split="train", n=8, size=16, seed=0).images)
 
 
 def test_stl10_images_are_never_written_back_to_their_file(tmp_path):
@@ -670,6 +697,10 @@ def test_fashion_mnist_clutter_reads_the_given_root(tmp_path):
     made = data.fashion_mnist_clutter(tmp_path, "train", size=48, n=5, seed=1)
     expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1)
     assert torch.equal(made.images, expected.images)
+    scaled = data.fashion_mnist_clutter(tmp_path, "train", size=48, n=5, seed=1, scale=(0.6, 0.7), per_image=(1, 1))
+    expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1, scale=(0.6, 0.7),
+                            per_image=(1, 1))
+    assert torch.equal(scaled.images, expected.images) and not torch.equal(scaled.images, made.images)
 
 
 def test_missing_fashion_mnist_names_every_folder_it_searched_in_order(tmp_path):
