@@ -38,7 +38,7 @@ MODULES = {
                "tests/test_bad_input_maths.py"],
     "views": ["tests/test_views.py", "tests/test_recipe.py", "tests/test_bad_input_maths.py"],
     "train": ["tests/test_train.py", "tests/test_batch_order.py", "tests/test_resume_methods.py", "tests/test_engine.py",
-              "tests/test_bad_input_config.py"],
+              "tests/test_bad_input_config.py", "tests/test_recipe.py"],  # (the engine draws with the config's recipe)
     "probe": ["tests/test_probe.py", "tests/test_probe_protocol.py", "tests/test_bad_input_maths.py",
               "tests/test_bad_input_config.py"],
     "results": ["tests/test_results.py", "tests/test_provenance.py", "tests/test_project.py"],

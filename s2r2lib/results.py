@@ -25,6 +25,7 @@ published one, so a notebook run by hand reads the project's rows with the reade
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
@@ -311,11 +312,21 @@ def _read(path: Path, dtypes: Mapping[str, str]) -> pd.DataFrame:
         line = re.search(r"line (\d+)", str(error))
         raise ValueError(f"{path}:{line.group(1) if line else '?'}: a line with more fields than the header "
                          f"({error}); fix or delete that line") from None
-    short = raw.isna().any(axis=1)
-    if short.any():
-        raise ValueError(f"{path}:{int(np.flatnonzero(short)[0]) + 2}: fewer fields than the header's "
-                         f"{len(raw.columns)}; fix or delete that line")
+    short = _first_short_line(path, len(raw.columns))
+    if short:
+        raise ValueError(f"{path}:{short}: fewer fields than the header's {len(raw.columns)}; fix or delete that line")
     return typed(raw, dtypes, table=str(path), first_line=2)
+
+
+def _first_short_line(path: Path, width: int) -> int | None:
+    """The number of the first line with fewer than ``width`` fields (pandas reads the missing ones as empty
+    text, which would pass for blank cells), or None; blank lines are skipped, as pandas skips them."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for fields in reader:
+            if fields and len(fields) < width:
+                return reader.line_num
+    return None
 
 
 def read_table(name: str | os.PathLike, dtypes: Mapping[str, str] | None = None) -> pd.DataFrame:

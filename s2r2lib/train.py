@@ -208,7 +208,11 @@ class TrainConfig:
         if not self.output.strip():
             bad("output is empty; name the run folder, e.g. output=runs/my_run")
         for folder in (Path(self.output), *Path(self.output).parents):
-            if folder.exists() and not folder.is_dir():
+            try:
+                is_file = folder.exists() and not folder.is_dir()
+            except OSError as error:  # a name too long for the file system, say
+                bad(f"output {self.output!r} cannot be a run folder ({error.strerror}); choose another output")
+            if is_file:
                 bad(f"output {self.output!r} cannot be a run folder: {folder} is a file; choose another output")
 
     @property
@@ -500,6 +504,10 @@ def _config_difference(saved: dict, current: dict) -> dict:
     return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 
+def _unusable(out: Path, error: OSError) -> ValueError:
+    return ValueError(f"output {str(out)!r}: cannot create the run folder ({error.strerror}); choose another output")
+
+
 def _prepare_output(config: TrainConfig, resume: bool) -> Path:
     """Claim the run folder and write its config.yaml. Refuse a folder whose checkpoint belongs to another
     run (or to this one, without --resume); a folder without a checkpoint (a start that failed, or was
@@ -507,8 +515,12 @@ def _prepare_output(config: TrainConfig, resume: bool) -> Path:
     behind are removed."""
     out = Path(config.output)
     saved = out / "config.yaml"
-    if (out / "checkpoint.pt").exists():
-        if saved.exists():
+    try:
+        has_checkpoint, has_config = (out / "checkpoint.pt").exists(), saved.exists()
+    except OSError as error:  # a name too long for the file system, say
+        raise _unusable(out, error) from None
+    if has_checkpoint:
+        if has_config:
             difference = _config_difference(read_yaml(saved.read_text(), str(saved)) or {}, config.to_dict())
             if difference:
                 raise ValueError(f"output folder {out} holds another run (differing fields: {difference}); "
@@ -516,13 +528,12 @@ def _prepare_output(config: TrainConfig, resume: bool) -> Path:
         if not resume:
             raise ValueError(f"output folder {out} already holds this run; pass --resume to continue it, "
                              f"or choose another output")
-    elif resume and not saved.exists():
+    elif resume and not has_config:
         raise FileNotFoundError(f"nothing to resume in {out}: it has no config.yaml; start without --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"output {str(out)!r}: cannot create the run folder ({error.strerror}); choose another "
-                         f"output") from None
+        raise _unusable(out, error) from None
     for stale in [*out.glob(".checkpoint*.pt.*.tmp"), *out.glob(".config.yaml.*.tmp")]:  # atomic_write_bytes's names
         stale.unlink(missing_ok=True)
     atomic_write_bytes(saved, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())

@@ -314,6 +314,24 @@ def test_only_rank_0_shows_a_progress_bar(tmp_path):
     config = small_config(tmp_path, progress=True).resolved()
     assert [engine._progress_bar(config, rank, 0, 5).disable for rank in (0, 1, 2)] == [False, True, True]
     assert engine._progress_bar(dataclasses.replace(config, progress=False), 0, 0, 5).disable
+    resumed = engine._progress_bar(config, 0, 3, 5)
+    assert (resumed.n, resumed.total, list(resumed)) == (3, 5, [3, 4])  # a resumed run's bar starts where it stopped
+
+
+def test_a_bad_projection_in_the_log_window_is_named_as_the_training_projections():
+    ids = torch.arange(2).repeat_interleave(2)
+    z = torch.randn(4, 3)
+    z[1] = math.nan
+    with pytest.raises(ValueError, match="^training projections: "):
+        engine._batch_aps([(0, 0.5, torch.tensor(0.1), z, ids)])
+
+
+def test_an_output_that_cannot_be_made_says_so_and_how_to_fix_it(tmp_path):
+    long = small_config(tmp_path, output=str(tmp_path / ("x" * 300)))  # a name over 255 bytes
+    with pytest.raises(ValueError, match=r"cannot be a run folder \(File name too long\); choose another output"):
+        long.validate()
+    with pytest.raises(ValueError, match=r"cannot create the run folder \(File name too long\); choose another output"):
+        engine._prepare_output(long, resume=False)  # (unvalidated: the run folder's own check)
 
 
 def test_the_train_command_resumes_and_prints_its_summary_in_order(tmp_path, capsys):

@@ -90,6 +90,20 @@ def test_a_runs_table_without_rows_reads_as_the_papers_rows(own_results):
     assert results.read_runs().equals(results.paper_rows())
 
 
+def test_a_line_cut_short_or_too_long_is_named_by_its_line_number(own_results):
+    results.write_runs([MEASURED])
+    path = own_results / "runs.csv"
+    good = path.read_text()
+    lines = good.count("\n")  # the header, then the rows
+    path.write_text(good + "measured,narrow_cnn\n")
+    with pytest.raises(ValueError, match=rf"runs\.csv:{lines + 1}: fewer fields than the header's "
+                                         rf"{len(results.RUN_COLUMNS)}; fix or delete that line"):
+        results.read_runs()
+    path.write_text(good + good.splitlines()[-1] + ",extra\n")
+    with pytest.raises(ValueError, match=rf"runs\.csv:{lines + 1}: a line with more fields than the header"):
+        results.read_runs()
+
+
 def test_a_run_that_differs_only_in_lr_or_steps_is_a_row_of_its_own(own_results):
     results.write_runs([{**MEASURED, "lr": 1e-4, "steps": 100}, {**MEASURED, "lr": 1e-3, "steps": 100},
                         {**MEASURED, "lr": 1e-3, "steps": 200, "views_seen": 25600, "train_s": 12.5}])

@@ -226,6 +226,7 @@ def test_paper_presets_follow_tables_1_and_2():
         if preset["method"] == "swav":
             small = preset["views_per_image"] - 2
             assert preset["crops"] == [[2, 96, [0.14, 1.0]], [small, 48, [0.05, 0.14]]], name
+    assert engine._swav(2, 6) == [[2, 96, [0.14, 1.0]], [6, 48, [0.05, 0.14]]]  # (PRESETS is built at import)
     assert "paper-resnet50-stl10-swav" not in PRESETS  # Table 2 has no SwAV rows
     assert len(PRESETS) == 9 + 6
 
