@@ -71,6 +71,18 @@ def test_stl10_unlabeled_has_no_labels_and_train_plus_unlabeled_marks_them(tmp_p
     assert both.images[:, 0, 95, 0].tolist() == [0, 1, 2, 0, 1, 2, 3]  # train first, then unlabeled
 
 
+def test_stl10_sets_of_other_files_or_sizes_never_share_a_cache_entry(tmp_path):
+    _write_stl10(tmp_path / "a")
+    _write_stl10(tmp_path / "b")
+    inverted = tmp_path / "b" / "stl10_binary" / "test_X.bin"
+    inverted.write_bytes(bytes(255 - b for b in inverted.read_bytes()))
+    a, b = (data.stl10(tmp_path / name, "test", size=48, cache_dir=tmp_path / "cache") for name in ("a", "b"))
+    assert not torch.equal(a.images, b.images) and a.name == b.name == "stl10-test"
+    large = data.stl10(tmp_path / "a", "test", size=97, cache_dir=tmp_path / "cache")  # any size, upscaled too
+    assert large.images.shape == (2, 3, 97, 97) and large.images[0, 0, 3, 3] > 240
+    assert data.stl10(tmp_path / "a", "train").name == "stl10-train"  # (96 px: read from the file, no cache)
+
+
 def test_stl10_resized_through_the_cache_keeps_orientation_and_is_reused(tmp_path, monkeypatch):
     _write_stl10(tmp_path)
     small = data.stl10(tmp_path, "test", size=48, cache_dir=tmp_path / "cache")
@@ -657,6 +669,14 @@ def test_caching_a_folder_or_stl10_shows_its_progress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "caching" in err and "at 32px" in err and "3/3" in err  # a bar that knows its total
     assert any((tmp_path / "stl-cache").iterdir())  # cached where it was told
+
+
+def test_sixteen_bit_and_float_images_rescale_to_8_bits_exactly():
+    dark = Image.fromarray(np.full((4, 4), 200, dtype=np.uint16))  # 16-bit samples of a dark image: 200 of 65535
+    assert dark.mode.startswith("I;16") and np.asarray(data._to_rgb(dark))[0, 0].tolist() == [1, 1, 1]
+    # 0.50392157 (float32) x 255 = 128.49999...: 128 in float64 arithmetic, 129 if rounded in float32 first
+    grey = Image.fromarray(np.full((4, 4), 0.50392157, dtype=np.float32), mode="F")
+    assert np.asarray(data._to_rgb(grey))[0, 0].tolist() == [128, 128, 128]
 
 
 def test_folders_shrink_with_antialiasing():

@@ -223,6 +223,16 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     assert all(set(row) <= set(RUN_COLUMNS) and row["seed"] == 1 for row in rows)
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
+    config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
+    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
+    assert {(r["method"], r["views"]) for r in rows} == {("S2R2", 4)}
+
+
+def test_the_logistic_fit_runs_in_float64(spy):
+    calls = spy(torch.optim, "LBFGS")
+    probe.linear_probe(torch.randn(40, 3), torch.arange(40) % 2, torch.randn(10, 3), torch.arange(10) % 2,
+                       c_grid=[1.0], max_iter=5)
+    assert calls and all(p.dtype == torch.float64 for call in calls for p in call["params"])
 
 
 def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations():
