@@ -3,6 +3,7 @@
 import gzip
 import io
 import os
+import re
 import stat
 import struct
 import warnings
@@ -173,7 +174,9 @@ def test_fashion_mnist_found_in_torchvision_layout_and_padded_to_size(tmp_path):
 
 def test_fashion_mnist_plain_files_directly_under_root(tmp_path):
     images, _ = _write_fashion(tmp_path, compress=False)
-    np.testing.assert_array_equal(data.fashion_mnist(tmp_path, size=28).images[:, 0].numpy(), images)
+    read = data.fashion_mnist(tmp_path, size=28)
+    np.testing.assert_array_equal(read.images[:, 0].numpy(), images)
+    assert read.name == "fashion_mnist-train"
 
 
 def test_fashion_mnist_missing_names_the_files_and_the_debian_package(tmp_path):
@@ -254,6 +257,10 @@ def test_folder_skips_bad_files_with_one_warning_and_converts_odd_modes(tmp_path
         images = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and messages[0].startswith("4 of 12 files")
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not into data.py
+    # all four listed, in order, each with its reason, and nothing after the last ("and N more" only past five)
+    assert re.search(r": corrupt\.png \(.*\); empty\.jpeg \(.*\); notes\.jpg \(.*\); truncated\.jpg \([^;]*\)\. Skipped them",
+                     messages[0])
     assert ". Skipped them; pass strict=True to raise instead" in messages[0]
     for name in ("truncated.jpg", "corrupt.png", "empty.jpeg", "notes.jpg"):
         assert name in messages[0]
@@ -751,6 +758,17 @@ def test_a_palette_image_with_a_transparent_colour_is_composited_onto_black():
     image.putpalette([255, 255, 255, 200, 30, 30] + [0] * (3 * 254))
     image.paste(1, (2, 0, 4, 4))  # the right half is colour 1, the left half colour 0 ...
     image.info["transparency"] = 0  # ... which is transparent (white in the palette)
+    rgb = np.asarray(data._to_rgb(image))
+    assert (rgb[:, :2] == 0).all() and (rgb[:, 2:] == [200, 30, 30]).all()
+
+
+def test_a_palette_image_with_an_alpha_band_is_composited_onto_black():
+    image = Image.new("PA", (4, 4))
+    image.putpalette([200, 30, 30] + [0] * 765)
+    pixels = image.load()
+    for y in range(4):
+        for x in range(4):
+            pixels[x, y] = (0, 0 if x < 2 else 255)  # colour 0 everywhere, transparent on the left half
     rgb = np.asarray(data._to_rgb(image))
     assert (rgb[:, :2] == 0).all() and (rgb[:, 2:] == [200, 30, 30]).all()
 

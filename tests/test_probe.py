@@ -212,6 +212,7 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     floor = probe.result_rows(metrics, "probe", "embedded", seed=3, probe_s=2.0)
     assert [r["metric"] for r in floor] == list(probe.METRICS) and {r["method"] for r in floor} == {"random-init"}
     assert floor[0]["value"] == "0.5000" and floor[0]["seed"] == 3 and floor[0]["wall_s"] == "2.0"
+    assert {(r["source"], r["images"], r["views"], r["epochs"]) for r in floor} == {("measured", "", "", 0)}
     assert all(set(row) <= set(RUN_COLUMNS) for row in floor)  # runs.csv's columns, under their own names
     assert all({"seed", "protocol", "commit", "device", "date"} <= set(row) for row in floor)
     assert [r["protocol"] for r in floor] == list(probe.METRICS.values()) and all(r["date"] for r in floor)
@@ -226,6 +227,16 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
     assert {(r["method"], r["views"]) for r in rows} == {("S2R2", 4)}
+
+
+def test_knn_reads_integer_features_as_float32_and_defaults_to_its_protocols_k():
+    import inspect
+
+    gen = torch.Generator().manual_seed(4)
+    x, t = torch.randint(0, 256, (40, 6), generator=gen), torch.randint(0, 256, (20, 6), generator=gen)
+    y, u = torch.arange(40) % 2, torch.arange(20) % 2
+    assert probe.knn_top1(x.to(torch.uint8), y, t.to(torch.uint8), u, k=5) == probe.knn_top1(x.float(), y, t.float(), u, k=5)
+    assert inspect.signature(probe.knn_top1).parameters["k"].default == 20  # the k of knn20_top1 (InstDisc's 200 aside)
 
 
 def test_the_logistic_fit_runs_in_float64(spy):
@@ -255,12 +266,19 @@ def test_linear_probe_takes_numpy_features_and_int32_labels():
     assert arrays.top1 == tensors.top1 and arrays.c == tensors.c
 
 
-def test_evaluate_hands_its_seed_to_the_linear_probe(tmp_path, monkeypatch, spy):
+def test_evaluate_hands_its_seed_and_encoder_settings_on(tmp_path, monkeypatch, spy):
     monkeypatch.chdir(tmp_path)  # an empty feature cache: the probe runs
-    calls = spy(probe, "linear_probe")
+    calls, built = spy(probe, "linear_probe"), spy(probe, "load_encoder")
     train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
-    probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, seed=7)
+    probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32, proj_dim=16, seed=7)
     assert [call["seed"] for call in calls] == [7]
+    assert [(call["proj_dim"], call["seed"]) for call in built] == [(16, 7)]
+
+
+def test_a_random_init_encoder_is_built_as_asked():
+    model = probe.load_encoder(None, arch="resnet18", small_input=False, proj_dim=16)
+    assert model.feat_dim == 512 and model.projector[-1].out_features == 16
+    assert probe.load_encoder(None).feat_dim != 512  # the defaults: ENCODER_FIELDS' narrow CNN
 
 
 def test_the_linear_probe_holds_out_the_same_images_by_default():

@@ -55,6 +55,7 @@ def test_paper_table_is_a_pivot_in_the_papers_order_with_measured_cells_only_whe
         "views": 10, "epochs": 50, "value": 0.6123}], results.RUN_DTYPES)], ignore_index=True)
     table = results.paper_table(runs, "table1")
     assert table.shape == (9, 16) and table.columns.names == ["epochs", "source"]
+    assert table.index.names == ["training data", "model", "#images", "#views"]
     assert list(table.index.get_level_values("model")[:3]) == ["SimCLR", "SwAV", "S2R2"]
     assert table.loc[("STL10 (unlabeled + train)", "S2R2", 64, 20), (10, "paper")] == pytest.approx(72.4)
     assert table.loc[("COCO-Val", "S2R2", 8, 10), (50, "measured")] == pytest.approx(61.23)  # in %, as the paper
@@ -69,6 +70,13 @@ def test_paper_margins_are_s2r2_minus_the_best_other_model_per_budget():
     assert margins["STL10 (unlabeled + train)"][0] == pytest.approx(72.4 - 67.4)
     assert margins["COCO-Val"][-1] == pytest.approx(68.5 - 64.8)
     assert len(margins["COCO-Train"]) == 8
+    assert list(margins) == ["STL10 (unlabeled + train)", "COCO-Train", "COCO-Val"]  # the paper's order
+
+
+def test_a_table_the_project_has_not_committed_reads_as_empty_with_its_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "project_dir", lambda: tmp_path)
+    empty = results.committed_table("runs")
+    assert empty.empty and list(empty.columns) == results.RUN_COLUMNS
 
 
 # --- Merging, refusing, reading back ---------------------------------------------------------------------
