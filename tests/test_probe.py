@@ -225,8 +225,10 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
     config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
+    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": config, "step": 5, "num_images": 1600,
+                                                                 "train_wall_s": 1.0})
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
-    assert {(r["method"], r["views"]) for r in rows} == {("S2R2", 4)}
+    assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
 
 
 def test_knn_reads_integer_features_as_float32_and_defaults_to_its_protocols_k():
@@ -237,6 +239,12 @@ def test_knn_reads_integer_features_as_float32_and_defaults_to_its_protocols_k()
     y, u = torch.arange(40) % 2, torch.arange(20) % 2
     assert probe.knn_top1(x.to(torch.uint8), y, t.to(torch.uint8), u, k=5) == probe.knn_top1(x.float(), y, t.float(), u, k=5)
     assert inspect.signature(probe.knn_top1).parameters["k"].default == 20  # the k of knn20_top1 (InstDisc's 200 aside)
+
+
+def test_retrieval_map_takes_classes_of_two_images():
+    # two members is the least a class needs: each query then has one positive
+    features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert probe.retrieval_map(features, torch.tensor([0, 0, 1, 1])) == 1.0
 
 
 def test_the_logistic_fit_runs_in_float64(spy):

@@ -61,6 +61,16 @@ def test_a_notebooks_cells_count_and_its_saved_outputs_do_not(checkout):
     assert results.git_commit().endswith("+modified:notebooks")
 
 
+def test_a_changed_notebook_counts_whatever_else_changed_in_notebooks(checkout):
+    notes = checkout / "notebooks" / "00_notes.txt"
+    notes.write_text("a tracked file that git status lists before the notebook\n")
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-qm", "notes")
+    notes.write_text("changed\n")
+    (checkout / "notebooks" / "01.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 3"}]}\n')
+    assert results.git_commit().endswith("+modified:notebooks")
+
+
 def test_outputs_and_files_outside_the_code_do_not_count(checkout):
     (checkout / "results" / "runs.csv").write_text("a\n2\n")
     (checkout / "figures" / "f.svg").write_text("<svg></svg>\n")

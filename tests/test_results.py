@@ -382,6 +382,11 @@ def test_write_runs_names_runs_csv_in_its_errors():
         results.write_runs([{"no_such_column": 1}])
 
 
+def test_a_paper_table_other_than_1_or_2_is_refused_naming_both():
+    with pytest.raises(ValueError, match=r"table must be one of \['table1', 'table2'\], got 'table3'"):
+        results.paper_table(results.paper_rows(), "table3")
+
+
 def test_paper_tables_name_their_epoch_budgets_as_integers():
     table = results.paper_table(results.paper_rows(), "table1")
     epochs = table.columns.get_level_values(0)
@@ -402,6 +407,7 @@ def test_the_cpu_is_named_from_cpuinfo_or_else_by_platform(monkeypatch):
         model = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                      if line.startswith("model name"))
         assert results.device_name("cpu").startswith(f"cpu:{model} (")
+    assert results.device_name() == results.device_name("cpu")  # the CPU by default
 
     class NoCpuinfo(type(pathlib.Path())):
         def read_text(self, *args, **kwargs):
