@@ -370,17 +370,17 @@ class Workers:
 
 JOURNAL = "journal.jsonl"
 _PATH_FIELDS = ("output", "data_root", "cache")  # where this machine keeps a job, not what the job is
+# Left out of a job's key, per part: the config's runtime fields too; the probe keeps its device (rows probed
+# on CUDA never stand in for CPU rows).
+_NOT_IN_KEY = {"config": (*RUNTIME_FIELDS, *_PATH_FIELDS), "probe": _PATH_FIELDS}
 
 
 def job_key(job: dict) -> str:
     """A study job's identity: its config (runtime fields aside), table, data, snapshots and probe, and the
     embedded data's and the probe's versions; never the folders it runs in, so that the same job keeps its
     key under another root (another machine, a later session)."""
-    def what(part):
-        return {k: v for k, v in part.items() if k not in _PATH_FIELDS and k not in RUNTIME_FIELDS}
-
-    identity = {k: what(v) if k in ("config", "probe") else v for k, v in job.items()}
-    identity["probe"]["device"] = job["probe"]["device"]  # rows probed on CUDA never stand in for CPU rows
+    identity = {part: {k: v for k, v in value.items() if k not in _NOT_IN_KEY[part]} if part in _NOT_IN_KEY
+                else value for part, value in job.items()}
     return hashlib.sha256(json.dumps([identity, synthetic.VERSION, PROBE_PROTOCOL], sort_keys=True,
                                      default=str).encode()).hexdigest()[:20]
 
