@@ -231,7 +231,7 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
 
 
-def test_knn_reads_integer_features_as_float32_and_defaults_to_its_protocols_k():
+def test_knn_reads_integer_features_as_float32_and_defaults_to_k_20():
     import inspect
 
     gen = torch.Generator().manual_seed(4)
