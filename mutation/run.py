@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,14 +101,28 @@ def mutant_names(scratch: Path, module: str) -> list[str]:
     return sorted(json.loads(meta.read_text())["exit_code_by_key"]) if meta.is_file() else []
 
 
-def mutmut(scratch: Path, *args: str, check: bool = True) -> str:
-    done = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=scratch, capture_output=True, text=True)
+def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | None = None) -> str:
+    """Run ``python -m mutmut *args`` in ``scratch``. Past ``timeout_s`` seconds of wall time the whole process
+    group is killed (mutmut's forkserver children included, which a plain kill would leave orphaned and which
+    have hung at 0 % CPU here with two children) and a clear error is raised."""
+    with subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=scratch, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise TimeoutError(f"mutmut {args[0]} in {scratch} ran past --timeout-min ({timeout_s / 60:.0f} min) "
+                               f"and was stopped with its children; rerun with --max-children 1 (mutmut's "
+                               f"forkserver children have hung with two), or raise --timeout-min") from None
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and done.returncode != 0:
         raise RuntimeError(f"mutmut {' '.join(args)} failed in {scratch}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
 
 
-def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool) -> dict:
+def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool,
+               timeout_s: float | None = None) -> dict:
     tests = MODULES[module]
     missing = [t for t in tests if not (ROOT / t).is_file()]
     if missing:
@@ -117,10 +133,11 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
     pattern = [f"s2r2lib.{module}.*"]
     if sample:
         # Generate the mutants and the test map without running any, then run a seeded sample of them.
-        mutmut(scratch, "run", "--max-children", str(max_children), "s2r2lib.no_such_module.*", check=False)
+        mutmut(scratch, "run", "--max-children", str(max_children), "s2r2lib.no_such_module.*", check=False,
+               timeout_s=timeout_s)
         names = mutant_names(scratch, module)
         pattern = sorted(random.Random(seed).sample(names, min(sample, len(names))))
-    mutmut(scratch, "run", "--max-children", str(max_children), *pattern)
+    mutmut(scratch, "run", "--max-children", str(max_children), *pattern, timeout_s=timeout_s)
     wall = time.perf_counter() - began
     meta = json.loads((scratch / "mutants" / "s2r2lib" / f"{module}.py.meta").read_text())["exit_code_by_key"]
     chosen = set(pattern) if sample else set(meta)
@@ -159,9 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--show", action="store_true", help="print each surviving mutant's diff")
+    parser.add_argument("--timeout-min", type=float, default=240,
+                        help="stop a module's mutmut run (and its children) after this many minutes of wall time")
     args = parser.parse_args(argv)
+    if args.timeout_min <= 0:
+        parser.error(f"--timeout-min must be positive, got {args.timeout_min}")
     for module in args.modules:
-        row = run_module(module, args.sample, args.seed, args.max_children, args.show)
+        row = run_module(module, args.sample, args.seed, args.max_children, args.show, args.timeout_min * 60)
         write_table("mutation", [{c: row[c] for c in COLUMNS}])
     return 0
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import time
 import tomllib
 from pathlib import Path
 
@@ -213,17 +214,52 @@ def test_the_notebook_kernel_client_uses_the_sliced_channels():
     assert client.shell_channel_class.__name__ == client.iopub_channel_class.__name__ == "SlicedChannel"
 
 
-def test_a_sampled_mutation_score_carries_its_wilson_interval():
-    """make mutation on a sample of a module's mutants reports the score's 95 % Wilson interval (worked by hand:
-    45 of 50 caught, centre 0.9384 / 1.0768, half-width 1.96 * 0.046735 / 1.0768)."""
+@pytest.fixture
+def mutation_run():
+    """mutation/run.py as a module (it is a script, not part of the package)."""
     import importlib.util
 
     path = Path(reproduce.__file__).parents[1] / "mutation" / "run.py"
     spec = importlib.util.spec_from_file_location("mutation_run", path)
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
+    return run
+
+
+def test_a_sampled_mutation_score_carries_its_wilson_interval(mutation_run):
+    """make mutation on a sample of a module's mutants reports the score's 95 % Wilson interval (worked by hand:
+    45 of 50 caught, centre 0.9384 / 1.0768, half-width 1.96 * 0.046735 / 1.0768)."""
+    run = mutation_run
     low, high = run.wilson_interval(45, 50)
     assert (low, high) == (pytest.approx(0.7864, abs=1e-4), pytest.approx(0.9565, abs=1e-4))
     assert run.wilson_interval(50, 50)[1] == 1.0 and run.wilson_interval(0, 10)[0] == 0.0
     with pytest.raises(ValueError, match="judged"):
         run.wilson_interval(0, 0)
+
+
+def test_a_hung_mutation_run_is_stopped_with_its_children(mutation_run, tmp_path):
+    """mutmut's forkserver children have hung at 0 % CPU here; past its wall-clock limit the run is stopped with
+    every process it started (a child left behind would hold a core), and the error says what to do."""
+    fake = tmp_path / "mutmut"  # `python -m mutmut` in the scratch folder finds this one first
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "pathlib.Path('child.pid').write_text(str(child.pid))\n"
+        "time.sleep(60)\n")
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match="--max-children 1"):
+        mutation_run.mutmut(tmp_path, "run", timeout_s=3)
+    assert time.monotonic() - began < 30
+    pid = int((tmp_path / "child.pid").read_text())
+    for _ in range(100):  # the orphan is reaped by init shortly after the kill
+        try:
+            state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # killed, waiting to be reaped
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"mutmut's child {pid} still runs after the watchdog stopped the run")
