@@ -458,7 +458,8 @@ def write_runs(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Path:
 def paper_table(runs: pd.DataFrame, table: str) -> pd.DataFrame:
     """Table 1 or 2 laid out as printed: a row per (training data, model, #images, #views), in the paper's
     order, and per epoch budget the paper's top-1 beside ours (both in %; ours empty where not measured:
-    it is never filled in). Columns: (epochs, "paper" | "measured")."""
+    it is never filled in, pd.NA in the nullable Float64 of runs.csv's values). Columns: (epochs, "paper" |
+    "measured")."""
     if table not in _EPOCHS:
         raise ValueError(f"table must be one of {sorted(_EPOCHS)}, got {table!r}")
     cells = runs[(runs["table"] == table) & (runs["metric"] == "linear_top1")]

@@ -218,16 +218,15 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     assert [r["protocol"] for r in floor] == list(probe.METRICS.values()) and all(r["date"] for r in floor)
     config = {"method": "swav", "crops": [[2, 32, [0.14, 1.0]], [6, 16, [0.05, 0.14]]], "arch": "narrow_cnn",
               "images_per_batch": 16, "views_per_image": 2, "seed": 1}
-    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": config, "step": 50, "num_images": 400,
-                                                                 "train_wall_s": 10.0})
+    states = {"run.pt": {"config": config, "step": 50, "num_images": 400, "train_wall_s": 10.0}}
+    monkeypatch.setattr(probe, "read_checkpoint", lambda path: states[path])  # the rows read the checkpoint named
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
     assert all(set(row) <= set(RUN_COLUMNS) and row["seed"] == 1 for row in rows)
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
     config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
-    monkeypatch.setattr(probe, "read_checkpoint", lambda path: {"config": config, "step": 5, "num_images": 1600,
-                                                                 "train_wall_s": 1.0})
-    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
+    states["k4.pt"] = {"config": config, "step": 5, "num_images": 1600, "train_wall_s": 1.0}
+    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="k4.pt", probe_s=2.0)
     assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
 
 

@@ -2,6 +2,7 @@
 naming s2r2lib/ or the notebooks' cells where they differ from it (outputs in results/ and figures/, and a
 notebook's saved outputs, do not count), and "unknown" only outside git."""
 
+import re
 import subprocess
 
 import pytest
@@ -59,6 +60,9 @@ def test_a_notebooks_cells_count_and_its_saved_outputs_do_not(checkout):
     notebook.write_text(json.dumps({"cells": [{**cell, "source": "x = 2"}], "metadata": {}, "nbformat": 4,
                                     "nbformat_minor": 5}))
     assert results.git_commit().endswith("+modified:notebooks")
+    # a cell without its source (a hand edit gone wrong) reads as empty: the commit is still named, not a crash
+    notebook.write_text(json.dumps({"cells": [cell, {"cell_type": "markdown", "metadata": {}}]}))
+    assert results.git_commit().endswith("+modified:notebooks")
 
 
 def test_a_changed_notebook_counts_whatever_else_changed_in_notebooks(checkout):
@@ -101,3 +105,12 @@ def test_a_notebook_outside_notebooks_does_not_count(checkout):
     copy.write_text(json.dumps({"cells": [{**cell, "source": "x = 2"}], "metadata": {}, "nbformat": 4,
                                 "nbformat_minor": 5}))
     assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
+
+
+def test_the_date_is_utc_now_in_iso_8601(checkout):
+    import datetime as dt
+
+    date = results.provenance("cpu")["date"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", date)
+    measured = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert abs((dt.datetime.now(dt.timezone.utc) - measured).total_seconds()) < 60

@@ -171,6 +171,13 @@ def test_a_table_needs_declared_types_and_a_key(own_results):
                         key_columns=["claim"], dtypes={"claim": "Int64", "verdict": "string"})
     table = results.read_table(path.stem, dtypes={"claim": "Int64", "verdict": "string"})
     assert table.to_dict("records") == [{"claim": 1, "verdict": "fails"}, {"claim": 2, "verdict": "holds"}]
+    with pytest.raises(ValueError, match=r"key_columns \['run'\] of table 'claims' are not among its columns "
+                                         r"\['claim', 'verdict'\]"):
+        results.write_table("claims", [{"claim": 3}], key_columns=["run"],
+                            dtypes={"claim": "Int64", "verdict": "string"})
+    with pytest.raises(ValueError, match=r"^claims\.csv, row 1: column 'claim' holds an integer"):
+        results.write_table("claims", [{"claim": 3}, {"claim": "three"}], key_columns=["claim"],
+                            dtypes={"claim": "Int64", "verdict": "string"})  # the error names the file
 
 
 def _write_many(args):
@@ -391,11 +398,18 @@ def test_paper_tables_name_their_epoch_budgets_as_integers():
     table = results.paper_table(results.paper_rows(), "table1")
     epochs = table.columns.get_level_values(0)
     assert all(type(e) is int for e in epochs)  # 10, not 10.0, in the printed header
+    assert (table.dtypes == "Float64").all()  # as runs.csv's value column: an unmeasured cell is pd.NA, not NaN
+    assert table.xs("measured", axis=1, level="source").isna().all().all()
 
 
 def test_styled_tables_show_one_decimal_by_default():
     html = results.styled(pd.DataFrame({"top-1": [61.234]})).to_html()
     assert "61.2" in html and "61.23" not in html
+
+
+def test_styled_tables_group_thousands_with_commas():
+    html = results.styled(pd.DataFrame({"views/s": [12345.67]})).to_html()
+    assert ">12,345.7<" in html
 
 
 def test_the_cpu_is_named_from_cpuinfo_or_else_by_platform(monkeypatch):
