@@ -353,27 +353,27 @@ def committed_table(name: str) -> pd.DataFrame:
 
 
 def _key_strings(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
-    return frame[list(key)].astype("string").fillna("").agg("\x1f".join, axis=1)
+    """Each row's key as one string: its ``key`` cells as text (an empty cell as ""), joined by U+001F."""
+    cells = frame[list(key)].astype("string").fillna("")
+    return pd.Series(["\x1f".join(row) for row in cells.itertuples(index=False)], index=frame.index, dtype="string")
 
 
 def merge_rows(old: pd.DataFrame, new: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
-    """``old`` with ``new`` merged in by ``key``: a new row takes the place of the old row with its key (so a
-    rerun keeps the file's order), other new rows go at the end, every other old row stays."""
-    if new.empty:
-        return old.reset_index(drop=True)
-    old, new = old.reset_index(drop=True), new.reset_index(drop=True)
-    new_keys = _key_strings(new, key)
-    last = ~new_keys.duplicated(keep="last")
-    new, new_keys = new[last.to_numpy()].reset_index(drop=True), new_keys[last].reset_index(drop=True)
-    old_keys = _key_strings(old, key) if len(old) else pd.Series([], dtype="string")
-    first_position = pd.Series(np.arange(len(old)), index=old_keys.to_numpy())
-    first_position = first_position[~first_position.index.duplicated()]
-    new_position = new_keys.map(first_position).astype("float64")
-    new_position = new_position.fillna(pd.Series(len(old) + np.arange(len(new), dtype="float64")))
-    kept = ~old_keys.isin(set(new_keys)).to_numpy()
-    merged = pd.concat([old[kept].assign(_at=np.flatnonzero(kept).astype("float64")),
-                        new.assign(_at=new_position.to_numpy())], ignore_index=True)
-    return merged.sort_values("_at", kind="stable").drop(columns="_at").reset_index(drop=True)
+    """``old`` with ``new`` merged in by ``key``: a new row takes the place of the first old row with its key
+    (so a rerun keeps the file's order) and of every other old row with it; new rows with other keys go at
+    the end, in their order; every other old row stays. Of new rows that share a key, the last one counts."""
+    both = pd.concat([old, new], ignore_index=True)
+    keys = _key_strings(both, key).tolist()
+    newest = {k: at for at, k in enumerate(keys) if at >= len(old)}  # key -> its last new row
+    order, placed = [], set()
+    for at, k in enumerate(keys[:len(old)]):
+        if k not in newest:
+            order.append(at)
+        elif k not in placed:
+            order.append(newest[k])
+            placed.add(k)
+    order += sorted(at for k, at in newest.items() if k not in placed)
+    return both.iloc[order].reset_index(drop=True)
 
 
 def write_table(name: str | os.PathLike, rows: pd.DataFrame | Iterable[Mapping[str, Any]],
@@ -395,9 +395,8 @@ def _merged_csv(path: Path, new: pd.DataFrame, dtypes: Mapping[str, str], key: t
     published = _folder("results", published=True) / path.name if path.parent == _folder("results") else path
     source = path if path.is_file() else published
     old = _read(source, dtypes) if source.is_file() else typed([], dtypes)
-    if always is not None:  # rows the table always holds, added where missing
-        present = set(_key_strings(old, key)) if len(old) else set()
-        old = pd.concat([old, always[~_key_strings(always, key).isin(present).to_numpy()]], ignore_index=True)
+    if always is not None:  # rows the table always holds, added (after the others) where missing
+        old = pd.concat([old, always[~_key_strings(always, key).isin(set(_key_strings(old, key))).to_numpy()]])
     return merge_rows(old, new, key).to_csv(index=False, lineterminator="\n").encode()
 
 
@@ -457,22 +456,21 @@ def write_runs(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Path:
 
 def paper_table(runs: pd.DataFrame, table: str) -> pd.DataFrame:
     """Table 1 or 2 laid out as printed: a row per (training data, model, #images, #views), in the paper's
-    order, and per epoch budget the paper's top-1 beside ours (both in %; ours empty where not measured:
-    it is never filled in, pd.NA in the nullable Float64 of runs.csv's values). Columns: (epochs, "paper" |
-    "measured")."""
+    order, and per epoch budget the paper's top-1 beside ours (both in %; ours is the mean over the seeds
+    measured, and empty where none was: it is never filled in, pd.NA in the nullable Float64 of runs.csv's
+    values). Columns: (epochs, "paper" | "measured")."""
     if table not in _EPOCHS:
         raise ValueError(f"table must be one of {sorted(_EPOCHS)}, got {table!r}")
     cells = runs[(runs["table"] == table) & (runs["metric"] == "linear_top1")]
     cells = cells.assign(value=cells["value"].where(cells["source"] == "paper", cells["value"] * 100))
     index = ["dataset", "method", "images", "views"]
-    wide = cells.pivot_table(index=index, columns=["epochs", "source"], values="value", aggfunc="first",
-                             sort=False, dropna=False)
+    wide = cells.pivot_table(index=index, columns=["epochs", "source"], values="value", aggfunc="mean")
     order = pd.MultiIndex.from_frame(cells.loc[cells["source"] == "paper", index].drop_duplicates())
     columns = pd.MultiIndex.from_product([[float(e) for e in _EPOCHS[table]], ["paper", "measured"]],
                                          names=["epochs", "source"])
     wide = wide.reindex(index=order, columns=columns).astype("Float64")
     wide.index.names = ["training data", "model", "#images", "#views"]
-    return wide.rename(columns=lambda e: int(e) if isinstance(e, float) else e, level=0)
+    return wide.rename(columns=int, level=0)
 
 
 def paper_margins(runs: pd.DataFrame, table: str = "table1", method: str = "S2R2") -> dict[str, list[float]]:

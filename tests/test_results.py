@@ -92,6 +92,52 @@ def test_write_runs_merges_by_key_in_place_keeps_the_paper_and_refuses_bad_colum
         results.write_runs([{**MEASURED, "accuracy": 1}])
 
 
+def _reference_merge(old: list[dict], new: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """merge_rows' contract, written out the slow way on lists of dicts."""
+    of = lambda row: tuple(row[k] for k in key)  # noqa: E731
+    newest = {}
+    for row in new:
+        newest.pop(of(row), None)  # of new rows sharing a key the last counts, at its place among them
+        newest[of(row)] = row
+    merged, placed = [], set()
+    for row in old:
+        if of(row) not in newest:
+            merged.append(row)
+        elif of(row) not in placed:  # the new row takes the first place of its key; later old rows go
+            merged.append(newest[of(row)])
+            placed.add(of(row))
+    return merged + [row for k, row in newest.items() if k not in placed]
+
+
+def test_merge_rows_agrees_with_its_contract_on_random_tables():
+    """Keys repeated in the old rows, in the new rows, empty cells in keys, and either side empty."""
+    import random
+
+    dtypes, rng = {"a": "string", "b": "Int64", "v": "Float64"}, random.Random(3)
+    for _ in range(300):
+        old, new = ([{"a": rng.choice(["x", "y", None]), "b": rng.choice([1, 2, None]), "v": float(rng.randrange(99))}
+                     for _ in range(rng.randint(0, 5))] for _ in range(2))
+        for key in (("a",), ("a", "b")):
+            got = results.merge_rows(results.typed(old, dtypes), results.typed(new, dtypes), key)
+            want = results.typed(_reference_merge(old, new, key), dtypes)
+            pd.testing.assert_frame_equal(got, want)
+
+
+def test_writing_no_rows_leaves_a_table_as_it_was(own_results):
+    results.write_runs([MEASURED, {**MEASURED, "seed": 1}])
+    before = (own_results / "runs.csv").read_bytes()
+    results.write_runs([])
+    assert (own_results / "runs.csv").read_bytes() == before
+
+
+def test_a_table_at_a_path_of_its_own_starts_empty_whatever_results_holds(own_results, tmp_path):
+    """Only a table in the results folder falls back to the published one; a .csv elsewhere is its own."""
+    spec = {"key_columns": ["claim"], "dtypes": {"claim": "Int64", "verdict": "string"}}
+    results.write_table("claims", [{"claim": 1, "verdict": "holds"}], **spec)
+    path = results.write_table(tmp_path / "elsewhere" / "claims.csv", [{"claim": 2, "verdict": "fails"}], **spec)
+    assert path.read_text() == "claim,verdict\n2,fails\n"
+
+
 def test_a_runs_table_without_rows_reads_as_the_papers_rows(own_results):
     own_results.mkdir()
     (own_results / "runs.csv").write_text(",".join(results.RUN_COLUMNS) + "\n")
@@ -375,6 +421,8 @@ def test_a_bad_cell_is_named_by_its_row_or_by_its_line_in_the_file():
             results.typed(rows, dtypes, table="t")
         with pytest.raises(ValueError, match=rf"^t, line 4: column '{column}'"):
             results.typed(rows, dtypes, table="t", first_line=2)
+        with pytest.raises(ValueError, match=rf"^table, row 2: column '{column}'"):  # rows with no name given
+            results.typed(rows, dtypes)
 
 
 def test_a_refused_formula_is_quoted_to_its_first_80_characters():
@@ -392,6 +440,16 @@ def test_write_runs_names_runs_csv_in_its_errors():
 def test_a_paper_table_other_than_1_or_2_is_refused_naming_both():
     with pytest.raises(ValueError, match=r"table must be one of \['table1', 'table2'\], got 'table3'"):
         results.paper_table(results.paper_rows(), "table3")
+
+
+def test_a_measured_cell_of_a_paper_table_is_the_mean_over_its_seeds():
+    cell = {**MEASURED, "table": "table2", "arch": "resnet50", "dataset": "STL10 (unlabeled + train)",
+            "method": "S2R2", "images": 32, "views": 20, "epochs": 50}
+    runs = pd.concat([results.paper_rows(), results.typed([{**cell, "seed": 0, "value": 0.60},
+                                                           {**cell, "seed": 1, "value": 0.64}], results.RUN_DTYPES)],
+                     ignore_index=True)
+    table = results.paper_table(runs, "table2")
+    assert table.loc[("STL10 (unlabeled + train)", "S2R2", 32, 20), (50, "measured")] == pytest.approx(62.0)
 
 
 def test_paper_tables_name_their_epoch_budgets_as_integers():
