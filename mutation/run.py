@@ -103,8 +103,9 @@ def mutant_names(scratch: Path, module: str) -> list[str]:
 
 def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | None = None) -> str:
     """Run ``python -m mutmut *args`` in ``scratch``. Past ``timeout_s`` seconds of wall time the whole process
-    group is killed (mutmut's forkserver children included, which a plain kill would leave orphaned and which
-    have hung at 0 % CPU here with two children) and a clear error is raised."""
+    group is killed (mutmut's forkserver children included, which a plain kill would leave orphaned) and a
+    clear error is raised. mutmut's own timeout counts CPU seconds, so it never stops a test that waits at
+    0 % CPU (a fork pool's worker that outlived its SIGTERM did so here; tests/test_results.py's closing_pool)."""
     with subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=scratch, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
         try:
@@ -113,8 +114,8 @@ def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | Non
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise TimeoutError(f"mutmut {args[0]} in {scratch} ran past --timeout-min ({timeout_s / 60:.0f} min) "
-                               f"and was stopped with its children; rerun with --max-children 1 (mutmut's "
-                               f"forkserver children have hung with two), or raise --timeout-min") from None
+                               f"and was stopped with its children; look for a test that waits on another "
+                               f"process (py-spy dump --pid), or raise --timeout-min") from None
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and done.returncode != 0:
         raise RuntimeError(f"mutmut {' '.join(args)} failed in {scratch}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
