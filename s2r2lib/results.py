@@ -352,18 +352,17 @@ def committed_table(name: str) -> pd.DataFrame:
     return _read(path, dtypes) if path.is_file() else typed([], dtypes)
 
 
-def _key_strings(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
+def _key_strings(frame: pd.DataFrame, key: tuple[str, ...]) -> list[str]:
     """Each row's key as one string: its ``key`` cells as text (an empty cell as ""), joined by U+001F."""
-    cells = frame[list(key)].astype("string").fillna("")
-    return pd.Series(["\x1f".join(row) for row in cells.itertuples(index=False)], index=frame.index, dtype="string")
+    return ["\x1f".join(row) for row in frame[list(key)].astype("string").fillna("").to_numpy()]
 
 
 def merge_rows(old: pd.DataFrame, new: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
     """``old`` with ``new`` merged in by ``key``: a new row takes the place of the first old row with its key
     (so a rerun keeps the file's order) and of every other old row with it; new rows with other keys go at
     the end, in their order; every other old row stays. Of new rows that share a key, the last one counts."""
-    both = pd.concat([old, new], ignore_index=True)
-    keys = _key_strings(both, key).tolist()
+    both = pd.concat([old, new])  # rows are picked by position and renumbered at the end
+    keys = _key_strings(both, key)
     newest = {k: at for at, k in enumerate(keys) if at >= len(old)}  # key -> its last new row
     order, placed = [], set()
     for at, k in enumerate(keys[:len(old)]):
@@ -396,7 +395,8 @@ def _merged_csv(path: Path, new: pd.DataFrame, dtypes: Mapping[str, str], key: t
     source = path if path.is_file() else published
     old = _read(source, dtypes) if source.is_file() else typed([], dtypes)
     if always is not None:  # rows the table always holds, added (after the others) where missing
-        old = pd.concat([old, always[~_key_strings(always, key).isin(set(_key_strings(old, key))).to_numpy()]])
+        present = set(_key_strings(old, key))
+        old = pd.concat([old, always.loc[[k not in present for k in _key_strings(always, key)]]])
     return merge_rows(old, new, key).to_csv(index=False, lineterminator="\n").encode()
 
 
