@@ -95,7 +95,9 @@ def test_write_runs_merges_by_key_in_place_keeps_the_paper_and_refuses_bad_colum
 
 def _reference_merge(old: list[dict], new: list[dict], key: tuple[str, ...]) -> list[dict]:
     """merge_rows' contract, written out the slow way on lists of dicts."""
-    of = lambda row: tuple(row[k] for k in key)  # noqa: E731
+    def of(row):
+        return tuple(row[k] for k in key)
+
     newest = {}
     for row in new:
         newest.pop(of(row), None)  # of new rows sharing a key the last counts, at its place among them
