@@ -65,6 +65,13 @@ def test_a_notebooks_cells_count_and_its_saved_outputs_do_not(checkout):
     assert results.git_commit().endswith("+modified:notebooks")
 
 
+def test_a_new_notebook_whose_name_git_quotes_counts(checkout):
+    """git status quotes a path with a space ("notebooks/my copy.ipynb"); the quotes are not part of the name."""
+    (checkout / "notebooks" / "my copy.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 3"}]}\n')
+    assert '"notebooks/my copy.ipynb"' in git(checkout, "status", "--porcelain", "--", "notebooks")
+    assert results.git_commit().endswith("+modified:notebooks")
+
+
 def test_a_changed_notebook_counts_whatever_else_changed_in_notebooks(checkout):
     notes = checkout / "notebooks" / "00_notes.txt"
     notes.write_text("a tracked file that git status lists before the notebook\n")
@@ -110,6 +117,9 @@ def test_a_notebook_outside_notebooks_does_not_count(checkout):
 def test_the_date_is_utc_now_in_iso_8601(checkout):
     import datetime as dt
 
+    import torch
+
+    assert results.provenance("cpu")["torch"] == torch.__version__
     date = results.provenance("cpu")["date"]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", date)
     measured = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

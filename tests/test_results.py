@@ -506,6 +506,33 @@ def test_the_cpu_is_named_from_cpuinfo_or_else_by_platform(monkeypatch):
     assert results.device_name("cpu").startswith("cpu:TestCPU 3000 (")
 
 
+def test_a_cpu_model_is_read_whole_after_the_first_colon(monkeypatch):
+    import pathlib
+
+    class Cpuinfo(type(pathlib.Path())):
+        def read_text(self, *args, **kwargs):
+            return "processor\t: 0\nmodel name\t: Vendor CPU rev: 2 @ 3.0GHz\n"
+
+    monkeypatch.setattr(results, "Path", Cpuinfo)
+    assert results.device_name("cpu").startswith("cpu:Vendor CPU rev: 2 @ 3.0GHz (")
+
+
+def test_a_table_not_written_anywhere_reads_as_empty_with_its_columns(own_results):
+    table = results.read_table("study_verdicts")
+    assert table.empty and list(table.columns) == list(results.TABLES["study_verdicts"][0])
+
+
+def test_a_parser_error_without_a_line_number_still_names_the_file(own_results, monkeypatch):
+    results.write_runs([MEASURED])
+
+    def fail(*args, **kwargs):
+        raise pd.errors.ParserError("Error tokenizing data")
+
+    monkeypatch.setattr(pd, "read_csv", fail)
+    with pytest.raises(ValueError, match=r"runs\.csv:\?: a line with more fields than the header"):
+        results.read_runs()
+
+
 def test_pandas_missing_values_are_empty_cells_not_errors():
     table = results.typed([{"n": pd.NA, "x": None, "s": pd.NA}], {"n": results.I, "x": results.F, "s": results.S})
     assert table.isna().all(axis=None)
