@@ -153,6 +153,12 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     table = study.checks(synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02)), plan)
     floor = table[table["claim"] == "floor"]
     assert (floor["verdict"] == "above floor").all() and floor["effect"].tolist()[0] == pytest.approx(0.4)
+    untrained = [dict(r, value=0.0) if r["method"] == "S2R2" else r
+                 for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02))]
+    floor = study.checks(untrained, plan).query("claim == 'floor'")
+    s2r2 = floor["comparison"].str.startswith("S2R2")
+    assert s2r2.any() and (floor[s2r2]["verdict"] == "not above floor").all()
+    assert (floor[~s2r2]["verdict"] == "above floor").all()
     assert (table["seeds"] == 3).all()
     levelled = table[table["claim"] == "levelled"]
     assert (levelled["verdict"] == "levelled off").all()  # a 1-point step against a 2-point seed SD
@@ -170,6 +176,7 @@ def test_budget_checks_judge_the_long_runs_against_the_committed_floors():
             for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.01, -0.01))
             if r["dataset"] in plan.main_sets and r["method"] in study.METHODS]
     assert study.budget_factor(committed + long, plan) == 4
+    assert study.long_rows(pd.DataFrame(committed + long)) == study.long_rows(committed + long)  # a table, as read
     table = study.budget_checks(committed + long, plan)
     assert list(table.columns) == ["budget", *study.VERDICT_COLUMNS]
     at4 = table[table["budget"] == 4]
@@ -190,6 +197,7 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     agreed = study.agreement(rerun, committed)
     assert set(agreed["verdict"]) == {"agrees"} and set(agreed["claim"]) == {"rerun"}
     assert sorted(agreed["data"]) == sorted(r["dataset"] for r in rerun)  # each row names its run's data
+    assert (agreed["threshold"] >= study.RERUN_TOLERANCE).all()  # each row carries the tolerance it was judged by
     shifted = [dict(r, value=r["value"] + 0.05) for r in rerun]
     table = study.agreement(shifted, committed)
     assert set(table["verdict"]) == {"disagrees"}
@@ -576,6 +584,51 @@ def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsy
     assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
 
 
+def test_worker_processes_start_with_the_torch_threads_asked_for(monkeypatch):
+    import concurrent.futures
+
+    made = {}
+
+    class Pool:  # records how the pool was made, and runs nothing
+        def __init__(self, *args, **kwargs):
+            made.update(kwargs)
+
+        def shutdown(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    with study.Workers(2, threads=3):
+        pass
+    assert made["initializer"] is study._init_worker and made["initargs"] == (3,)
+    before = torch.get_num_threads()
+    try:
+        study._init_worker(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_run_is_probed_at_each_share_of_its_steps_and_at_least_at_step_1():
+    assert study.snapshot_steps(10, (0.01, 0.5, 1.0)) == [1, 5, 10]
+    assert study.snapshot_steps(4, (0.3, 0.4, 2.0)) == [1, 2, 4]  # shares that round alike probe once; capped
+
+
+def test_the_summary_gives_each_snapshots_mean_spread_and_seeds():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    rows = synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02))
+    summary = study.summary(rows)
+    cell = summary[(summary["method"] == "S2R2") & (summary["dataset"] == plan.main_sets[0])]
+    cell = cell[cell["images"] == cell["images"].iloc[0]].sort_values("snapshot")
+    mine = study.frame(rows).query("table == 'study' and method == 'S2R2' and dataset == @plan.main_sets[0]")
+    mine = mine[mine["images"] == cell["images"].iloc[0]]
+    last = mine[mine["final"]]
+    final = cell[cell["final"]].iloc[0]
+    assert final["n"] == 3 and final["mean"] == pytest.approx(last["value"].mean())
+    assert final["std"] == pytest.approx(last["value"].std(ddof=1)) and final["steps"] == last["steps"].mean()
+    assert cell["final"].tolist() == [False] * (len(cell) - 1) + [True]
+    assert cell["snapshot"].tolist() == list(range(len(cell)))
+
+
 def test_workers_hand_each_finished_job_and_its_result_to_on_result():
     for count in (1, 2):
         seen = []
@@ -611,6 +664,8 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
     assert all(r["method"] == "S2R2" and r["table"] == job["table"] and r["dataset"] == job["dataset"] for r in rows)
     assert [int(r["views_seen"]) for r in rows] == [s * config.views_in_batch for s in job["probe_steps"]]
     assert all(0 <= float(r["value"]) <= 1 and r["views"] == config.views_per_image for r in rows)
+    per_step = {round(float(r["epochs"]) / int(r["steps"]), 3) for r in rows}  # epochs = steps x B / images
+    assert len(rows) > 1 and len(per_step) == 1 and 0 < per_step.pop() < 1
     monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
 
@@ -655,6 +710,7 @@ def test_the_budget_table_reads_each_methods_own_runs():
         if row["method"] == "SwAV":
             row["train_s"] = 7
     table = study.budget_table(rows, plan)
+    assert table["step_s (timed)"].dtype == float and table["step_s (timed)"].isna().all()  # no timing pass given
     assert set(table[table["method"] == "SwAV"]["train_s"]) == {7.0}
     assert set(table[table["method"] != "SwAV"]["train_s"]) == {1.0}
 
@@ -850,9 +906,11 @@ def test_the_readme_command_rewrites_a_stale_block(tmp_path, monkeypatch, capsys
     (tmp_path / "README.md").write_text(f"intro\n{study.README_BEGIN}\nstale\n{study.README_END}\n")
     monkeypatch.setattr(results, "project_dir", lambda start=None: tmp_path)
     assert study.main(["readme", "--check"]) == 1 and "stale" in (tmp_path / "README.md").read_text()
+    assert capsys.readouterr().out.endswith("the verdict block is stale\n")
     assert study.main(["readme"]) == 0 and "stale" not in (tmp_path / "README.md").read_text()
+    assert capsys.readouterr().out.endswith("verdict block rewritten\n")
     assert study.main(["readme", "--check"]) == 0
-    assert "verdict block rewritten" in capsys.readouterr().out
+    assert capsys.readouterr().out.endswith("the verdict block is up to date\n")
 
 
 def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypatch, capsys):
