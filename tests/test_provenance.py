@@ -114,7 +114,7 @@ def test_a_notebook_outside_notebooks_does_not_count(checkout):
     assert results.git_commit() == git(checkout, "rev-parse", "--short", "HEAD")
 
 
-def test_the_date_is_utc_now_in_iso_8601(checkout):
+def test_provenance_names_the_torch_version_and_the_date_utc_now_in_iso_8601(checkout):
     import datetime as dt
 
     import torch
