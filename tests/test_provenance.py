@@ -124,3 +124,22 @@ def test_provenance_names_the_torch_version_and_the_date_utc_now_in_iso_8601(che
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", date)
     measured = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     assert abs((dt.datetime.now(dt.timezone.utc) - measured).total_seconds()) < 60
+
+
+def test_a_deleted_notebook_or_a_cell_changed_in_type_counts(checkout):
+    import json
+
+    cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None}
+    notebook = checkout / "notebooks" / "01.ipynb"
+    notebook.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    git(checkout, "commit", "-qam", "a notebook")
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "x = 1", "metadata": {}}],
+                                    "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert results.git_commit().endswith("+modified:notebooks")
+    notebook.unlink()
+    assert results.git_commit().endswith("+modified:notebooks")
+
+
+def test_s2r2_commit_names_the_commit_where_there_is_no_git(checkout, monkeypatch):
+    monkeypatch.setenv("S2R2_COMMIT", "abc1234")
+    assert results.git_commit() == "abc1234" and results.provenance("cpu")["commit"] == "abc1234"
