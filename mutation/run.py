@@ -116,10 +116,9 @@ def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | Non
             raise TimeoutError(f"mutmut {args[0]} in {scratch} ran past --timeout-min ({timeout_s / 60:.0f} min) "
                                f"and was stopped with its children; look for a test that waits on another "
                                f"process (py-spy dump --pid), or raise --timeout-min") from None
-    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"mutmut {' '.join(args)} failed in {scratch}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout
+    if check and process.returncode != 0:
+        raise RuntimeError(f"mutmut {' '.join(args)} failed in {scratch}:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return stdout
 
 
 def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool,
