@@ -8,6 +8,10 @@ import shutil
 import tempfile
 
 _SCRATCH: str | None = None
+# Tests that reuse the work of the notebooks' nbval run when they follow it on its worker (notebook 06's test
+# runs the same quick study in the same build/study, so its journal answers the jobs nbval's run finished):
+# they join the notebooks' unit, after its cells. Alone, or in another order, they do all the work themselves.
+AFTER_NOTEBOOKS = ("tests/test_study.py::test_notebook_06_runs_the_quick_study_and_writes_every_verdict",)
 
 
 def pytest_configure(config):
@@ -41,12 +45,20 @@ def pytest_xdist_make_scheduler(config, log):
 
     class NotebooksOnOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "notebooks" if ".ipynb::" in nodeid else nodeid
+            return "notebooks" if ".ipynb::" in nodeid or nodeid in AFTER_NOTEBOOKS else nodeid
 
     return NotebooksOnOneWorker(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Start the long work first, so that two workers finish together: the notebooks (one unit, see above),
-    then the tests marked slow, then the rest, each in its collected order."""
-    items.sort(key=lambda item: 0 if item.path.suffix == ".ipynb" else 1 if item.get_closest_marker("slow") else 2)
+    """Start the long work first, so that two workers finish together: the notebooks (one unit, see above,
+    with AFTER_NOTEBOOKS at its end), then the tests marked slow, then the rest, each in its collected order."""
+
+    def rank(item) -> int:
+        if item.path.suffix == ".ipynb":
+            return 0
+        if item.nodeid in AFTER_NOTEBOOKS:
+            return 1
+        return 2 if item.get_closest_marker("slow") else 3
+
+    items.sort(key=rank)
