@@ -569,10 +569,15 @@ def test_rerun_sets_limit_only_the_subset_profile():
     assert main_sets("all") == set(plan.main_sets) and len(plan.main_sets) > 1
 
 
-def test_study_readme_help_says_what_check_does(capsys):
+def test_the_study_commands_help_says_what_each_option_does(capsys):
     with pytest.raises(SystemExit):
         study.main(["--help"])
-    assert "exit 1 if the README differs, writing nothing" in " ".join(capsys.readouterr().out.split())
+    said = " ".join(capsys.readouterr().out.split())
+    for option, help in [("--check", "readme: exit 1 if the README differs, writing nothing"),
+                         ("--plan", "run: the profile of s2r2lib.study.PLANS to run"),
+                         ("--root", "run: where runs and probes live (default build/study)"),
+                         ("--data-root", "run: a folder with Fashion-MNIST's files")]:
+        assert re.search(rf" {option}(?: \S+)? {re.escape(help)}(?: --|$)", said), option  # the whole text
 
 
 def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsys):
@@ -818,7 +823,8 @@ def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path)
     assert {(r["table"], r["dataset"], r["method"], r["seed"]) for r in rows} == {("figure1", "toy", "S2R2", 3)}
     floor = study.floor_rows(base, train_set, test_set, "figure1", "toy")
     assert [r["metric"] for r in floor] == list(probe.METRICS)
-    assert {(r["method"], r["seed"], r["arch"], r["images"]) for r in floor} == {("random-init", 3, base.arch, "")}
+    assert {(r["table"], r["dataset"], r["method"], r["seed"], r["arch"], r["images"]) for r in floor} == {
+        ("figure1", "toy", "random-init", 3, base.arch, "")}
     linear = study.as_points(rows + floor)
     assert linear == [{"images": b, "views": k, "value": float(r["value"]), "seed": 3}
                       for (b, k), r in zip(points, [r for r in rows if r["metric"] == "linear_top1"])]
@@ -921,6 +927,7 @@ def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypat
         said = capsys.readouterr().out  # the device log's record of the budget, whatever happens next
         s2r2_ms, s2r2_steps = 1e3 * budget["step_s"]["S2R2"], budget["steps"]["S2R2"]
         assert f"budget: S2R2 {s2r2_ms:.1f} ms a step -> {s2r2_steps} steps, " in said
+        assert re.search(r"^timing pass: 1 done in \d+ s$", said, flags=re.M)  # its progress, named
         assert set(budget["steps"]) == set(study.METHODS) and all(s >= 4 for s in budget["steps"].values())
         assert all(budget["steps"][m] == max(4, round(QUICK.train_seconds / budget["step_s"][m])) for m in study.METHODS)
         monkeypatch.setattr(study, "time_job", None)  # a second call reads the file: no timing pass
