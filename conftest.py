@@ -52,7 +52,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """Start the long work first, so that two workers finish together: the notebooks (one unit, see above,
-    with AFTER_NOTEBOOKS at its end), then the tests marked slow, then the rest, each in its collected order."""
+    with AFTER_NOTEBOOKS at its end), then the tests marked slow, then the rest, each in its collected order.
+    Under mutmut (MUTANT_UNDER_TEST set) the other way round: it stops at a mutant's first failing test (-x),
+    so the quick tests go first and a slow one runs only for a mutant they all miss."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+        return
 
     def rank(item) -> int:
         if item.path.suffix == ".ipynb":
