@@ -646,13 +646,15 @@ def test_workers_hand_each_finished_job_and_its_result_to_on_result():
 
 def test_the_budget_table_reports_what_each_method_was_given():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
-    rows = synthetic_rows(plan, lead=0.1)
+    rows = [{**r, "views_seen": 800} if r["method"] == "S2R2" else r for r in synthetic_rows(plan, lead=0.1)]
     table = study.budget_table(rows, plan, {"step_s": {"S2R2": 0.5}})
+    assert list(table.columns) == ["data", "method", "B", "views per image", "lr", "step_s (timed)", "steps",
+                                   "images seen", "views seen", "TFLOPs", "train_s"]
     assert len(table) == len(plan.main_sets) * len(study.METHODS)
     s2r2 = table[(table["method"] == "S2R2") & (table["data"] == plan.main_sets[0])].iloc[0]
     config = study.method_config("S2R2", plan, 0.001, 100, plan.main_sets[0])
     assert (s2r2["steps"], s2r2["B"], s2r2["views per image"], s2r2["lr"]) == (100, config.images_per_batch, 8, 0.001)
-    assert s2r2["images seen"] == 100 * config.images_per_batch
+    assert s2r2["images seen"] == 100 * config.images_per_batch and s2r2["views seen"] == 800  # as the run counted
     assert s2r2["TFLOPs"] == pytest.approx(100 * study.flops_per_step(config) / 1e12)
     assert s2r2["step_s (timed)"] == 0.5 and s2r2["train_s"] == 1.0
     simclr = table[table["method"] == "SimCLR"].iloc[0]
@@ -807,7 +809,7 @@ def test_the_budget_checks_at_the_long_budget_read_only_the_sets_it_trained():
 
 # --- Figure 1's sweep (notebook 05) --------------------------------------------------------------------
 
-def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path):
+def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path, spy):
     from s2r2lib import data as datasets, probe
 
     base = train.TrainConfig(max_steps=2, images_per_batch=4, views_per_image=2, data_options={"n": 32}, seed=3,
@@ -821,7 +823,11 @@ def test_batch_sweep_trains_each_point_of_both_axes_once_and_probes_it(tmp_path)
     assert [(r["images"], r["views"]) for r in rows] == [p for p in points for _ in probe.METRICS]
     assert [r["metric"] for r in rows] == list(probe.METRICS) * 3
     assert {(r["table"], r["dataset"], r["method"], r["seed"]) for r in rows} == {("figure1", "toy", "S2R2", 3)}
+    probed = spy(probe, "evaluate")
     floor = study.floor_rows(base, train_set, test_set, "figure1", "toy")
+    (call,) = probed  # the floor's random-init encoder is built as the runs' own (small_input is not the default)
+    assert (call["checkpoint"], call["size"], call["arch"], call["small_input"], call["seed"]) == (
+        None, base.view_size, base.arch, True, 3)
     assert [r["metric"] for r in floor] == list(probe.METRICS)
     assert {(r["table"], r["dataset"], r["method"], r["seed"], r["arch"], r["images"]) for r in floor} == {
         ("figure1", "toy", "random-init", 3, base.arch, "")}
