@@ -218,6 +218,16 @@ def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
         study.committed_plan([r for r in rows if r["method"] != "SwAV"], plan)
 
 
+def test_committed_rows_are_the_study_tables_rows_as_strings_with_empty_cells_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    rows = synthetic_rows(dataclasses.replace(QUICK, seeds=(0, 1)), lead=0.1)
+    results.write_runs([*rows, {**rows[0], "table": "figure1"}, {**rows[0], "table": study.LONG_TABLE}])
+    committed = study.committed_rows()
+    assert sorted({r["table"] for r in committed}) == ["study", study.LONG_TABLE] and len(committed) == len(rows) + 1
+    floor = next(r for r in committed if r["method"] == study.FLOOR)
+    assert (floor["images"], floor["views"], floor["lr"], floor["value"]) == ("", "", "", "0.2")  # as runs.csv says
+
+
 def test_the_default_profile_reruns_seed_0_of_the_object_set_only():
     plan = study.PLANS["default"]
     budget, best = {"steps": {m: 10 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
