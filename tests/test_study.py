@@ -3,9 +3,11 @@ boundary, the lr search's edge extension, budgets matched by measured time, the 
 notebook end to end."""
 
 import dataclasses
+import io
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -987,7 +989,22 @@ def fake_study_job(calls, stop_after=None):
     return run_job
 
 
-def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path, monkeypatch, capsys):
+class FlushedLog(io.StringIO):
+    """stdout as a log file sees it: the text, and where it stood each time it was flushed."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed_at = set()
+
+    def flush(self):
+        self.flushed_at.add(self.tell())
+
+    def lines_flushed_as_printed(self) -> bool:
+        text = self.getvalue()
+        return bool(text) and all(i + 1 in self.flushed_at for i, char in enumerate(text) if char == "\n")
+
+
+def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "time_job", lambda job: dict(zip(study.METHODS, (0.01, 0.02, 0.03, 0.04))))
     whole = []
     monkeypatch.setattr(study, "run_job", fake_study_job(whole))
@@ -1004,10 +1021,12 @@ def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path,
     monkeypatch.setattr(study, "time_job", None)  # the budget is read back, not timed again
     rest = []
     monkeypatch.setattr(study, "run_job", fake_study_job(rest))
-    capsys.readouterr()
+    log = FlushedLog()
+    monkeypatch.setattr(sys, "stdout", log)  # a device log: a file, written as the study flushes it
     resumed = study.run_study(QUICK, elsewhere)
     searched = sum(job["table"].endswith("-lr") for job in whole)
-    said = capsys.readouterr().out
+    said = log.getvalue()
+    assert log.lines_flushed_as_printed()  # each progress line is in the log as soon as it is printed
     grid = len(study.METHODS) * len(QUICK.lrs)  # the search's first round (the edge extensions come after it)
     assert f"lr search: {grid} of {grid} jobs read from {elsewhere / study.JOURNAL}" in said
     assert f"runs: 5 of {len(whole) - searched} jobs read from" in said
