@@ -592,13 +592,31 @@ def test_the_study_commands_help_says_what_each_option_does(capsys):
         assert re.search(rf" {option}(?: \S+)? {re.escape(help)}(?: --|$)", said), option  # the whole text
 
 
-def test_workers_return_results_in_job_order_and_report_progress_by_tenths(capsys):
+class FlushedLog(io.StringIO):
+    """stdout as a log file sees it: the text, and where it stood each time it was flushed."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed_at = set()
+
+    def flush(self):
+        self.flushed_at.add(self.tell())
+
+    def lines_flushed_as_printed(self) -> bool:
+        text = self.getvalue()
+        return bool(text) and all(i + 1 in self.flushed_at for i, char in enumerate(text) if char == "\n")
+
+
+def test_workers_return_results_in_job_order_and_report_progress_by_tenths(monkeypatch):
     jobs = [-i for i in range(25)]
+    log = FlushedLog()
+    monkeypatch.setattr(sys, "stdout", log)
     with study.Workers(1) as workers:
         assert workers.map(abs, jobs, what="here") == list(range(25))
     with study.Workers(2) as workers:
         assert workers.map(abs, jobs, what="pool") == list(range(25))
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pool: ")]
+    assert log.lines_flushed_as_printed()  # in a log file as each is printed
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("pool: ")]
     # 25 jobs: a line every 2 done (25 // 10), and one at the end
     assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
 
@@ -987,21 +1005,6 @@ def fake_study_job(calls, stop_after=None):
         return [{"table": job["table"], "dataset": job["dataset"], "method": job.get("method", "floor"), "lr": lr,
                  "value": keyed_value(job)}]
     return run_job
-
-
-class FlushedLog(io.StringIO):
-    """stdout as a log file sees it: the text, and where it stood each time it was flushed."""
-
-    def __init__(self):
-        super().__init__()
-        self.flushed_at = set()
-
-    def flush(self):
-        self.flushed_at.add(self.tell())
-
-    def lines_flushed_as_printed(self) -> bool:
-        text = self.getvalue()
-        return bool(text) and all(i + 1 in self.flushed_at for i, char in enumerate(text) if char == "\n")
 
 
 def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path, monkeypatch):
