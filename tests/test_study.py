@@ -709,6 +709,26 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
     assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
 
 
+def test_a_floor_job_probes_the_random_init_encoder_the_plan_trains(tmp_path, monkeypatch):
+    plan = dataclasses.replace(QUICK, seeds=(0, 1), view_size=24, small_input=False)  # neither is a default
+    budget, best = {"steps": {m: 6 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    job = next(j for j in study.study_jobs(plan, budget, best, tmp_path) if "floor" in j and j["floor"] is None)
+    calls = []
+    monkeypatch.setattr(study, "probe_encoder", lambda checkpoint, **kw: calls.append((checkpoint, kw)) or
+                        {"top1": 0.25, "probe_s": 0.5})
+    (row,) = study.run_job(job)
+    ((checkpoint, kw),) = calls
+    assert checkpoint is None and (kw["arch"], kw["small_input"], kw["size"], kw["seed"], kw["device"]) == (
+        plan.arch, False, 24, job["seed"], plan.device)
+    assert (row["method"], row["value"], row["seed"], row["wall_s"]) == (study.FLOOR, "0.2500", job["seed"], "0.5")
+
+
+def test_probe_encoder_runs_on_the_cpu_unless_told(tmp_path):
+    result = study.probe_encoder("raw", "embedded", n_train=60, n_test=30, n_validation=20, validation=False,
+                                 cache=tmp_path, max_iter=20)
+    assert 0 <= result["top1"] <= 1 and result["probe_s"] > 0
+
+
 # --- What an unbiased sample of study.py's mutants (seed 1) left alive ------------------------------------------
 
 def test_a_run_folder_follows_the_config_and_ignores_runtime_fields():
