@@ -267,6 +267,23 @@ def test_the_long_profile_trains_the_main_runs_only_at_its_factor_seed_by_seed()
             dataclasses.replace(plan, budget_factor=factor, rerun=rerun)
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(lrs=(1e-3, 1e-2)), "lrs must hold at least 3"),
+    (dict(lrs=(1e-3, 3e-3, 9e-3)), "spanning 10x"),
+    (dict(seeds=(0,)), "seeds needs at least 2"),
+    (dict(images=2), "strictly inside it"),    # at the sweep's edge
+    (dict(images=8), "strictly inside it"),    # at its other edge
+    (dict(images=3), "strictly inside it"),    # not in it at all
+    (dict(small_set="embedded"), "unknown data set"),
+    (dict(table="study-tpu"), "table must be 'study' or one of"),
+])
+def test_a_study_plan_refuses_an_inconsistent_setting_and_says_which(change, message):
+    assert QUICK.sweep_images == (2, 4, 8) and QUICK.images == 4
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(QUICK, **change)
+    dataclasses.replace(QUICK, lrs=(1e-3, 3e-3, 1e-2), seeds=(0, 1), sweep_images=(2, 4, 6, 8), images=6)  # all fine
+
+
 def test_the_gpu_study_keeps_its_rows_tables_and_figures_apart_from_the_cpu_studys():
     plan = study.PLANS["gpu"]
     assert (plan.table, plan.rerun, plan.arch, plan.device) == ("study-gpu", "all", "resnet18", "cuda")
