@@ -252,6 +252,20 @@ def test_extend_jobs_leave_out_the_done_seeds_and_keep_every_claim():
         dataclasses.replace(plan, rerun="more")
 
 
+def test_a_fashion_set_is_measured_only_where_its_test_split_is(tmp_path):
+    from test_data import _write_fashion
+
+    plan = dataclasses.replace(QUICK, main_sets=("embedded-object", "fashion-mnist", "fashion-mnist-clutter"))
+    _write_fashion(tmp_path / "both")
+    assert study.measured_sets(plan, str(tmp_path / "both")) == (plan, {})
+    _write_fashion(tmp_path / "train-only")
+    for file in (tmp_path / "train-only").glob("t10k-*"):
+        file.unlink()
+    kept, missing = study.measured_sets(plan, str(tmp_path / "train-only"))
+    assert kept.main_sets == ("embedded-object",)
+    assert missing == {"fashion-mnist": study.FASHION_MISSING, "fashion-mnist-clutter": study.FASHION_MISSING}
+
+
 def test_the_long_profile_trains_the_main_runs_only_at_its_factor_seed_by_seed():
     plan = study.PLANS["long"]
     budget, best = {"steps": {m: 10 * (i + 1) for i, m in enumerate(study.METHODS)}}, {m: 1e-3 for m in study.METHODS}
@@ -366,6 +380,9 @@ def test_method_configs_share_one_optimiser_and_match_views_per_step():
     assert configs["S2R2"].keep_steps == [100, 200, 400]
     assert study.flops_per_step(configs["S2R2"]) == pytest.approx(
         3 * 128 * study.forward_flops("narrow_cnn", True, 32))
+    b, small = swav.images_per_batch, plan.view_size // 2  # SwAV: 2 full crops and the small ones at half the side
+    assert study.flops_per_step(swav) == pytest.approx(3 * b * (2 * study.forward_flops("narrow_cnn", True, 32)
+                                                                + plan.swav_small_crops * study.forward_flops("narrow_cnn", True, small)))
     with pytest.raises(ValueError, match="spanning 10x"):
         dataclasses.replace(plan, lrs=(1e-3, 2e-3, 3e-3))
 
@@ -557,6 +574,8 @@ def test_update_readme_replaces_only_the_block_and_needs_its_markers(tmp_path):
     assert text.startswith("before\n") and text.endswith("\nafter\n") and "stale" not in text
     assert study.verdict_sentence(table.iloc[0]) in text
     assert not study.update_readme(readme, table)  # unchanged the second time
+    readme.write_text(f"{study.README_BEGIN}\nstale\n{study.README_END}")  # a block at the very start
+    assert study.update_readme(readme, table) and readme.read_text() == study.readme_block(table)
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no study block"):
         study.update_readme(readme, table)
