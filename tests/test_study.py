@@ -836,9 +836,30 @@ def test_a_sets_profile_without_its_files_trains_nothing_and_says_not_measured(t
     monkeypatch.setattr(study, "committed_rows", lambda: synthetic_rows(dataclasses.replace(QUICK, seeds=(0, 1)), 0.1))
     plan = dataclasses.replace(study.PLANS["fashion"], images=QUICK.images, sweep_images=QUICK.sweep_images)
     outcome = study.run_study(plan, tmp_path, data_root=str(tmp_path / "empty"))
-    assert outcome["rows"] == [] and outcome["search"] == []
+    assert outcome["rows"] == [] and outcome["search"] == [] and outcome["best_lr"] == {}
+    assert outcome["budget"] == study.committed_plan(study.committed_rows(), plan)[0]  # what it would have trained
     assert set(outcome["not_measured"]) == set(plan.main_sets)
     assert all("apt-get install dataset-fashion-mnist" in why for why in outcome["not_measured"].values())
+
+
+def test_a_sets_profile_searches_the_lrs_on_its_first_set_then_trains_its_sets(tmp_path, monkeypatch):
+    from test_data import _write_fashion
+
+    monkeypatch.setattr(study, "committed_rows", lambda: synthetic_rows(dataclasses.replace(QUICK, seeds=(0, 1)), 0.1))
+    calls = []
+    monkeypatch.setattr(study, "run_job", fake_study_job(calls))
+    _write_fashion(tmp_path / "fm")
+    plan = dataclasses.replace(study.PLANS["fashion"], images=QUICK.images, sweep_images=QUICK.sweep_images,
+                               seeds=(0, 1), workers=1)  # (in this process: the fake run_job)
+    outcome = study.run_study(plan, tmp_path / "study", data_root=str(tmp_path / "fm"))
+    assert outcome["not_measured"] == {} and set(outcome["best_lr"]) == set(study.METHODS)
+    search = [job for job in calls if job["table"] == "study-lr"]
+    assert {job["dataset"] for job in search} == {"fashion-mnist"}
+    assert {(job["method"], job["config"]["lr"]) for job in search} >= {(m, lr) for m in study.METHODS for lr in plan.lrs}
+    assert {job["config"]["data_root"] for job in search} == {str(tmp_path / "fm")}
+    runs = [job for job in calls if job["table"] == "study" and "config" in job]
+    assert {job["dataset"] for job in runs} == set(plan.main_sets)
+    assert {(job["method"], job["config"]["lr"]) for job in runs} == set(outcome["best_lr"].items())
 
 
 def test_the_verdicts_judge_every_set_the_rows_hold_beside_the_plans_own():
