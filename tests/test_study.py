@@ -759,6 +759,22 @@ def test_a_floor_job_probes_the_random_init_encoder_the_plan_trains(tmp_path, mo
     assert (row["method"], row["value"], row["seed"], row["wall_s"]) == (study.FLOOR, "0.2500", job["seed"], "0.5")
 
 
+def test_the_lr_searchs_probe_fits_the_first_train_images_and_scores_the_last_never_the_test_split(tmp_path,
+                                                                                                   monkeypatch):
+    seen = {}
+
+    def fake_fit(train_x, train_y, test_x, test_y, max_iter, device):
+        seen.update(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+        return {"top1": 0.5, "c": 1.0}
+
+    monkeypatch.setattr(study, "fit_probe", fake_fit)
+    study.probe_encoder("raw", "embedded", n_train=60, n_test=30, n_validation=20, validation=True, cache=tmp_path)
+    train_set, _ = study.probe_data("embedded", 60, 30)
+    pixels = study.raw_pixels(train_set.images).double()
+    assert torch.equal(seen["train_x"], pixels[:40]) and torch.equal(seen["train_y"], train_set.labels[:40])
+    assert torch.equal(seen["test_x"], pixels[40:]) and torch.equal(seen["test_y"], train_set.labels[40:])
+
+
 def test_probe_encoder_runs_on_the_cpu_unless_told(tmp_path):
     result = study.probe_encoder("raw", "embedded", n_train=60, n_test=30, n_validation=20, validation=False,
                                  cache=tmp_path, max_iter=20)
