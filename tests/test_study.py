@@ -700,6 +700,8 @@ def test_the_summary_gives_each_snapshots_mean_spread_and_seeds():
     assert final["std"] == pytest.approx(last["value"].std(ddof=1)) and final["steps"] == last["steps"].mean()
     assert cell["final"].tolist() == [False] * (len(cell) - 1) + [True]
     assert cell["snapshot"].tolist() == list(range(len(cell)))
+    floors = summary[summary["method"] == study.FLOOR]  # a floor (no lr, no batch) is its own run's one probe
+    assert len(floors) > 0 and floors["final"].all() and (floors["snapshot"] == 0).all() and (floors["n"] == 3).all()
 
 
 def test_workers_hand_each_finished_job_and_its_result_to_on_result():
@@ -752,6 +754,7 @@ def test_a_floor_job_probes_the_random_init_encoder_the_plan_trains(tmp_path, mo
     calls = []
     monkeypatch.setattr(study, "probe_encoder", lambda checkpoint, **kw: calls.append((checkpoint, kw)) or
                         {"top1": 0.25, "probe_s": 0.5})
+    assert {j["config"]["view_size"] for j in study.study_jobs(plan, budget, best, tmp_path) if "config" in j} == {24}
     (row,) = study.run_job(job)
     ((checkpoint, kw),) = calls
     assert checkpoint is None and (kw["arch"], kw["small_input"], kw["size"], kw["seed"], kw["device"]) == (
