@@ -750,11 +750,12 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
 def test_a_floor_job_probes_the_random_init_encoder_the_plan_trains(tmp_path, monkeypatch):
     plan = dataclasses.replace(QUICK, seeds=(0, 1), view_size=24, small_input=False)  # neither is a default
     budget, best = {"steps": {m: 6 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
-    job = next(j for j in study.study_jobs(plan, budget, best, tmp_path) if "floor" in j and j["floor"] is None)
+    jobs = study.study_jobs(plan, budget, best, tmp_path)
+    assert {j["config"]["view_size"] for j in jobs if "config" in j} == {24}
+    job = next(j for j in jobs if "floor" in j and j["floor"] is None)
     calls = []
     monkeypatch.setattr(study, "probe_encoder", lambda checkpoint, **kw: calls.append((checkpoint, kw)) or
                         {"top1": 0.25, "probe_s": 0.5})
-    assert {j["config"]["view_size"] for j in study.study_jobs(plan, budget, best, tmp_path) if "config" in j} == {24}
     (row,) = study.run_job(job)
     ((checkpoint, kw),) = calls
     assert checkpoint is None and (kw["arch"], kw["small_input"], kw["size"], kw["seed"], kw["device"]) == (
