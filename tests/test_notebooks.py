@@ -54,8 +54,12 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
     assert trained["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
     assert trained["loss_end"] < trained["loss_start"]
     assert trained["batch_ap_end"] > trained["batch_ap_start"]
-    state = torch.load(reproduce.latest_run("02_training") / "checkpoint.pt", weights_only=True)
+    checkpoint = reproduce.latest_run("02_training") / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
     assert state["step"] == trained["steps"]
+    written = checkpoint.stat().st_mtime_ns
+    again = run_notebook("02", outputs)  # exercise 3: run it again, and the same run is read back, not retrained
+    assert again["steps"] == trained["steps"] and checkpoint.stat().st_mtime_ns == written
 
     probed = run_notebook("03", outputs)  # finds notebook 02's checkpoint by itself
     assert 0.1 <= probed["linear_top1_random-init"] < 1 and 0.1 <= probed["linear_top1_trained"] < 1
@@ -74,10 +78,11 @@ def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
             "03_retrieval_example.png", "04_table1_margins.png"} <= figures
     table1 = pd.read_csv(outputs / "results" / "table1.csv")  # the pivot as a plain CSV
     assert table1["10 paper"].tolist()[:3] == [64.2, 67.4, 72.4] and table1["10 measured"].isna().all()
+    run_exercise("03", 3, outputs)  # the same run probed with fewer labels
 
 
 @pytest.mark.slow
-def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
+def test_notebook_05_sweeps_images_and_views_and_records_every_point_and_its_exercises_run(outputs):
     numbers = run_notebook("05", outputs)
     quick = reproduce.PROFILES["quick"]["05_figure1"]
     expected = len({(b, quick["base_views"]) for b in quick["images_grid"]}
@@ -87,6 +92,10 @@ def test_notebook_05_sweeps_images_and_views_and_records_every_point(outputs):
     rows = runs[(runs["table"] == "figure1") & (runs["metric"] == "linear_top1")]
     assert len(rows) == expected + 1  # and the random-init floor
     assert {"05_figure1_images.png", "05_figure1_views.pdf"} <= {p.name for p in (outputs / "figures").iterdir()}
+    # its exercises in the same folders: the runs they share with the above (and the solutions' runs) are read back
+    run_exercise("05", 1, outputs)
+    run_exercise("05", 2, outputs)
+    run_exercise("05", 3, outputs)
 
 
 # --- Every exercise runs as written ----------------------------------------------------------------------
@@ -120,15 +129,9 @@ def literal(value):
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("prefix, number", sorted(EXERCISES))
-def test_every_exercise_runs_as_its_text_says(outputs, prefix, number):
+def run_exercise(prefix, number, outputs):
+    """Run notebook ``prefix`` with exercise ``number``'s change and check what its text promises; its numbers."""
     change = EXERCISES[prefix, number]
-    text = " ".join(exercise_text(prefix, number).split())
-    for name, value in change.items():
-        assert f"`{name} = {literal(value)}`" in text, (name, text)
-    if prefix == "03":
-        run_notebook("02", outputs)  # the run it probes
     numbers = run_notebook(prefix, outputs, **change)
     if prefix == "01":
         assert numbers["tau"] == change.get("tau", 0.01)
@@ -140,24 +143,36 @@ def test_every_exercise_runs_as_its_text_says(outputs, prefix, number):
         assert numbers["retrained"] and numbers["points"] == len(
             {(b, change.get("base_views", 4)) for b in change.get("images_grid", [4, 8])}
             | {(change.get("base_images", 8), k) for k in change.get("views_grid", [2, 4])})
+    return numbers
+
+
+# Where each exercise runs: alone, or inside the test of its notebook's sequence, sharing that test's runs
+# (02's 1st in test_exercises_02_1_and_03_1..., 03's 3rd in test_notebooks_02_to_04..., 05's in test_notebook_05...).
+RUN_ALONE = [("01", 1), ("01", 2), ("01", 3), ("02", 2)]
+RUN_IN_SEQUENCE = [("02", 1), ("03", 3), ("05", 1), ("05", 2), ("05", 3)]
+
+
+@pytest.mark.parametrize("prefix, number", sorted(EXERCISES))
+def test_every_exercise_suggests_the_change_it_is_run_with(prefix, number):
+    text = " ".join(exercise_text(prefix, number).split())
+    for name, value in EXERCISES[prefix, number].items():
+        assert f"`{name} = {literal(value)}`" in text, (name, text)
+    assert ((prefix, number) in RUN_ALONE) + ((prefix, number) in RUN_IN_SEQUENCE) == 1  # and it is run once
 
 
 @pytest.mark.slow
-def test_exercise_03_1_probes_the_simclr_run_notebook_02_trained_last(outputs):
+@pytest.mark.parametrize("prefix, number", RUN_ALONE)
+def test_exercises_run_as_their_text_says(outputs, prefix, number):
+    run_exercise(prefix, number, outputs)
+
+
+@pytest.mark.slow
+def test_exercises_02_1_and_03_1_train_simclr_and_probe_it(outputs):
     assert "`method = \"simclr\"`" in exercise_text("03", 1)
-    run_notebook("02", outputs, **EXERCISES["02", 1])
-    run_notebook("03", outputs)
+    run_exercise("02", 1, outputs)
+    run_notebook("03", outputs)  # 03's exercise 1: it probes the run notebook 02 trained last
     measured = results.read_runs().query("source == 'measured' and table == 'probe'")
     assert set(measured["method"]) == {"SimCLR", "random-init"}
-
-
-@pytest.mark.slow
-def test_exercise_02_3_a_rerun_continues_the_same_run(outputs):
-    first = run_notebook("02", outputs)
-    checkpoint = reproduce.latest_run("02_training") / "checkpoint.pt"
-    written = checkpoint.stat().st_mtime_ns
-    second = run_notebook("02", outputs)
-    assert second["steps"] == first["steps"] and checkpoint.stat().st_mtime_ns == written
 
 
 # --- A notebook run by hand never changes the committed outputs ----------------------------------------------
@@ -173,7 +188,7 @@ def test_notebooks_run_by_hand_leave_results_and_figures_untouched(tmp_path, mon
 
     def snapshot():
         files = sorted(p for folder in ("results", "figures") for p in (root / folder).rglob("*") if p.is_file())
-        status = subprocess.run(["git", "status", "--porcelain", "--", "results", "figures"], cwd=root,
+        status = subprocess.run(["git", "status", "--porcelain", "--", "results", "figures"], cwd=root, check=True,
                                 capture_output=True, text=True).stdout
         return status, {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 

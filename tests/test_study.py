@@ -510,10 +510,13 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, mon
     key = ["dataset", "method", "images", "lr", "steps"]
     assert set(map(tuple, new[key].astype(str).values)) <= set(map(tuple, old[key].astype(str).values))
     # the long profile's path: the main runs of every seed at twice the committed steps, judged at that budget
+    # (on the first main set only: a long plan's main_sets are the sets it trains, and the checks read only those)
     assert (tmp_path / "results" / "study_budget.csv").read_text().startswith("budget,claim,data,verdict")
-    long = study.run_study(dataclasses.replace(QUICK, rerun="long", budget_factor=2), study.default_root())
+    long = study.run_study(dataclasses.replace(QUICK, rerun="long", budget_factor=2, main_sets=QUICK.main_sets[:1]),
+                           study.default_root())
     assert long["search"] == [] and {r["table"] for r in long["rows"]} == {study.LONG_TABLE}
     assert {r["seed"] for r in long["rows"]} == set(QUICK.seeds)
+    assert {r["dataset"] for r in long["rows"]} == {QUICK.main_sets[0]}  # the floors are the committed ones
     assert max(r["steps"] for r in long["rows"] if r["method"] == "SwAV") == 2 * steps["SwAV"]
     judged = study.budget_checks(committed + long["rows"], QUICK)
     assert study.budget_factor(committed + long["rows"], QUICK) == 2 and set(judged["budget"]) == {1, 2}
