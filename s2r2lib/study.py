@@ -729,14 +729,16 @@ def study_jobs(plan: StudyPlan, budget: dict, best_lr: dict, root: Path, data_ro
 
 
 def measured_sets(plan: StudyPlan, data_root: str | None = None) -> tuple[StudyPlan, dict[str, str]]:
-    """``plan`` without the Fashion-MNIST sets whose files are missing, and {set: why not measured}."""
+    """``plan`` without the Fashion-MNIST sets whose files are missing (either split: the study trains on the
+    train split and probes on both), and {set: why not measured}."""
     from . import data as datasets
 
     missing = {}
     for dataset in plan.main_sets:
         if STUDY_SETS[dataset][3] == "fashion":
             try:
-                datasets.load("fashion_mnist", root=data_root, split="test", size=28)
+                for split in ("train", "test"):
+                    datasets.fashion_files(Path(data_root) if data_root is not None else None, split)
             except FileNotFoundError:
                 missing[dataset] = FASHION_MISSING
     return dataclasses.replace(plan, main_sets=tuple(d for d in plan.main_sets if d not in missing)), missing

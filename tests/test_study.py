@@ -252,18 +252,19 @@ def test_extend_jobs_leave_out_the_done_seeds_and_keep_every_claim():
         dataclasses.replace(plan, rerun="more")
 
 
-def test_a_fashion_set_is_measured_only_where_its_test_split_is(tmp_path):
+def test_a_fashion_set_is_measured_only_where_both_its_splits_are(tmp_path):
     from test_data import _write_fashion
 
     plan = dataclasses.replace(QUICK, main_sets=("embedded-object", "fashion-mnist", "fashion-mnist-clutter"))
     _write_fashion(tmp_path / "both")
     assert study.measured_sets(plan, str(tmp_path / "both")) == (plan, {})
-    _write_fashion(tmp_path / "train-only")
-    for file in (tmp_path / "train-only").glob("t10k-*"):
-        file.unlink()
-    kept, missing = study.measured_sets(plan, str(tmp_path / "train-only"))
-    assert kept.main_sets == ("embedded-object",)
-    assert missing == {"fashion-mnist": study.FASHION_MISSING, "fashion-mnist-clutter": study.FASHION_MISSING}
+    for split, prefix in (("test", "t10k"), ("train", "train")):  # one split's files gone: not measured
+        _write_fashion(tmp_path / f"no-{split}")
+        for file in (tmp_path / f"no-{split}").glob(f"{prefix}-*"):
+            file.unlink()
+        kept, missing = study.measured_sets(plan, str(tmp_path / f"no-{split}"))
+        assert kept.main_sets == ("embedded-object",)
+        assert missing == {"fashion-mnist": study.FASHION_MISSING, "fashion-mnist-clutter": study.FASHION_MISSING}
 
 
 def test_the_long_profile_trains_the_main_runs_only_at_its_factor_seed_by_seed():
