@@ -155,6 +155,7 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     table = study.checks(synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02)), plan)
     floor = table[table["claim"] == "floor"]
     assert (floor["verdict"] == "above floor").all() and floor["effect"].tolist()[0] == pytest.approx(0.4)
+    assert (floor["threshold"] == study.MIN_EFFECT_POINTS).all()  # each row carries the threshold it was judged by
     untrained = [dict(r, value=0.0) if r["method"] == "S2R2" else r
                  for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02))]
     floor = study.checks(untrained, plan).query("claim == 'floor'")
@@ -202,8 +203,8 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     assert (agreed["threshold"] >= study.RERUN_TOLERANCE).all()  # each row carries the tolerance it was judged by
     shifted = [dict(r, value=r["value"] + 0.05) for r in rerun]
     table = study.agreement(shifted, committed)
-    assert set(table["verdict"]) == {"disagrees"}
-    assert "disagrees" in study.verdict_sentence(table.iloc[0])
+    assert set(table["verdict"]) == {"disagrees"} and table["effect"].tolist() == pytest.approx([0.05] * len(rerun))
+    assert "disagrees" in study.verdict_sentence(table.iloc[0]) and "(+5.0 points, " in study.verdict_sentence(table.iloc[0])
 
 
 def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
@@ -747,6 +748,7 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
     assert all(0 <= float(r["value"]) <= 1 and r["views"] == config.views_per_image for r in rows)
     per_step = {round(float(r["epochs"]) / int(r["steps"]), 3) for r in rows}  # epochs = steps x B / images
     assert len(rows) > 1 and len(per_step) == 1 and 0 < per_step.pop() < 1
+    assert any((tmp_path / "probes").iterdir())  # the probes' cache lives in the study's folder, beside its runs
     monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
 
@@ -1150,6 +1152,10 @@ def test_a_journal_skips_a_line_cut_short_and_appends_after_it(tmp_path):
     assert journal.read() == {study.job_key(jobs[0]): [{"value": 0.5}]}
     journal.append(jobs[1], [{"value": 0.25}])
     assert journal.read() == {study.job_key(jobs[0]): [{"value": 0.5}], study.job_key(jobs[1]): [{"value": 0.25}]}
+    journal.append(jobs[0], [{"value": 0.75}])  # after a whole line: no blank line between (one line per job)
+    lines = journal.path.read_text().split("\n")
+    assert len(lines) == 5 and lines[1] == '{"job": "cut short by a ki' and lines[-1] == ""
+    assert [json.loads(line)["rows"] for line in (lines[0], lines[2], lines[3])] == [[{"value": v}] for v in (.5, .25, .75)]
 
 
 def test_a_jobs_key_ignores_its_folders_and_follows_what_it_trains_and_probes(tmp_path):
