@@ -204,7 +204,10 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     shifted = [dict(r, value=r["value"] + 0.05) for r in rerun]
     table = study.agreement(shifted, committed)
     assert set(table["verdict"]) == {"disagrees"} and table["effect"].tolist() == pytest.approx([0.05] * len(rerun))
-    assert "disagrees" in study.verdict_sentence(table.iloc[0]) and "(+5.0 points, " in study.verdict_sentence(table.iloc[0])
+    sentence = study.verdict_sentence(table.iloc[0])
+    first = table.iloc[0]
+    assert "disagrees" in sentence and "(+5.0 points, " in sentence
+    assert f": {100 * first['ci_low']:.1f} % against the committed {100 * first['ci_high']:.1f} % (" in sentence
 
 
 def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
@@ -229,6 +232,18 @@ def test_committed_rows_are_the_study_tables_rows_as_strings_with_empty_cells_em
     assert sorted({r["table"] for r in committed}) == ["study", study.LONG_TABLE] and len(committed) == len(rows) + 1
     floor = next(r for r in committed if r["method"] == study.FLOOR)
     assert (floor["images"], floor["views"], floor["lr"], floor["value"]) == ("", "", "", "0.2")  # as runs.csv says
+
+
+def test_a_subset_rerun_trains_in_a_folder_of_its_own_under_the_studys(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
+    results.write_runs(synthetic_rows(QUICK, lead=0.1))  # the committed full profile's rows
+    calls = []
+    monkeypatch.setattr(study, "run_job", fake_study_job(calls))
+    outcome = study.run_study(dataclasses.replace(QUICK, rerun="subset"), tmp_path / "study")
+    assert calls and len(outcome["rows"]) == len(calls)
+    trained = [Path(job["config"]["output"]) for job in calls if "config" in job]
+    assert trained and all(out.is_relative_to(tmp_path / "study" / "rerun") for out in trained)
+    assert (tmp_path / "study" / "rerun" / study.JOURNAL).is_file()  # <root>/rerun, never the full runs' folder
 
 
 def test_the_default_profile_reruns_seed_0_of_the_object_set_only():
@@ -1187,3 +1202,8 @@ def test_the_studys_probe_fits_on_the_studys_device(tmp_path, monkeypatch, spy):
     monkeypatch.setattr(study, "fit_probe", lambda *a: asked.append(a[-1]) or {"top1": 0.5, "c": 1.0})
     study.probe_encoder("raw", "embedded", 40, 20, 10, False, tmp_path, device="cuda")  # raw pixels: no encoder
     assert asked == ["cuda"]
+    seen = []  # an encoder's features are extracted there too (stood in for: this machine may have no GPU)
+    monkeypatch.setattr(probe, "extract_features", lambda model, images, size, device="cpu": seen.append(device) or
+                        torch.zeros(len(images), 4))
+    study.probe_encoder(None, "embedded", 40, 20, 10, False, tmp_path / "encoder", device="cuda")
+    assert seen == ["cuda", "cuda"] and asked == ["cuda", "cuda"]
