@@ -41,7 +41,8 @@ CASES = {
     "ranking_ap tau=str": (lambda: losses.ranking_ap(SCORES, RELEVANT, tau="0.1"), TypeError,
                            "tau must be a positive finite number or None (exact), got str '0.1'"),
     "ranking_ap tau=tensor": (lambda: losses.ranking_ap(SCORES, RELEVANT, tau=torch.tensor(0.1)), TypeError, "tau"),
-    "swav temperature=inf": (lambda: losses.swav_loss([Z, Z], temperature=float("inf")), ValueError, "temperature"),
+    "swav temperature=inf": (lambda: losses.swav_loss([Z, Z], temperature=float("inf")), ValueError,
+                             "swav_loss: temperature must be a positive finite number"),
     "swav epsilon=None": (lambda: losses.swav_loss([Z, Z], epsilon=None), TypeError, "epsilon"),
     # losses: embeddings, ids and scores
     "z with 0 columns": (lambda: losses.smooth_ap_loss(torch.randn(6, 0), IDS), ValueError, "z"),
@@ -57,7 +58,8 @@ CASES = {
     "ids floats": (lambda: losses.nt_xent_loss(Z, IDS.float()), ValueError, "ids"),
     "ids too short": (lambda: losses.average_precision(Z, IDS[:4]), ValueError, "ids"),
     "ids with a lone view": (lambda: losses.average_precision(Z, torch.tensor([0, 0, 1, 1, 1, 2])), ValueError, "ids"),
-    "ids of unequal images": (lambda: losses.ranking_groups(torch.tensor([0, 0, 1, 1, 1])), ValueError, "ids"),
+    "ids of unequal images": (lambda: losses.ranking_groups(torch.tensor([0, 0, 1, 1, 1])), ValueError,
+                              "ranking_groups needs the same number of views for every image; ids give counts from 2 to 3"),
     "groups for another batch": (lambda: losses.smooth_ap_loss(Z[:4], losses.ranking_groups(IDS)), ValueError, "ids"),
     "scores with NaN": (lambda: losses.ranking_ap(torch.tensor([0.3, float("nan")]), RELEVANT[:2]), ValueError,
                         "scores"),
@@ -95,6 +97,8 @@ CASES = {
                              ValueError, "at least one image of at least 1x1 pixels"),
     "crops views 2.0": (lambda: make_multicrop_views(IMAGES, [(2.0, 16, (0.1, 1.0))]), TypeError,
                         "crops[0] views_per_image"),
+    "crops size 16.0": (lambda: make_multicrop_views(IMAGES, [(2, 16, (0.2, 1.0)), (2, 16.0, (0.1, 0.2))]), TypeError,
+                        "crops[1] size must be a whole number of pixels (the view's side) (an int >= 1), got float 16.0"),
     "ViewCollate size=True": (lambda: ViewCollate(2, size=True), TypeError, "size"),
     "ViewCollate a PIL image": (lambda: ViewCollate(2, size=16)([Image.new("RGB", (32, 32))]), ValueError,
                                 "got Image. Convert"),  # a torchvision data set without a transform gives these

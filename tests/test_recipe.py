@@ -127,3 +127,18 @@ def test_the_jitter_steps_run_in_the_order_drawn(order):
     for step in order:
         expected = JITTER_STEPS[step](expected, factors[step, 0].item())
     assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_each_view_of_a_batch_runs_its_own_jitter_order():
+    """Three views, three orders (hue first, last and in between), and a view without jitter, in one call."""
+    orders = [(3, 0, 1, 2), (0, 1, 2, 3), (1, 3, 2, 0), (2, 1, 0, 3)]
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    factors = torch.tensor([[1.3, 0.8, 1.1, 1.2], [0.6, 1.4, 0.7, 0.9], [1.5, 0.5, 1.2, 0.8], [0.08, -0.1, 0.2, 0.05]])
+    jitter = torch.tensor([True, True, True, False])
+    ours = views._color_jitter(x.clone(), jitter, factors, torch.tensor(orders))
+    for i, order in enumerate(orders[:3]):
+        expected = x[i:i + 1]
+        for step in order:
+            expected = JITTER_STEPS[step](expected, factors[step, i].item())
+        assert torch.allclose(ours[i:i + 1], expected, atol=1e-5), order
+    assert torch.equal(ours[3], x[3])  # no jitter: untouched

@@ -446,3 +446,30 @@ def test_multicrop_views_upscale_only_when_allowed():
     ((upscaled, ids),) = make_multicrop_views(images, crops, allow_upscale=True)
     assert upscaled.shape == (4, 3, 32, 32) and ids.tolist() == [0, 0, 1, 1]
 
+
+
+def test_a_view_that_no_try_fits_takes_the_central_crop_of_clamped_ratio():
+    """RandomResizedCrop's fallback, per view: a view whose ten tries all overflow the image takes the central
+    crop of the whole image, its aspect ratio clamped to the recipe's range (3/4 to 4/3); its neighbour keeps
+    its own fitting try."""
+    def uniform_of(area_draws):
+        draws = iter([area_draws, torch.full((2, 10), 0.5)])  # the tries' areas, then their log-ratios (ratio 1)
+
+        def uniform(low, high, *shape):
+            return low + (high - low) * next(draws, torch.full(shape, 0.5))  # then top and left: the middle
+        return uniform
+
+    areas = torch.tensor([[1.0] * 10, [0.1] * 10])  # the whole image (never fits at ratio 1), and 17.2 % of it
+    # tall, 40 x 10: the fallback is 10 wide and round(10 / (3/4)) = 13 high; the fitting try 8 x 8 (68.8 px^2)
+    top, left, h, w = views._sample_crop_boxes(2, 40, 10, views.SIMCLR, uniform_of(areas))
+    assert (top.tolist(), left.tolist(), h.tolist(), w.tolist()) == ([13, 16], [0, 1], [13, 8], [10, 8])
+    # wide, 10 x 40: round(10 x 4/3) = 13 wide, 10 high, in the middle
+    top, left, h, w = views._sample_crop_boxes(2, 10, 40, views.SIMCLR, uniform_of(areas))
+    assert (top.tolist(), left.tolist(), h.tolist(), w.tolist()) == ([0, 1], [13, 16], [10, 8], [13, 8])
+
+
+def test_view_collate_makes_the_papers_96_pixel_views_unless_told():
+    images = [torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i in range(2)]
+    out, ids = views.ViewCollate(3)(images)
+    assert out.shape == (6, 3, 96, 96) and ids.tolist() == [0, 0, 0, 1, 1, 1]
