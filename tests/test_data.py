@@ -257,7 +257,7 @@ def test_folder_skips_bad_files_with_one_warning_and_converts_odd_modes(tmp_path
         images = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and messages[0].startswith("4 of 12 files")
-    if not os.environ.get("MUTANT_UNDER_TEST"):  # (mutmut's trampoline adds a frame between this test and data.py)
+    if "MUTANT_UNDER_TEST" not in os.environ:  # (under mutmut, its trampoline adds a frame between this test and data.py)
         assert caught[0].filename == __file__  # the warning points at the caller's line, not into data.py
     # all four listed, in order, each with its reason, and nothing after the last ("and N more" only past five)
     assert re.search(r": corrupt\.png \(.*\); empty\.jpeg \(.*\); notes\.jpg \(.*\); truncated\.jpg \([^;]*\)\. Skipped them",
