@@ -103,6 +103,8 @@ CASES = {
     "ViewCollate a PIL image": (lambda: ViewCollate(2, size=16)([Image.new("RGB", (32, 32))]), ValueError,
                                 "got Image. Convert"),  # a torchvision data set without a transform gives these
     "ViewCollate empty batch": (lambda: ViewCollate(2, size=16)([]), ValueError, "batch"),
+    "view larger than a 10x12 image": (lambda: make_views(torch.zeros(2, 3, 10, 12, dtype=torch.uint8), 2, 16),
+                                       ValueError, "view size 16 is larger than the image (10x12); pass a smaller size"),
     # models
     "proj_dim=0": (lambda: build_model("narrow_cnn", proj_dim=0), ValueError, "proj_dim"),
     "proj_dim negative": (lambda: build_model("narrow_cnn", proj_dim=-8), ValueError, "proj_dim"),
@@ -153,3 +155,9 @@ def test_bad_input_gets_a_clear_error_naming_the_argument(case):
         call()
     assert type(raised.value) is error
     assert argument in str(raised.value), f"{case}: {raised.value}"
+
+
+def test_an_empty_batch_is_refused_in_one_plain_sentence():
+    with pytest.raises(ValueError) as raised:
+        ViewCollate(2, size=16)([])
+    assert str(raised.value) == "ViewCollate got an empty batch; a DataLoader batch needs at least one image"

@@ -473,3 +473,8 @@ def test_view_collate_makes_the_papers_96_pixel_views_unless_told():
               for i in range(2)]
     out, ids = views.ViewCollate(3)(images)
     assert out.shape == (6, 3, 96, 96) and ids.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_the_cpu_transform_makes_the_papers_96_pixel_views_unless_told():
+    image = torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert views.cpu_view_transform()(image).shape == (3, 96, 96)
