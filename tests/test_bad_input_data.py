@@ -73,6 +73,8 @@ CASES = [
      ValueError, r"train-images-idx3-ubyte is truncated: its header declares 3 dimensions"),
     ("idx truncated body", lambda t: data.read_idx(_idx(t, _idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-1])),
      ValueError, r"train-images-idx3-ubyte declares shape \(2, 28, 28\).*truncated"),
+    ("idx header alone", lambda t: data.read_idx(_idx(t, bytes([0, 0, 8, 3]))),  # 4 bytes: an idx start, cut short
+     ValueError, r"is truncated: its header declares 3 dimensions \(16 header bytes\) but the file holds 4 bytes"),
     ("idx empty", lambda t: data.read_idx(_idx(t, b"")),
      ValueError, r"train-images-idx3-ubyte is not an idx file"),
     ("idx of floats", lambda t: data.read_idx(_idx(t, bytes([0, 0, 0x0D, 1]) + struct.pack(">I", 0))),
@@ -97,7 +99,8 @@ CASES = [
     ("stl10 empty class_names.txt", lambda t: data.stl10(_stl10(t, "class_names.txt"), "train"),
      ValueError, r"class_names\.txt lists 0 class names; STL10 has 10"),
     ("stl10 class_names.txt of 3", lambda t: data.stl10(_stl10(t, "class_names.txt", b"cat\ndog\nbird\n"), "test"),
-     ValueError, r"class_names\.txt lists 3 class names"),
+     ValueError, r"class_names\.txt lists 3 class names; STL10 has 10, one a line\. Restore it from "
+                 r"stl10_binary\.tar\.gz, or delete it to use the standard names$"),
     ("stl10 unknown split", lambda t: data.stl10(_stl10(t), "validation"),
      ValueError, r"unknown STL10 split 'validation'"),
     ("stl10 files missing", lambda t: data.stl10(t, "test"),

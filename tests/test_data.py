@@ -440,6 +440,7 @@ def test_tiny_images_are_counted_as_upscaled(tmp_path):
     assert len(images) == 4 and len(caught) == 1
     message = str(caught[0].message)
     assert message.startswith("3 of 4 images") and "upscaled" in message
+    assert message.endswith(". Pass a smaller size, or remove them")  # and what to do about it
     assert "dot.png (1x1)" in message and "thumb.png (16x16)" in message and "wide.png (80x20)" in message
     assert "big.png" not in message
     with pytest.warns(UserWarning) as caught:
@@ -729,6 +730,9 @@ def test_fashion_mnist_clutter_reads_the_given_root(tmp_path):
     expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1, scale=(0.6, 0.7),
                             per_image=(1, 1))
     assert torch.equal(scaled.images, expected.images) and not torch.equal(scaled.images, made.images)
+    test = data.fashion_mnist_clutter(tmp_path, "test", size=48, n=5, seed=1)  # the split asked for
+    assert torch.equal(test.images, data.clutter(data.fashion_mnist(tmp_path, "test", size=28), n=5, size=48,
+                                                 seed=1).images) and not torch.equal(test.images, made.images)
 
 
 def test_missing_fashion_mnist_names_every_folder_it_searched_in_order(tmp_path):

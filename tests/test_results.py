@@ -568,3 +568,22 @@ def test_a_true_or_false_column_reads_as_written_in_any_case():
     table = results.typed([{"on": "true"}, {"on": "False"}, {"on": " TRUE "}, {"on": ""}, {"on": True}],
                           {"on": "boolean"})
     assert table["on"].tolist() == [True, False, True, pd.NA, True]
+
+
+def test_styled_tables_carry_their_caption():
+    frame = pd.DataFrame({"top-1": [47.25]})
+    assert results.styled(frame, caption="Table 1 (measured)").caption == "Table 1 (measured)"
+    assert results.styled(frame).caption is None
+
+
+def test_a_cell_saved_as_lines_or_as_one_string_has_the_same_source():
+    as_lines = '{"cells": [{"cell_type": "code", "source": ["a = 1\\n", "b = 2"], "outputs": []}]}'
+    as_string = '{"cells": [{"cell_type": "code", "source": "a = 1\\nb = 2", "execution_count": 3}]}'
+    assert results._notebook_sources(as_lines) == results._notebook_sources(as_string) == [("code", "a = 1\nb = 2")]
+
+
+def test_a_bad_paper_cell_is_named_as_the_paper_rows(monkeypatch):
+    table, *rest, cells = results._PAPER_TABLES[0]
+    monkeypatch.setattr(results, "_PAPER_TABLES", [(table, *rest, "n/a " + cells.split(" ", 1)[1])])
+    with pytest.raises(ValueError, match=r"^paper rows, row 0: column 'value' holds a finite number"):
+        results.paper_rows()
