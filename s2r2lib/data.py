@@ -504,12 +504,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
-def fashion_files(root: Path | None, split: str) -> tuple[Path, Path]:
+def fashion_files(root: str | os.PathLike | None, split: str) -> tuple[Path, Path]:
     """The (images, labels) idx files of Fashion-MNIST's ``split`` ("train" or "test"), from the first folder
     that holds both (see :func:`fashion_mnist`); FileNotFoundError, naming the folders and the fix, if none does."""
     prefix = "train" if split == "train" else "t10k"
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    base = root if root is not None else data_root()
+    base = Path(root) if root is not None else data_root()
     folders = [base / "FashionMNIST" / "raw", base / "fashion-mnist", base]
     if root is None:
         folders.append(FASHION_MNIST_DEBIAN_DIR)
@@ -536,7 +536,7 @@ def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", s
     _check_size(size, "fashion_mnist")
     if split not in ("train", "test"):
         raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected train or test")
-    image_file, label_file = fashion_files(Path(root) if root is not None else None, split)
+    image_file, label_file = fashion_files(root, split)
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.shape != (len(images),):
         raise ValueError(f"{image_file} and {label_file} do not match: images {images.shape}, labels "

@@ -738,7 +738,7 @@ def measured_sets(plan: StudyPlan, data_root: str | None = None) -> tuple[StudyP
         if STUDY_SETS[dataset][3] == "fashion":
             try:
                 for split in ("train", "test"):
-                    datasets.fashion_files(Path(data_root) if data_root is not None else None, split)
+                    datasets.fashion_files(data_root, split)
             except FileNotFoundError:
                 missing[dataset] = FASHION_MISSING
     return dataclasses.replace(plan, main_sets=tuple(d for d in plan.main_sets if d not in missing)), missing

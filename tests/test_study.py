@@ -204,8 +204,8 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     shifted = [dict(r, value=r["value"] + 0.05) for r in rerun]
     table = study.agreement(shifted, committed)
     assert set(table["verdict"]) == {"disagrees"} and table["effect"].tolist() == pytest.approx([0.05] * len(rerun))
-    sentence = study.verdict_sentence(table.iloc[0])
     first = table.iloc[0]
+    sentence = study.verdict_sentence(first)
     assert "disagrees" in sentence and "(+5.0 points, " in sentence
     assert f": {100 * first['ci_low']:.1f} % against the committed {100 * first['ci_high']:.1f} % (" in sentence
 

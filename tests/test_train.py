@@ -442,48 +442,38 @@ def test_a_resumed_run_counts_only_the_views_it_trained_and_shows_its_rate(tmp_p
 
 def test_a_resumed_log_keeps_the_rows_before_the_checkpoint_only(tmp_path):
     """A run killed after its checkpoint at step 5 may have logged steps 5-7; the resumed run redoes them."""
-    from s2r2lib import train
-
     log = tmp_path / "log.csv"
-    handle, writer = train._open_log(log, 0)
+    handle, writer = engine._open_log(log, 0)
     writer.writerows({"step": step, "loss": 1.0} for step in range(8))
     handle.close()
-    handle, writer = train._open_log(log, 5)
+    handle, writer = engine._open_log(log, 5)
     handle.close()
     assert [row["step"] for row in read_log(tmp_path)] == [0, 1, 2, 3, 4]
 
 
-def test_each_optimizer_name_builds_that_optimizer_and_bf16_turns_on_autocast(tmp_path):
-    from s2r2lib import train
-
+def test_each_optimizer_name_builds_that_optimizer_and_bf16_sets_the_learners_autocast_flag(tmp_path):
     params = [torch.nn.Parameter(torch.zeros(2))]
-    for name, kind in (("adam", torch.optim.Adam), ("lars", train.LARS), ("sgd", torch.optim.SGD)):
-        assert type(train._optimizer(small_config(tmp_path, optimizer=name).resolved(), params)) is kind, name
-    assert train.Learner(small_config(tmp_path, precision="bf16").resolved()).bf16 is True
-    assert train.Learner(small_config(tmp_path, precision="fp32").resolved()).bf16 is False
+    for name, kind in (("adam", torch.optim.Adam), ("lars", engine.LARS), ("sgd", torch.optim.SGD)):
+        assert type(engine._optimizer(small_config(tmp_path, optimizer=name).resolved(), params)) is kind, name
+    assert engine.Learner(small_config(tmp_path, precision="bf16").resolved()).bf16 is True
+    assert engine.Learner(small_config(tmp_path, precision="fp32").resolved()).bf16 is False
 
 
 def test_the_command_names_itself_in_its_usage(capsys):
-    from s2r2lib import train
-
     with pytest.raises(SystemExit):
-        train.main(["--help"])
+        engine.main(["--help"])
     assert capsys.readouterr().out.startswith("usage: python -m s2r2lib.train ")
 
 
 def test_a_runs_wall_time_is_the_time_it_took(tmp_path):
-    from s2r2lib import train
-
     began = time.perf_counter()
-    summary = train.train(small_config(tmp_path, max_steps=2))
+    summary = engine.train(small_config(tmp_path, max_steps=2))
     assert 0 < summary["wall_s"] <= time.perf_counter() - began
 
 
 def test_channels_last_puts_the_encoders_convolutions_in_that_layout(tmp_path):
-    from s2r2lib import train
-
     images = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for channels_last in (True, False):
-        engine = train.Engine(small_config(tmp_path, channels_last=channels_last).resolved(), images, "cpu")
-        convs = [m for m in engine.learner.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+        built = engine.Engine(small_config(tmp_path, channels_last=channels_last).resolved(), images, "cpu")
+        convs = [m for m in built.learner.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) == channels_last for c in convs)
