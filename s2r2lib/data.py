@@ -51,6 +51,7 @@ import math
 import multiprocessing
 import os
 import struct
+import sys
 import uuid
 import warnings
 import zlib
@@ -267,6 +268,15 @@ def _listing(entries: list[str]) -> str:
     return "; ".join(entries[:5]) + more
 
 
+def _warn_at_caller(message: str) -> None:
+    """A UserWarning that points at the first line outside this module: the user's call, whether it reached the
+    warning directly (image_folder) or through another loader here (load("folder"))."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
 def image_folder(root: str | os.PathLike | None = None, split: str | None = None, size: int = 96,
                  labelled: bool = False, name: str | None = None, cache_dir: str | os.PathLike | None = None,
                  strict: bool = False, workers: int = 0) -> ImageSet:
@@ -354,7 +364,7 @@ def image_folder(root: str | os.PathLike | None = None, split: str | None = None
                         f"their shorter side and were upscaled (blurred): {_listing(upscaled)}. Pass a "
                         "smaller size, or remove them")
     if problems:
-        warnings.warn(". ".join(problems), stacklevel=2)
+        _warn_at_caller(". ".join(problems))
     labels = None if meta["labels"] is None else torch.tensor(meta["labels"], dtype=torch.int64)
     return ImageSet(torch.from_numpy(images[:meta["n"]]), labels, meta["classes"], name)
 
