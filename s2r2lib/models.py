@@ -17,7 +17,6 @@ import numbers
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
 
 ARCHS = ("narrow_cnn", "resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,7 +102,9 @@ def build_model(arch: str = "resnet18", small_input: bool = False, proj_dim: int
     if arch == "narrow_cnn":
         backbone, feat_dim = NarrowCNN(small_input), NarrowCNN.feat_dim
     elif arch in ("resnet18", "resnet50"):
-        backbone = (resnet18 if arch == "resnet18" else resnet50)(weights=None)
+        import torchvision.models  # here, not at the top: it takes 1.5 s, and a narrow_cnn run never needs it
+
+        backbone = getattr(torchvision.models, arch)(weights=None)
         feat_dim = backbone.fc.in_features
         backbone.fc = nn.Identity()
         if small_input:

@@ -31,11 +31,13 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 BACKENDS = ("cpu", "batched")
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
@@ -80,6 +82,8 @@ SWAV_CROPS = ((2, 96, (0.14, 1.0)), (6, 48, (0.05, 0.14)))
 
 def cpu_view_transform(size: int = 96, recipe: ViewRecipe = SIMCLR) -> v2.Compose:
     """The per-view transform of the cpu backend: uint8 (1 or 3, H, W) -> float32 (3, size, size) in [0, 1]."""
+    from torchvision.transforms import v2  # here, not at the top: torchvision takes 1.5 s to import
+
     return v2.Compose([
         v2.RGB(),
         v2.RandomResizedCrop(size, scale=recipe.crop_scale, ratio=recipe.crop_ratio, antialias=True),

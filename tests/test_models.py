@@ -1,5 +1,8 @@
 """s2r2lib.models: encoders and projection head, randomly initialised, normalising their own input."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -97,3 +100,14 @@ def test_forward_works_in_bf16_autocast_with_channels_last(arch):
 def test_unknown_arch_names_the_valid_ones():
     with pytest.raises(ValueError, match="unknown arch 'resnet34'.*narrow_cnn.*resnet18.*resnet50"):
         build_model("resnet34")
+
+
+def test_torchvision_loads_only_for_a_resnet_or_the_cpu_views():
+    """Each ``python -m s2r2lib.train``, DDP worker and notebook kernel imports the library, and torchvision takes
+    1.5 s of that here: a narrow_cnn run on batched views never loads it."""
+    code = ("import sys, s2r2lib.train, s2r2lib.study, s2r2lib.bench.gpu\n"
+            "assert 'torchvision' not in sys.modules, 'imported with the library'\n"
+            "s2r2lib.views.cpu_view_transform(8)\n"
+            "s2r2lib.models.build_model('resnet18')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
