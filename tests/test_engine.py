@@ -512,6 +512,13 @@ def test_the_knn_monitor_reads_its_data_from_the_configured_root(tmp_path, monke
     assert asked == [(str(tmp_path / "data"), 36)] * 2  # the run's own root and image size
 
 
+def test_the_knn_monitor_extracts_its_features_on_the_runs_device(tmp_path, spy):
+    calls = spy(engine.probe, "extract_features")
+    engine.train(small_config(tmp_path, max_steps=2, knn_every=2, knn_data="embedded", knn_images=40))
+    assert [call["device"] for call in calls] == [torch.device("cpu")] * 2  # train and test split, at step 2
+    assert math.isfinite(engine.read_log(tmp_path / "run")[-1]["knn_top1"])
+
+
 def test_the_knn_monitor_fits_on_the_train_split_and_scores_on_the_test_split(tmp_path):
     config = small_config(tmp_path, knn_data="embedded", knn_every=10, knn_images=60).resolved()
     monitor = engine._KnnMonitor(config, torch.device("cpu"))

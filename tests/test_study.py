@@ -426,24 +426,6 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
         [0.5 * (1 + math.cos(math.pi * s / 14)) for s in range(14)])
 
 
-def test_swav_prototypes_stay_frozen_for_prototype_freeze_steps(tmp_path):
-    base = train.TrainConfig(method="swav", images_per_batch=4, data_options={"n": 64}, max_steps=2,
-                             crops=[[2, 16, [0.3, 1.0]]], image_size=16, view_size=16, progress=False,
-                             optimizer="adam", lr=1e-2)
-
-    def prototypes(freeze, name):
-        config = dataclasses.replace(base, prototype_freeze_steps=freeze, output=str(tmp_path / name))
-        train.train(config)
-        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["prototypes"]["weight"]
-
-    torch.manual_seed(0)
-    start = train.Learner(dataclasses.replace(base, method="swav")).prototypes.weight.detach()
-    start = torch.nn.functional.normalize(start, dim=1)
-    assert torch.allclose(prototypes(2, "frozen"), start, atol=1e-6)  # normalised each step, never moved
-    assert not torch.allclose(prototypes(1, "thawed"), start, atol=1e-4)
-    assert torch.allclose(prototypes(None, "epoch"), start, atol=1e-6)  # None: the first epoch (16 steps)
-
-
 # --- The data ------------------------------------------------------------------------------------------------
 
 def test_object_and_cluttered_images_differ_only_in_the_number_of_objects():

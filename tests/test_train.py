@@ -73,6 +73,24 @@ def test_swav_codes_stay_spread_over_prototypes(tmp_path):
     assert used >= 8, f"collapse: only {used} of {config.prototypes} prototypes are anyone's best match"
 
 
+def test_swav_prototypes_stay_frozen_for_prototype_freeze_steps(tmp_path):
+    base = TrainConfig(method="swav", images_per_batch=4, data_options={"n": 64}, max_steps=2,
+                             crops=[[2, 16, [0.3, 1.0]]], image_size=16, view_size=16, progress=False,
+                             optimizer="adam", lr=1e-2)
+
+    def prototypes(freeze, name):
+        config = dataclasses.replace(base, prototype_freeze_steps=freeze, output=str(tmp_path / name))
+        engine.train(config)
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["prototypes"]["weight"]
+
+    torch.manual_seed(0)
+    start = engine.Learner(dataclasses.replace(base, method="swav")).prototypes.weight.detach()
+    start = torch.nn.functional.normalize(start, dim=1)
+    assert torch.allclose(prototypes(2, "frozen"), start, atol=1e-6)  # normalised each step, never moved
+    assert not torch.allclose(prototypes(1, "thawed"), start, atol=1e-4)
+    assert torch.allclose(prototypes(None, "epoch"), start, atol=1e-6)  # None: the first epoch (16 steps)
+
+
 def test_training_writes_a_log_and_a_loadable_checkpoint(tmp_path):
     summary = engine.train(small_config(tmp_path, max_steps=4))
     log = read_log(tmp_path / "run")
@@ -146,6 +164,48 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     save_checkpoint(tmp_path / "elsewhere.pt", state)
     with pytest.raises(ValueError, match="belongs to another config.*lr"):
         load_checkpoint(tmp_path / "elsewhere.pt", other.resolved())
+
+
+def test_resume_in_a_folder_without_a_run_says_to_start_without_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing to resume in .*empty: it has no config.yaml; start without "
+                                                r"--resume"):
+        engine.train(small_config(tmp_path, "empty", max_steps=2), resume=True)
+
+
+def test_temporaries_of_a_killed_write_are_removed_even_if_another_process_got_there_first(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".checkpoint.pt.k1l2.tmp", run / ".config.yaml.x9y8.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    engine.train(small_config(tmp_path, max_steps=1))
+    assert [p for p in stale if p.exists()] == [] and (run / "checkpoint.pt").exists()
+    # two runs starting on one folder: the other removes a leftover between this one's listing and its unlink
+    listing = Path.glob
+
+    def raced(self, pattern):
+        found = list(listing(self, pattern))
+        for path in found if pattern.endswith(".tmp") else []:
+            path.unlink()
+        return found
+
+    for path in stale:
+        path.write_bytes(b"half a write")
+    monkeypatch.setattr(Path, "glob", raced)
+    assert engine.train(small_config(tmp_path, max_steps=1), resume=True)["resumed_from"] == 1  # no FileNotFoundError
+
+
+def test_the_train_command_prints_its_summary_on_rank_0_only(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(small_config(tmp_path, max_steps=1).to_dict()))
+    monkeypatch.setattr(engine, "train", lambda config, resume: {"steps": 1})  # what each torchrun process gets
+    for rank, printed in ((None, "steps: 1\n"), ("0", "steps: 1\n"), ("1", ""), ("3", "")):
+        if rank is None:
+            monkeypatch.delenv("RANK", raising=False)
+        else:
+            monkeypatch.setenv("RANK", rank)
+        assert engine.main(["--config", str(path)]) == 0
+        assert capsys.readouterr().out == printed, rank
 
 
 def test_a_truncated_checkpoint_is_refused_clearly(tmp_path):
