@@ -143,28 +143,21 @@ class ProbeResult:
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_iter: int):
     """Multinomial logistic regression with sklearn's objective, C * sum(cross entropy) + |W|^2 / 2
-    (bias not penalised), by full-batch L-BFGS in float64 on x's device; returns a predict function.
-    The gradient is written out, (softmax - onehot) / n through the linear map, rather than taken by
-    autograd: the same values without a graph a step, a third less time a fit here."""
-    n = len(x)
-    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, device=x.device)
-    bias = torch.zeros(classes, dtype=torch.float64, device=x.device)
-    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
-    targets = F.one_hot(y, classes).to(torch.float64)
+    (bias not penalised), by full-batch L-BFGS in float64 on x's device; returns a predict function."""
+    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-6,
                                   tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
 
     def objective():
+        optimizer.zero_grad()
         # divided by C * n: the same minimiser as sklearn's objective, at a scale L-BFGS likes
-        log_p = torch.addmm(bias, x, weight).log_softmax(1)
-        loss = -(log_p * targets).sum() / n + weight.square().sum() / (2 * c * n)
-        residual = (log_p.exp() - targets).div_(n)  # the loss's gradient with respect to the logits
-        torch.mm(x.T, residual, out=weight.grad).add_(weight, alpha=1 / (c * n))
-        torch.sum(residual, 0, out=bias.grad)
+        loss = F.cross_entropy(x @ weight + bias, y) + weight.square().sum() / (2 * c * len(x))
+        loss.backward()
         return loss
 
     optimizer.step(objective)
-    return lambda z: (z @ weight + bias).argmax(1)
+    return lambda z: (z @ weight.detach() + bias.detach()).argmax(1)
 
 
 def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:

@@ -211,10 +211,9 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "bench_gpu": ({"suite": S, "config": S, "metric": S, "value": S, "unit": S, "status": S, "note": S, "wall_s": F,
                    "commit": S, "device": S, "torch": S, "date": S}, ("device", "suite", "config", "metric")),
     "bench_probe": ({"impl": S, "train": I, "test": I, "dim": I, "classes": I, "device": S, "threads": I,
-                     "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F,
-                     "linear_vs_autograd": F, "meets_goal": S, "linear_top1": F, "knn20_top1": F, "knn200_top1": F,
-                     "retrieval_map": F, "note": S, "status": S, "commit": S, "torch": S, "date": S},
-                    ("device", "impl", "threads")),
+                     "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
+                     "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,
+                     "commit": S, "torch": S, "date": S}, ("device", "impl", "threads")),
     # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1; and
     # its budget checks (s2r2lib.study.budget_checks): at the committed budget (1) and at the long profile's
     # (budget = its factor), with claims 1, 2 and the control there. The _gpu tables are the same two of the

@@ -145,11 +145,10 @@ def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys
     assert bench.main(argv) == 0
     assert torch.get_num_threads() == threads
     rows = {row["impl"]: row for row in read_table(out).to_dict("records")}
-    assert set(rows) == {"s2r2lib", "autograd", "before"} and {row["status"] for row in rows.values()} == {"measured"}
-    ours, autograd, before = rows["s2r2lib"], rows["autograd"], rows["before"]
+    assert set(rows) == {"s2r2lib", "before"} and {row["status"] for row in rows.values()} == {"measured"}
+    ours, before = rows["s2r2lib"], rows["before"]
     assert ours["speedup_vs_before"] == pytest.approx(before["total_s"] / ours["total_s"], rel=0.05)
-    assert ours["linear_vs_autograd"] == pytest.approx(autograd["linear_s"] / ours["linear_s"], rel=0.05)
-    assert ours["linear_top1"] == before["linear_top1"] == autograd["linear_top1"]  # one linear probe, two gradients
+    assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
     assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
     assert "scaled from 20 queries" in before["note"]
 

@@ -10,9 +10,6 @@ linear probe has to work (top-1 near 50 %), generated from a fixed seed.
 Two implementations, each in a fresh subprocess at ``--threads`` CPU threads:
 
   s2r2lib  the library as it is: every metric on --device; retrieval mAP sorts many queries a chunk.
-  autograd the library with the linear probe's gradient taken by autograd, as it was before the written-out
-           gradient: the same fits, a graph built and walked at each L-BFGS evaluation (its row gives the
-           linear probe's seconds against ours: linear_vs_autograd on our row).
   before   the probe this replaced, on the CPU: L-BFGS held to one thread, and retrieval mAP by the
            rank sums of eq. 2, one query a chunk (its memory budget held one query's (K-1) x N terms at
            this size). That mAP is timed on --before-queries queries and scaled to all of them, since the
@@ -33,7 +30,7 @@ from .. import probe
 from ..results import output_dir, provenance, write_table
 from . import run_worker, serve_worker, suite_parser
 
-IMPLS = ("s2r2lib", "autograd", "before")
+IMPLS = ("s2r2lib", "before")
 GOAL_S = {"cpu": 60.0, "cuda": 10.0}  # the whole probe at STL10's size: on a 2-core CPU, on a GPU
 
 
@@ -72,24 +69,6 @@ def before_retrieval_seconds_per_query(features: torch.Tensor, labels: torch.Ten
     return (time.perf_counter() - start) / queries, float(torch.stack(aps).mean())
 
 
-def autograd_fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_iter: int):
-    """:func:`s2r2lib.probe._fit_logistic` with the gradient taken by autograd, as it was before: the same
-    objective, L-BFGS settings and float64."""
-    weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, device=x.device, requires_grad=True)
-    bias = torch.zeros(classes, dtype=torch.float64, device=x.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-6,
-                                  tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
-
-    def objective():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + weight.square().sum() / (2 * c * len(x))
-        loss.backward()
-        return loss
-
-    optimizer.step(objective)
-    return lambda z: (z @ weight.detach() + bias.detach()).argmax(1)
-
-
 def _measure(impl: str, device: str, threads: int, train: int, test: int, dim: int, classes: int,
              before_queries: int) -> dict:
     """Run in a worker process: the seconds of each part of the probe, and its numbers."""
@@ -110,8 +89,6 @@ def _measure(impl: str, device: str, threads: int, train: int, test: int, dim: i
 
     if impl == "before":
         torch.set_num_threads(1)  # the replaced probe held L-BFGS to one thread
-    if impl == "autograd":
-        probe._fit_logistic = autograd_fit_logistic  # in this worker process only
     linear, linear_s = timed(lambda: probe.linear_probe(train_x, train_y, test_x, test_y))
     torch.set_num_threads(threads)
     knn, knn_s = timed(lambda: (probe.knn_top1(train_x, train_y, test_x, test_y, k=20),
@@ -154,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     threads_before = torch.get_num_threads()
     rows = []
     for device in devices:
-        impls = [impl for impl in args.impls if impl != "before" or device == "cpu"]  # the old probe had no device
+        impls = [impl for impl in args.impls if impl == "s2r2lib" or device == "cpu"]  # the old probe had no device
         for threads in args.threads:
             torch.set_num_threads(threads)  # so that provenance's device name states the worker's threads
             prov = provenance(device)
@@ -165,20 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                        "threads": threads, **run_worker("s2r2lib.bench.probe", job, args.timeout), **prov}
                 rows.append(row)
     torch.set_num_threads(threads_before)
-
-    def measured_row(impl: str, like: dict) -> dict | None:
-        return next((r for r in rows if r["impl"] == impl and r["threads"] == like["threads"]
-                     and r["device"].split(":")[0] == like["device"].split(":")[0] and r["status"] == "measured"), None)
-
-    for row in rows:  # the ratios first, from the numbers; then every number as text
-        measured, goal = row["status"] == "measured", GOAL_S.get(row["device"].split(":")[0])
-        before, autograd = measured_row("before", row), measured_row("autograd", row)
-        row["speedup_vs_before"] = f"{before['total_s'] / row['total_s']:.1f}" if measured and before else ""
-        ours = measured and row["impl"] == "s2r2lib"
-        row["linear_vs_autograd"] = f"{autograd['linear_s'] / row['linear_s']:.2f}" if ours and autograd else ""
-        row["meets_goal"] = ("yes" if row["total_s"] < goal else "no") if ours and goal else ""
     for row in rows:
+        before = next((r for r in rows if r["impl"] == "before" and r["threads"] == row["threads"]
+                       and r["status"] == "measured"), None)
         measured = row["status"] == "measured"
+        row["speedup_vs_before"] = f"{before['total_s'] / row['total_s']:.1f}" if measured and before else ""
+        goal = GOAL_S.get(row["device"].split(":")[0])
+        ours = measured and goal and row["impl"] == "s2r2lib"
+        row["meets_goal"] = ("yes" if row["total_s"] < goal else "no") if ours else ""
         for key in ("linear_s", "knn_s", "map_s", "total_s"):
             if key in row:
                 row[key] = f"{row[key]:.3g}"
@@ -187,13 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 row[key] = f"{row[key]:.4f}"
         print(f"{row['device']:40s} {row['impl']:8s} " + (
             f"linear {row['linear_s']:>6s} s  kNN {row['knn_s']:>6s} s  mAP {row['map_s']:>6s} s  "
-            f"total {row['total_s']:>6s} s  x{row['speedup_vs_before'] or '-'} of before's time, linear probe "
-            f"x{row['linear_vs_autograd'] or '-'} of autograd's  ({row['note']})"
+            f"total {row['total_s']:>6s} s  x{row['speedup_vs_before'] or '-'}  ({row['note']})"
             if measured else row["status"]), flush=True)
     path = args.out or output_dir("results") / "bench_probe.csv"
     columns = ["impl", "train", "test", "dim", "classes", "device", "threads", "linear_s", "knn_s", "map_s", "total_s",
-               "speedup_vs_before", "linear_vs_autograd", "meets_goal", "linear_top1", "knn20_top1", "knn200_top1",
-               "retrieval_map", "note", "status", "commit", "torch", "date"]
+               "speedup_vs_before", "meets_goal", "linear_top1", "knn20_top1", "knn200_top1", "retrieval_map", "note",
+               "status", "commit", "torch", "date"]
     write_table(path, [{c: row.get(c, "") for c in columns} for row in rows])
     print(f"wrote {path}")
     return 0
