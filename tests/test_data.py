@@ -8,6 +8,7 @@ import stat
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -790,3 +791,43 @@ def test_clutter_keeps_the_items_class_names_and_subset_of_every_image_is_the_se
     items = data.load("embedded", split="test", size=28, n=12)
     assert data.clutter(items, n=3, size=32, per_image=(1, 1), scale=(0.5, 0.5)).classes == items.classes
     assert data.subset(items, len(items)) is items  # not a reordered copy under another name
+
+
+# --- What make mutation left alive in data.py (seed 23, a sample of 60) ------------------------------------
+
+def test_subset_keeps_none_on_n_0_and_names_what_it_kept():
+    images = data.embedded(split="test", size=16, n=20)
+    assert len(data.subset(images, 0)) == 0  # 0 is the smallest n it takes
+    assert data.subset(images, 3).name == f"{images.name}[3]"
+
+
+def test_grey_images_with_alpha_are_composited_onto_black():
+    image = Image.new("LA", (2, 1))
+    image.putpixel((0, 0), (200, 0))    # fully transparent: black
+    image.putpixel((1, 0), (200, 255))  # opaque: its grey
+    assert list(data._to_rgb(image).getdata()) == [(0, 0, 0), (200, 200, 200)]
+
+
+def test_data_sets_are_looked_for_under_the_checkouts_data_folder_by_default(monkeypatch):
+    from s2r2lib.results import project_dir
+
+    monkeypatch.delenv("S2R2_DATA_DIR", raising=False)
+    assert data.data_root() == project_dir() / "data"
+    monkeypatch.setenv("S2R2_DATA_DIR", "/elsewhere")
+    assert data.data_root() == Path("/elsewhere")
+
+
+def test_an_unknown_embedded_split_lists_every_split_it_takes():
+    listed = r"\['train', 'test', 'unlabeled', 'train\+unlabeled'\]"
+    with pytest.raises(ValueError, match=rf"'valid'; expected one of {listed}"):
+        data.embedded(split="valid")
+
+
+def test_an_idx_file_of_zero_items_is_its_header_alone(tmp_path):
+    path = tmp_path / "empty-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 0))  # 8 bytes: magic, one dimension of 0
+    assert data.read_idx(path).shape == (0,)
+
+
+def test_try_load_loads_at_the_size_it_is_given():
+    assert data.try_load("embedded", split="test", size=24, n=4).images.shape == (4, 3, 24, 24)

@@ -478,3 +478,20 @@ def test_view_collate_makes_the_papers_96_pixel_views_unless_told():
 def test_the_cpu_transform_makes_the_papers_96_pixel_views_unless_told():
     image = torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert views.cpu_view_transform()(image).shape == (3, 96, 96)
+
+
+# --- What make mutation left alive in views.py (seed 23, a sample of 60) -----------------------------------
+
+def test_a_crop_stays_inside_its_image_when_a_position_draw_returns_its_upper_bound():
+    # torch's uniform_ can return its upper bound on some devices: the crop's corner is clamped for that
+    def uniform(low, high, *shape):
+        return torch.full(shape, 1.0 if (low, high) == (0, 1) else (low + high) / 2)
+
+    top, left, crop_h, crop_w = views._sample_crop_boxes(3, 32, 40, views.SIMCLR, uniform)
+    assert (top + crop_h).max() == 32 and (left + crop_w).max() == 40  # at the far edge, not past it
+
+
+@pytest.mark.parametrize("area", [(True, 1.0), (0.1, "1.0")])
+def test_a_swav_crop_area_must_be_two_real_numbers(area):
+    with pytest.raises(ValueError, match=r"crops\[0\] area range must be two numbers"):
+        views._check_crops([(2, 16, area)])
