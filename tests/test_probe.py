@@ -147,7 +147,8 @@ def test_probe_bench_times_the_probe_beside_the_one_it_replaced(tmp_path, capsys
     rows = {row["impl"]: row for row in read_table(out).to_dict("records")}
     assert set(rows) == {"s2r2lib", "before"} and {row["status"] for row in rows.values()} == {"measured"}
     ours, before = rows["s2r2lib"], rows["before"]
-    assert ours["speedup_vs_before"] == pytest.approx(before["total_s"] / ours["total_s"], rel=0.05)
+    # the ratio is written to one decimal, the times to three digits: it follows from them within that rounding
+    assert ours["speedup_vs_before"] == pytest.approx(before["total_s"] / ours["total_s"], abs=0.06)
     assert ours["linear_top1"] == before["linear_top1"]  # one linear probe, whatever the threads
     assert ours["meets_goal"] in ("yes", "no") and "cpu:" in ours["device"] and ours["commit"]
     assert "scaled from 20 queries" in before["note"]
