@@ -335,7 +335,7 @@ def test_coco_decodes_with_the_workers_it_is_given(tmp_path, spy):
         _save(tmp_path / "val2017" / f"{i:012d}.jpg", _solid((0, 120, 0), size=(64, 48)))
     calls = spy(data, "image_folder")
     data.coco(tmp_path, split="val2017", size=24, cache_dir=tmp_path / "cache", workers=2)
-    assert [call["workers"] for call in calls] == [2]
+    assert [(call["workers"], call["cache_dir"]) for call in calls] == [(2, tmp_path / "cache")]
 
 
 def test_coco_reads_its_split_folder_and_explains_a_missing_one(tmp_path):
@@ -831,3 +831,18 @@ def test_an_idx_file_of_zero_items_is_its_header_alone(tmp_path):
 
 def test_try_load_loads_at_the_size_it_is_given():
     assert data.try_load("embedded", split="test", size=24, n=4).images.shape == (4, 3, 24, 24)
+
+
+# --- What make mutation left alive in data.py (seed 24, a sample of 60) ------------------------------------
+
+def test_a_long_listing_names_five_and_counts_the_rest():
+    assert data._listing([f"f{i}.jpg" for i in range(5)]) == "f0.jpg; f1.jpg; f2.jpg; f3.jpg; f4.jpg"
+    assert data._listing([f"f{i}.jpg" for i in range(7)]) == "f0.jpg; f1.jpg; f2.jpg; f3.jpg; f4.jpg; and 2 more"
+
+
+def test_coco_and_stl10_are_looked_for_in_their_folders_under_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("S2R2_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=re.escape(f"expected {tmp_path / 'coco' / 'val2017'}/*.jpg")):
+        data.coco(split="val2017")
+    with pytest.raises(FileNotFoundError, match=r"or pass root= the folder that holds stl10_binary/$"):
+        data.stl10(split="test")
