@@ -75,8 +75,8 @@ def test_swav_codes_stay_spread_over_prototypes(tmp_path):
 
 def test_swav_prototypes_stay_frozen_for_prototype_freeze_steps(tmp_path):
     base = TrainConfig(method="swav", images_per_batch=4, data_options={"n": 64}, max_steps=2,
-                             crops=[[2, 16, [0.3, 1.0]]], image_size=16, view_size=16, progress=False,
-                             optimizer="adam", lr=1e-2)
+                       crops=[[2, 16, [0.3, 1.0]]], image_size=16, view_size=16, progress=False,
+                       optimizer="adam", lr=1e-2)
 
     def prototypes(freeze, name):
         config = dataclasses.replace(base, prototype_freeze_steps=freeze, output=str(tmp_path / name))
@@ -84,7 +84,7 @@ def test_swav_prototypes_stay_frozen_for_prototype_freeze_steps(tmp_path):
         return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["prototypes"]["weight"]
 
     torch.manual_seed(0)
-    start = engine.Learner(dataclasses.replace(base, method="swav")).prototypes.weight.detach()
+    start = engine.Learner(base).prototypes.weight.detach()
     start = torch.nn.functional.normalize(start, dim=1)
     assert torch.allclose(prototypes(2, "frozen"), start, atol=1e-6)  # normalised each step, never moved
     assert not torch.allclose(prototypes(1, "thawed"), start, atol=1e-4)
