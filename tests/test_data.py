@@ -207,6 +207,14 @@ def test_clutter_places_whole_items_and_is_deterministic():
     assert (many.images[:, 0] > 127).sum() > 2 * (one.images[:, 0] > 127).sum()
 
 
+def test_clutter_draws_each_items_side_within_its_scale():
+    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    one = data.clutter(white, n=200, size=64, per_image=(1, 1), scale=(0.25, 0.5), seed=0)
+    side = (one.images[:, 0].float() / 255).sum(dim=(1, 2)).sqrt()  # a whole square item per canvas
+    assert side.min() >= 0.25 * 64 - 1 and side.max() <= 0.5 * 64 + 1
+    assert side.min() < 0.3 * 64 and side.max() > 0.45 * 64  # and spread over the range, not pinned to an end
+
+
 def test_fashion_mnist_clutter_composes_real_items(tmp_path):
     _write_fashion(tmp_path)
     composite = data.load("fashion_mnist_clutter", root=tmp_path, n=8, seed=1)
@@ -273,6 +281,7 @@ def test_folder_skips_bad_files_with_one_warning_and_converts_odd_modes(tmp_path
     assert ". Skipped them; pass strict=True to raise instead" in messages[0]
     for name in ("truncated.jpg", "corrupt.png", "empty.jpeg", "notes.jpg"):
         assert name in messages[0]
+    assert "corrupt.png (UnidentifiedImageError: cannot identify image file" in messages[0]  # each reason's kind
     assert images.images.shape == (8, 3, 16, 16) and images.labels is None
     by_name = dict(zip(["a.jpg", "c.bmp", "deep16.png", "gray.png", "palette.gif", "rgba.png", "sub/b.png",
                         "sub/deeper/wide.PNG"], images.images))
@@ -321,10 +330,19 @@ def test_folder_cache_is_reused_without_decoding_and_rebuilt_when_files_change(t
     assert not list(cache.glob(".*tmp"))  # no temporary files left behind
 
 
+def test_a_cache_of_readable_images_only_is_written_once_not_copied(tmp_path, monkeypatch):
+    for i in range(3):
+        _save(tmp_path / "images" / f"{i}.png", _solid((10 * i, 0, 0)))
+    monkeypatch.setattr(data, "_keep_rows", lambda *a: pytest.fail("copied a cache that had every row"))
+    assert len(data.image_folder(tmp_path / "images", size=8, cache_dir=tmp_path / "cache")) == 3
+
+
 def test_labelled_folder_reads_class_subfolders(tmp_path):
     for cls, colour in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))):
         for i in range(2):
             _save(tmp_path / "pets" / cls / f"{i}.jpg", _solid(colour))
+    unlabelled = data.load("folder", root=tmp_path / "pets", size=8, cache_dir=tmp_path / "cache")
+    assert unlabelled.labels is None and unlabelled.classes is None  # cached first, under the same name and size
     pets = data.load("folder", root=tmp_path / "pets", size=8, labelled=True, cache_dir=tmp_path / "cache")
     assert pets.classes == ["cat", "dog"] and pets.labels.tolist() == [0, 0, 1, 1]
     assert (pets.images[pets.labels == 1, 2] > 200).all()
@@ -338,10 +356,11 @@ def test_coco_decodes_with_the_workers_it_is_given(tmp_path, spy):
     assert [(call["workers"], call["cache_dir"]) for call in calls] == [(2, tmp_path / "cache")]
 
 
-def test_coco_reads_its_split_folder_and_explains_a_missing_one(tmp_path):
+def test_coco_reads_its_split_folder_and_explains_a_missing_one(tmp_path, monkeypatch):
     for i in range(2):
         _save(tmp_path / "val2017" / f"{i:012d}.jpg", _solid((0, 120, 0), size=(64, 48)))
-    val = data.load("coco", root=tmp_path, split="val2017", size=24, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(data.multiprocessing, "get_context", lambda *a: pytest.fail("started worker processes"))
+    val = data.load("coco", root=tmp_path, split="val2017", size=24, cache_dir=tmp_path / "cache")  # in-process
     assert val.images.shape == (2, 3, 24, 24) and val.labels is None and val.name == "coco-val2017"
     with pytest.raises(FileNotFoundError, match=r"train2017.*cocodataset\.org"):
         data.load("coco", root=tmp_path, split="train2017")
@@ -433,7 +452,7 @@ def test_decompression_bomb_is_refused_before_decoding_and_counted(tmp_path, mon
 def test_pixel_limit_is_pillows_max_image_pixels(tmp_path, monkeypatch):
     _save(tmp_path / "images" / "small.png", _solid((10, 10, 10), size=(30, 30)))
     _save(tmp_path / "images" / "large.png", _solid((10, 10, 10), size=(40, 30)))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 900 px pass, 1200 px are refused
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)  # at the limit passes (as in Pillow); 1200 px are refused
     with pytest.warns(UserWarning, match=r"1 of 2 files.*large\.png \(40x30 is 1200 pixels"):
         assert len(data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")) == 1
 
@@ -541,6 +560,7 @@ def test_embedded_labels_are_balanced_and_unlabeled_split_has_none(monkeypatch):
     monkeypatch.setitem(data.EMBEDDED_SIZES, "unlabeled", 30)
     mixed = data.embedded(split="train+unlabeled", size=16)
     assert len(mixed) == 50 and (mixed.labels[20:] == -1).all() and (mixed.labels[:20] >= 0).all()
+    assert mixed.name == "embedded-object-train+unlabeled"
     assert torch.equal(mixed.images[:20], data.embedded(split="train", size=16).images)
 
 
@@ -692,6 +712,9 @@ def test_caching_a_folder_or_stl10_shows_its_progress(tmp_path, capsys):
 def test_sixteen_bit_and_float_images_rescale_to_8_bits_exactly():
     dark = Image.fromarray(np.full((4, 4), 200, dtype=np.uint16))  # 16-bit samples of a dark image: 200 of 65535
     assert dark.mode.startswith("I;16") and np.asarray(data._to_rgb(dark))[0, 0].tolist() == [1, 1, 1]
+    # 16-bit samples that Pillow widened to 32-bit mode I (as some TIFFs open) are scaled too, not clipped at 255
+    wide = Image.fromarray(np.full((4, 4), 40000, dtype=np.int32))
+    assert wide.mode == "I" and np.asarray(data._to_rgb(wide))[0, 0].tolist() == [round(40000 / 257)] * 3
     # 0.50392157 (float32) x 255 = 128.49999...: 128 in float64 arithmetic, 129 if rounded in float32 first
     grey = Image.fromarray(np.full((4, 4), 0.50392157, dtype=np.float32), mode="F")
     assert np.asarray(data._to_rgb(grey))[0, 0].tolist() == [128, 128, 128]
@@ -739,6 +762,10 @@ def test_fashion_mnist_clutter_reads_the_given_root(tmp_path):
     expected = data.clutter(data.fashion_mnist(tmp_path, "train", size=28), n=5, size=48, seed=1, scale=(0.6, 0.7),
                             per_image=(1, 1))
     assert torch.equal(scaled.images, expected.images) and not torch.equal(scaled.images, made.images)
+    default = data.fashion_mnist_clutter(tmp_path)  # as documented: one canvas per item, seed 0
+    items = data.fashion_mnist(tmp_path, "train", size=28)
+    assert torch.equal(default.images, data.clutter(items, n=len(items), size=64, per_image=(2, 4), scale=(0.3, 0.5),
+                                                    seed=0).images)
     test = data.fashion_mnist_clutter(tmp_path, "test", size=48, n=5, seed=1)  # the split asked for
     assert torch.equal(test.images, data.clutter(data.fashion_mnist(tmp_path, "test", size=28), n=5, size=48,
                                                  seed=1).images) and not torch.equal(test.images, made.images)
@@ -837,6 +864,7 @@ def test_try_load_loads_at_the_size_it_is_given():
 
 def test_a_long_listing_names_five_and_counts_the_rest():
     assert data._listing([f"f{i}.jpg" for i in range(5)]) == "f0.jpg; f1.jpg; f2.jpg; f3.jpg; f4.jpg"
+    assert data._listing([f"f{i}.jpg" for i in range(6)]) == "f0.jpg; f1.jpg; f2.jpg; f3.jpg; f4.jpg; and 1 more"
     assert data._listing([f"f{i}.jpg" for i in range(7)]) == "f0.jpg; f1.jpg; f2.jpg; f3.jpg; f4.jpg; and 2 more"
 
 
