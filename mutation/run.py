@@ -121,6 +121,26 @@ def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | Non
     return stdout
 
 
+def tally(status: dict[str, str], listed: set[str]) -> tuple[int, int, list[str], set[str], int]:
+    """(killed, timed out, survivors, equivalent, without tests) of mutmut's ``status`` per mutant; ``listed``
+    names the mutants judged equivalent, which are left out of the score whatever happened to them (one that
+    crashed, as a spawned pool can on a loaded machine, is no evidence either way). Any other mutant that was
+    not judged (a crash, a mutmut error) raises RuntimeError: the score would not be over every mutant."""
+    equivalent = listed & {n for n, s in status.items() if s == "survived"}
+    unjudged = sorted(n for n, s in status.items() if s not in ("killed", "survived", "timeout", "no tests"))
+    crashed_listed = [n for n in unjudged if n in listed]
+    if crashed_listed:
+        print(f"  listed as equivalent, left out although not judged ({status[crashed_listed[0]]}): "
+              f"{', '.join(crashed_listed)}")
+        equivalent |= set(crashed_listed)
+    unjudged = [n for n in unjudged if n not in listed]
+    if unjudged:
+        raise RuntimeError(f"{len(unjudged)} mutants were not judged, e.g. {unjudged[:3]} ({status[unjudged[0]]})")
+    survived = sorted(n for n, s in status.items() if s == "survived" and n not in equivalent)
+    return (sum(s == "killed" for s in status.values()), sum(s == "timeout" for s in status.values()), survived,
+            equivalent, sum(s == "no tests" for s in status.values()))
+
+
 def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool,
                timeout_s: float | None = None) -> dict:
     tests = MODULES[module]
@@ -142,15 +162,10 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
     meta = json.loads((scratch / "mutants" / "s2r2lib" / f"{module}.py.meta").read_text())["exit_code_by_key"]
     chosen = set(pattern) if sample else set(meta)
     status = {name: status_by_exit_code[meta[name]] for name in chosen}  # killed, survived, timeout, ...
-    equivalent = equivalent_mutants() & {n for n, s in status.items() if s == "survived"}
-    survived = sorted(n for n, s in status.items() if s == "survived" and n not in equivalent)
-    killed = sum(s == "killed" for s in status.values())
-    timeout = sum(s == "timeout" for s in status.values())
-    no_tests = sum(s == "no tests" for s in status.values())
-    unjudged = sorted(n for n, s in status.items() if s not in ("killed", "survived", "timeout", "no tests"))
-    if unjudged:
-        raise RuntimeError(f"mutation: {module}: {len(unjudged)} mutants were not judged, e.g. {unjudged[:3]} "
-                           f"({status[unjudged[0]]}); see `python -m mutmut browse` in {scratch}")
+    try:
+        killed, timeout, survived, equivalent, no_tests = tally(status, equivalent_mutants())
+    except RuntimeError as error:
+        raise RuntimeError(f"mutation: {module}: {error}; see `python -m mutmut browse` in {scratch}") from None
     judged = killed + timeout + len(survived) + no_tests
     print(f"{module}: {killed} killed, {timeout} timed out, {len(survived)} survived, {len(equivalent)} "
           f"equivalent, {no_tests} without tests, of {len(status)}{' sampled' if sample else ''} "

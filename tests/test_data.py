@@ -1,6 +1,7 @@
 """Data loaders on small files in the real formats, the cache, and the embedded generator."""
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -100,6 +101,24 @@ def test_stl10_resized_through_the_cache_keeps_orientation_and_is_reused(tmp_pat
     assert torch.equal(again.images, small.images)
 
 
+def test_stl10_labels_1_to_10_are_classes_0_to_9_and_others_are_refused(tmp_path):
+    _write_stl10(tmp_path, train=2)
+    labels = tmp_path / "stl10_binary" / "train_y.bin"
+    labels.write_bytes(bytes([1, 10]))  # the first and the last class (airplane, truck)
+    assert data.stl10(tmp_path, "train").labels.tolist() == [0, 9]
+    for bad in (0, 11):
+        labels.write_bytes(bytes([1, bad]))
+        with pytest.raises(ValueError, match=rf"should hold 2 labels in 1\.\.10.*values in {min(bad, 1)}\.\.{max(bad, 1)}"):
+            data.stl10(tmp_path, "train")
+
+
+def test_stl10_without_class_names_txt_has_the_standard_names_also_through_the_cache(tmp_path):
+    _write_stl10(tmp_path)
+    (tmp_path / "stl10_binary" / "class_names.txt").unlink()
+    assert data.stl10(tmp_path, "test").classes == data.STL10_CLASSES
+    assert data.stl10(tmp_path, "test", size=32, cache_dir=tmp_path / "cache").classes == data.STL10_CLASSES
+
+
 def test_stl10_missing_or_truncated_files_say_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train_X\.bin.*train_y\.bin.*cs\.stanford\.edu"):
         data.stl10(tmp_path, "train")
@@ -154,7 +173,8 @@ def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         data.read_idx(path)
     path.write_bytes(b"PK\x03\x04 not an idx file")
-    with pytest.raises(ValueError, match="not an idx file"):
+    with pytest.raises(ValueError, match="not an idx file of unsigned bytes: it starts 504b0304, expected 000008 "
+                                         "and the number of dimensions$"):
         data.read_idx(path)
 
 
@@ -171,6 +191,17 @@ def test_fashion_mnist_found_in_torchvision_layout_and_padded_to_size(tmp_path):
     np.testing.assert_array_equal(padded.images[:, 1, 2:30, 2:30].numpy(), images)  # 2 px border
     assert padded.images[:, :, :2].max() == 0 and padded.images[:, :, :, 30:].max() == 0
     assert data.fashion_mnist(tmp_path, "train", size=64).images.shape == (6, 3, 64, 64)
+    small = data.fashion_mnist(tmp_path, "train", size=16)  # the item shrunk to 14 px with antialiasing, centred
+    reference = F.interpolate(torch.from_numpy(images)[:, None].float(), size=(14, 14), mode="bilinear",
+                              antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(small.images[:, :1, 1:15, 1:15], reference)
+
+
+def test_fashion_mnist_files_of_zero_items_read_as_an_empty_set(tmp_path):
+    for prefix in ("train", "t10k"):
+        (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((0, 28, 28), dtype=np.uint8)))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(0, dtype=np.uint8)))
+    assert data.fashion_mnist(tmp_path, "test", size=28).images.shape == (0, 3, 28, 28)
 
 
 def test_fashion_mnist_plain_files_directly_under_root(tmp_path):
@@ -205,6 +236,41 @@ def test_clutter_places_whole_items_and_is_deterministic():
                                                 seed=3).images)
     many = data.clutter(white, n=20, size=64, per_image=(4, 4), scale=(0.25, 0.25), seed=3)
     assert (many.images[:, 0] > 127).sum() > 2 * (one.images[:, 0] > 127).sum()
+
+
+def test_clutter_defaults_and_name():
+    items = data.embedded(split="test", n=6, size=28)
+    default = data.clutter(items, n=3)
+    assert torch.equal(default.images, data.clutter(items, n=3, size=64, per_image=(2, 4), scale=(0.3, 0.5),
+                                                    seed=0).images)
+    assert default.name == "embedded-object-test-clutter"
+
+
+def test_clutter_at_scale_1_on_the_items_own_size_copies_them_exactly():
+    items = data.embedded(split="test", n=5, size=28)
+    copies = data.clutter(items, n=10, size=28, per_image=(1, 1), scale=(1.0, 1.0))  # the item fills the canvas
+    assert all(any(torch.equal(canvas, item) for item in items.images) for canvas in copies.images)
+
+
+def test_clutter_places_each_item_at_its_drawn_centre_in_x_then_y():
+    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    one = data.clutter(white, n=50, size=64, per_image=(1, 1), scale=(0.25, 0.25), seed=4)
+    # the draws clutter makes, in its order: items per canvas, then per slot the item, its side and its centre
+    gen = torch.Generator().manual_seed(4)
+    torch.randint(1, 2, (50,), generator=gen), torch.randint(1, (50,), generator=gen), torch.rand(50, generator=gen)
+    centre = 0.75 * (2 * torch.rand(50, 2, generator=gen) - 1)  # in [-1, 1] canvas coordinates: x, y
+    weight = one.images[:, 0].float()
+    coords = torch.arange(64.0) + 0.5
+    x = (weight.sum(1) * coords).sum(1) / weight.sum((1, 2))
+    y = (weight.sum(2) * coords).sum(1) / weight.sum((1, 2))
+    assert torch.allclose(torch.stack([x, y], 1), (centre + 1) * 32, atol=0.3)
+
+
+def test_clutter_holds_per_image_items_uniformly_between_min_and_max():
+    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    area = [data.clutter(white, n=600, size=64, per_image=counts, scale=(0.1, 0.1), seed=2).images[:, 0].float().sum()
+            for counts in ((1, 1), (1, 2))]
+    assert 1.4 < area[1] / area[0] < 1.6  # 1.5 items a canvas on average (small items rarely overlap)
 
 
 def test_clutter_draws_each_items_side_within_its_scale():
@@ -330,6 +396,39 @@ def test_folder_cache_is_reused_without_decoding_and_rebuilt_when_files_change(t
     assert not list(cache.glob(".*tmp"))  # no temporary files left behind
 
 
+def test_a_cache_array_without_its_metadata_is_rebuilt(tmp_path):
+    """A run killed between renaming the array into place and writing its metadata leaves the array alone."""
+    def fill(out):
+        out[:] = 9
+        return {"n": 2}
+
+    data._cached("half", 2, 4, fill, tmp_path)
+    (tmp_path / "half.json").unlink()
+    images, meta = data._cached("half", 2, 4, fill, tmp_path)
+    assert meta == {"n": 2} and (images == 9).all()
+
+
+def test_a_bad_file_and_a_tiny_image_are_told_in_one_warning(tmp_path):
+    _save(tmp_path / "images" / "fine.png", _solid((0, 200, 0)))
+    _save(tmp_path / "images" / "dot.png", _solid((0, 200, 0), size=(2, 2)))
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning) as caught:
+        data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
+    assert len(caught) == 1
+    assert re.search(r"broken\.png \(.*\)\. Skipped them; pass strict=True to raise instead\. 1 of 2 images .* "
+                     r"upscaled \(blurred\): dot\.png \(2x2\)", str(caught[0].message))
+
+
+def test_keeping_the_first_rows_of_a_cache_copies_all_of_them_past_several_chunks(tmp_path):
+    path = tmp_path / "cache.npy"
+    rows = 2 * data._CHUNK + 500  # two whole chunks and a part
+    np.save(path, np.arange(rows + 100, dtype=np.uint32).astype(np.uint8).reshape(-1, 1, 1, 1).repeat(3, 1))
+    data._keep_rows(path, rows)
+    kept = np.load(path)
+    assert kept.shape == (rows, 3, 1, 1) and (kept[:, 0, 0, 0] == np.arange(rows, dtype=np.uint32) % 256).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npy"]  # its temporary renamed into place
+
+
 def test_a_cache_of_readable_images_only_is_written_once_not_copied(tmp_path, monkeypatch):
     for i in range(3):
         _save(tmp_path / "images" / f"{i}.png", _solid((10 * i, 0, 0)))
@@ -346,6 +445,16 @@ def test_labelled_folder_reads_class_subfolders(tmp_path):
     pets = data.load("folder", root=tmp_path / "pets", size=8, labelled=True, cache_dir=tmp_path / "cache")
     assert pets.classes == ["cat", "dog"] and pets.labels.tolist() == [0, 0, 1, 1]
     assert (pets.images[pets.labels == 1, 2] > 200).all()
+
+
+def test_coco_skips_a_bad_file_by_default_and_raises_when_strict(tmp_path):
+    _save(tmp_path / "val2017" / "000000000001.jpg", _solid((0, 120, 0), size=(128, 100)))
+    (tmp_path / "val2017" / "000000000002.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="1 of 2 files"):
+        val = data.coco(tmp_path, split="val2017", cache_dir=tmp_path / "cache")
+    assert val.images.shape == (1, 3, 96, 96)  # 96 px by default, as the paper's STL10
+    with pytest.raises(ValueError, match=r"000000000002\.jpg"):
+        data.coco(tmp_path, split="val2017", cache_dir=tmp_path / "strict", strict=True)
 
 
 def test_coco_decodes_with_the_workers_it_is_given(tmp_path, spy):
@@ -391,6 +500,19 @@ def test_folder_decoding_in_worker_processes_matches_in_process(tmp_path):
         here = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "a")
         pooled = data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "b", workers=2)
     assert torch.equal(here.images, pooled.images)
+
+
+def test_folder_decodes_in_process_by_default_and_its_workers_are_spawned(tmp_path, monkeypatch):
+    for i in range(2):
+        _save(tmp_path / "images" / f"{i}.png", _solid((0, 0, 90 * i), size=(120, 100)))
+    real_context, methods = data.multiprocessing.get_context, []
+    monkeypatch.setattr(data.multiprocessing, "get_context", lambda method=None: methods.append(method))
+    default = data.image_folder(tmp_path / "images", cache_dir=tmp_path / "cache")
+    assert methods == [] and default.images.shape == (2, 3, 96, 96)  # in this process; 96 px, as STL10
+    monkeypatch.setattr(data.multiprocessing, "get_context",
+                        lambda method=None: methods.append(method) or real_context(method))
+    data.image_folder(tmp_path / "images", size=8, cache_dir=tmp_path / "cache", workers=1)
+    assert methods == ["spawn"]  # not fork, which would copy torch's threads into the workers
 
 
 def _exif_jpeg(path, array, orientation):
@@ -505,8 +627,12 @@ def test_cache_root_env_then_checkout_then_user_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert data.cache_root() == tmp_path / "xdg" / "s2r2"
+    (elsewhere / "pyproject.toml").write_text("[project]\n")  # another project: not an s2r2 checkout
+    assert data.cache_root() == tmp_path / "xdg" / "s2r2"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_root() == tmp_path / "home" / ".cache" / "s2r2"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert data.cache_root() == tmp_path / "home" / ".cache" / "s2r2"
 
 
@@ -530,6 +656,11 @@ def test_cache_files_keep_the_users_umask(tmp_path, umask):
         os.umask(previous)
     (array,) = (tmp_path / "cache").glob("*.npy")
     assert stat.S_IMODE(array.stat().st_mode) == 0o666 & ~umask
+
+
+def test_try_load_reads_the_root_and_split_it_is_given(tmp_path):
+    _write_stl10(tmp_path)
+    assert len(data.try_load("stl10", root=tmp_path, split="test")) == 2  # not train's 3, nor the default root
 
 
 def test_try_load_prints_the_whole_reason(tmp_path, capsys):
@@ -560,7 +691,12 @@ def test_embedded_labels_are_balanced_and_unlabeled_split_has_none(monkeypatch):
     monkeypatch.setitem(data.EMBEDDED_SIZES, "unlabeled", 30)
     mixed = data.embedded(split="train+unlabeled", size=16)
     assert len(mixed) == 50 and (mixed.labels[20:] == -1).all() and (mixed.labels[:20] >= 0).all()
-    assert mixed.name == "embedded-object-train+unlabeled"
+    assert mixed.name == "embedded-object-train+unlabeled" and mixed.classes == list(synthetic.CLASSES)
+    other = data.embedded(split="train+unlabeled", size=16, seed=1)  # the seed reaches both parts
+    assert torch.equal(other.images[:20], data.embedded(split="train", size=16, seed=1).images)
+    assert torch.equal(other.images[20:], data.embedded(split="unlabeled", size=16, seed=1).images)
+    few = data.embedded(split="train", n=40, size=16, num_classes=2)  # only the first classes
+    assert set(few.labels.tolist()) == {0, 1}
     assert torch.equal(mixed.images[:20], data.embedded(split="train", size=16).images)
 
 
@@ -577,6 +713,16 @@ def test_cluttered_images_hold_more_objects_and_more_edges():
     assert edge_fraction(scenes) > 1.3 * edge_fraction(objects)
     with pytest.raises(ValueError, match="split='unlabeled'"):
         data.embedded(split="train", mode="cluttered")
+    cluttered = data.embedded(split="unlabeled", mode="cluttered", n=4, size=24)  # the split it takes
+    seed = data._split_seed(0, "unlabeled", "cluttered")  # its own seed, apart from the object images'
+    assert seed != data._split_seed(0, "unlabeled", "object") and cluttered.labels is None
+    assert torch.equal(cluttered.images, synthetic.render(4, size=24, mode="cluttered", seed=seed)[0])
+
+
+def test_each_split_seed_is_the_top_63_bits_of_the_hash_of_seed_split_and_mode():
+    # the seeds every committed row's embedded images were drawn from: sha256 of "seed/split/mode", 8 bytes
+    digest = hashlib.sha256(b"0/train/object").digest()[:8]
+    assert data._split_seed(0, "train", "object") == int.from_bytes(digest, "big") // 2
 
 
 def _colour_probe_accuracy(train_images, train_labels, test_images, test_labels) -> float:
@@ -631,6 +777,9 @@ def test_imageset_rejects_wrong_dtypes_and_shapes():
 def test_imageset_to_moves_images_and_labels():
     small = data.embedded(split="test", n=4, size=16).to("cpu")
     assert small.images.device.type == "cpu" and small.labels.device.type == "cpu" and len(small) == 4
+    moved = small.to("meta")  # a device other than the CPU, on every machine
+    assert moved.images.device.type == moved.labels.device.type == "meta" and moved.name == small.name
+    assert data.embedded(split="unlabeled", n=2, size=16).to("meta").labels is None
 
 
 def test_load_dispatches_and_rejects_unknown_names():
@@ -650,12 +799,18 @@ def test_subset_draws_n_images_with_their_labels_reproducibly():
     index = [i for i in range(50) if any(torch.equal(full.images[i], img) for img in part.images[:1])][0]
     assert part.labels[0] == full.labels[index]
     assert data.subset(full, None) is full and data.subset(full, 99) is full
+    assert torch.equal(data.subset(full, 20).images, data.subset(full, 20, seed=0).images)  # the default seed
+    unlabelled = data.subset(data.embedded(split="unlabeled", n=10, size=16), 4)
+    assert len(unlabelled) == 4 and unlabelled.labels is None
 
 
 # --- What make mutation left alive in data.py (a sample of 30): each error says how to fix it -----------------
 
 def test_errors_for_missing_or_bad_data_say_how_to_fix_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="or pass root= the folder that holds it"):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no image files \(\.jpg, \.jpeg, \.png, .*\.tiff\) under "):
+        data.image_folder(tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="unzip it in .*no-coco, or pass root= the folder that holds it$"):
         data.coco(root=tmp_path / "no-coco")
     with pytest.raises(ValueError, match="takes the sizes of its parts; pass n to each split separately"):
         data.embedded(split="train+unlabeled", n=10)
@@ -664,7 +819,7 @@ def test_errors_for_missing_or_bad_data_say_how_to_fix_it(tmp_path):
         data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
     with pytest.warns(UserWarning):  # a cache built leniently, then read strictly: the files it skipped
         data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache")
-    with pytest.raises(ValueError, match=r"Remove or replace them, or pass strict=False to skip them"):
+    with pytest.raises(ValueError, match=r"Remove or replace them, or pass strict=False to skip them$"):
         data.image_folder(tmp_path / "images", size=16, cache_dir=tmp_path / "cache", strict=True)
     (tmp_path / "floats-idx").write_bytes(bytes([0, 0, 0x0D, 3, 0xFF, 0xEE]) + bytes(8))
     with pytest.raises(ValueError, match=r"it starts 00000d03, "):  # the 4-byte magic number, in hex
@@ -715,6 +870,15 @@ def test_sixteen_bit_and_float_images_rescale_to_8_bits_exactly():
     # 16-bit samples that Pillow widened to 32-bit mode I (as some TIFFs open) are scaled too, not clipped at 255
     wide = Image.fromarray(np.full((4, 4), 40000, dtype=np.int32))
     assert wide.mode == "I" and np.asarray(data._to_rgb(wide))[0, 0].tolist() == [round(40000 / 257)] * 3
+    # ... while mode I of 8-bit values stays as it is, up to 255; from 256 on it reads as 16-bit
+    for value, expected in ((200, 200), (255, 255), (256, 1)):
+        image = Image.fromarray(np.array([[0, value]], dtype=np.int32))
+        assert np.asarray(data._to_rgb(image))[0, 1].tolist() == [expected] * 3, value
+    # every 16-bit layout Pillow names, each scaled by 65535 (51529 / 257 = 200.502 rounds up; / 256.004 would not)
+    little = np.full((2, 2), 51529, dtype="<u2")
+    for image in (Image.fromarray(little.astype(">u2")), Image.frombytes("I;16L", (2, 2), little.tobytes()),
+                  Image.frombytes("I;16N", (2, 2), little.astype("=u2").tobytes()), Image.fromarray(little)):
+        assert np.asarray(data._to_rgb(image))[0, 0].tolist() == [201] * 3, image.mode
     # 0.50392157 (float32) x 255 = 128.49999...: 128 in float64 arithmetic, 129 if rounded in float32 first
     grey = Image.fromarray(np.full((4, 4), 0.50392157, dtype=np.float32), mode="F")
     assert np.asarray(data._to_rgb(grey))[0, 0].tolist() == [128, 128, 128]
@@ -728,6 +892,7 @@ def test_folders_shrink_with_antialiasing():
     reference = F.interpolate(torch.from_numpy(images).float(), size=(8, 8), mode="bilinear", antialias=True,
                               align_corners=False).round().clamp(0, 255).to(torch.uint8)
     assert torch.equal(torch.from_numpy(small), reference) and abs(small.astype(float).mean() - 127.5) < 2
+    assert small.dtype == np.uint8 and data._resize_square(np.zeros((1, 3, 64, 64), np.uint8), 8).max() == 0
 
 
 def test_embedded_data_default_to_seed_0():
@@ -776,6 +941,7 @@ def test_missing_fashion_mnist_names_every_folder_it_searched_in_order(tmp_path)
         data.fashion_mnist(tmp_path, split="train")
     searched = ", ".join(str(p) for p in (tmp_path / "FashionMNIST" / "raw", tmp_path / "fashion-mnist", tmp_path))
     assert f"in one of: {searched}. On Debian/Ubuntu: apt-get install dataset-fashion-mnist" in str(error.value)
+    assert str(error.value).endswith(f"or download them from {data.FASHION_MNIST_URL} into <root>/FashionMNIST/raw/")
 
 
 def test_float_images_in_0_1_and_in_0_255_both_come_out_8_bit():
@@ -783,6 +949,27 @@ def test_float_images_in_0_1_and_in_0_255_both_come_out_8_bit():
     wide = Image.fromarray(np.array([[0.0, 100.0], [200.0, 200.0]], dtype=np.float32), mode="F")
     assert np.asarray(data._to_rgb(unit))[..., 0].tolist() == [[0, 128], [255, 255]]  # 1.0 is white
     assert np.asarray(data._to_rgb(wide))[..., 0].tolist() == [[0, 100], [200, 200]]
+    above_1 = Image.fromarray(np.array([[0.0, 2.0]], dtype=np.float32), mode="F")  # past 1: read as 0..255
+    assert np.asarray(data._to_rgb(above_1))[..., 0].tolist() == [[0, 2]]
+    outside = Image.fromarray(np.array([[-20.0, 0.5], [300.0, 20.0]], dtype=np.float32), mode="F")
+    assert np.asarray(data._to_rgb(outside))[..., 0].tolist() == [[0, 1], [255, 20]]  # clipped, not wrapped
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    for name, (width, height) in (("wide.jpg", (1600, 800)), ("tall.jpg", (800, 1600))):
+        _save(tmp_path / name, _solid((0, 200, 0), size=(width, height)))
+    decoded, real_load = [], ImageFile.ImageFile.load
+
+    def load(image):
+        decoded.append(image.size)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    for name in ("wide.jpg", "tall.jpg"):
+        pixels, size = data._decode(str(tmp_path / name), 32, None)
+        assert pixels.shape == (3, 32, 32) and pixels[1, 16, 16] > 190
+    # JPEG's draft scales by 1/8 at most, and to no less than the size asked for on the shorter side
+    assert sorted(set(decoded)) == [(100, 200), (200, 100)]
 
 
 def test_a_tall_image_is_cropped_to_its_middle(tmp_path):
@@ -826,6 +1013,12 @@ def test_subset_keeps_none_on_n_0_and_names_what_it_kept():
     images = data.embedded(split="test", size=16, n=20)
     assert len(data.subset(images, 0)) == 0  # 0 is the smallest n it takes
     assert data.subset(images, 3).name == f"{images.name}[3]"
+
+
+def test_premultiplied_alpha_is_composited_onto_black_once():
+    image = Image.new("RGBa", (1, 1))
+    image.putpixel((0, 0), (100, 50, 25, 128))  # (199, 99, 49) at half opacity, stored premultiplied
+    assert data._to_rgb(image).getpixel((0, 0)) == pytest.approx((100, 50, 25), abs=1)
 
 
 def test_grey_images_with_alpha_are_composited_onto_black():

@@ -237,6 +237,16 @@ def test_a_sampled_mutation_score_carries_its_wilson_interval(mutation_run):
         run.wilson_interval(0, 0)
 
 
+def test_a_mutation_tally_leaves_out_listed_equivalents_and_refuses_other_unjudged_mutants(mutation_run):
+    status = {"a": "killed", "b": "killed", "c": "survived", "d": "survived", "e": "timeout", "f": "no tests",
+              "g": "segfault"}
+    killed, timeout, survived, equivalent, no_tests = mutation_run.tally(status, {"d", "g", "z"})
+    assert (killed, timeout, survived, equivalent, no_tests) == (2, 1, ["c"], {"d", "g"}, 1)
+    assert mutation_run.tally({"a": "killed", "d": "killed"}, {"d"})[:4] == (2, 0, [], set())  # a listed one killed
+    with pytest.raises(RuntimeError, match=r"1 mutants were not judged, e\.g\. \['g'\] \(segfault\)"):
+        mutation_run.tally(status, {"d"})
+
+
 def test_a_hung_mutation_run_is_stopped_with_its_children(mutation_run, tmp_path):
     """A test waiting at 0 % CPU escapes mutmut's CPU-time limit; past its wall-clock limit the run is stopped
     with every process it started (a child left behind would hold a core), and the error says what to do."""
