@@ -122,10 +122,11 @@ def mutmut(scratch: Path, *args: str, check: bool = True, timeout_s: float | Non
 
 
 def tally(status: dict[str, str], listed: set[str]) -> tuple[int, int, list[str], set[str], int]:
-    """(killed, timed out, survivors, equivalent, without tests) of mutmut's ``status`` per mutant; ``listed``
-    names the mutants judged equivalent, which are left out of the score whatever happened to them (one that
-    crashed, as a spawned pool can on a loaded machine, is no evidence either way). Any other mutant that was
-    not judged (a crash, a mutmut error) raises RuntimeError: the score would not be over every mutant."""
+    """(killed, timed out, survivors, equivalent, without tests) of mutmut's ``status`` per mutant. ``listed``
+    names the mutants judged equivalent: one that survived is left out of the score, and so is one that crashed
+    (as a spawned pool can on a loaded machine: no evidence either way). One that was killed or timed out counts
+    as caught, as any other (a listed mutant that only makes the code slower can time out). Any other mutant that
+    was not judged (a crash, a mutmut error) raises RuntimeError: the score would not be over every mutant."""
     equivalent = listed & {n for n, s in status.items() if s == "survived"}
     unjudged = sorted(n for n, s in status.items() if s not in ("killed", "survived", "timeout", "no tests"))
     crashed_listed = [n for n in unjudged if n in listed]
