@@ -239,6 +239,11 @@ def test_clutter_places_whole_items_and_is_deterministic():
     assert (many.images[:, 0] > 127).sum() > 2 * (one.images[:, 0] > 127).sum()
 
 
+def _white_item() -> data.ImageSet:
+    """One unlabelled 28 px item, white all over: what clutter pastes shows as its lit pixels."""
+    return data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+
+
 def test_clutter_defaults_and_name():
     items = data.embedded(split="test", n=6, size=28)
     default = data.clutter(items, n=3)
@@ -254,7 +259,7 @@ def test_clutter_at_scale_1_on_the_items_own_size_copies_them_exactly():
 
 
 def test_clutter_places_each_item_at_its_drawn_centre_in_x_then_y():
-    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    white = _white_item()
     one = data.clutter(white, n=50, size=64, per_image=(1, 1), scale=(0.25, 0.25), seed=4)
     # the draws clutter makes, in its order
     gen = torch.Generator().manual_seed(4)
@@ -270,14 +275,14 @@ def test_clutter_places_each_item_at_its_drawn_centre_in_x_then_y():
 
 
 def test_clutter_holds_per_image_items_uniformly_between_min_and_max():
-    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    white = _white_item()
     area = [data.clutter(white, n=600, size=64, per_image=counts, scale=(0.1, 0.1), seed=2).images[:, 0].float().sum()
             for counts in ((1, 1), (1, 2))]
     assert 1.4 < area[1] / area[0] < 1.6  # 1.5 items a canvas on average (small items rarely overlap)
 
 
 def test_clutter_draws_each_items_side_within_its_scale():
-    white = data.ImageSet(torch.full((1, 3, 28, 28), 255, dtype=torch.uint8), None, None, "white")
+    white = _white_item()
     one = data.clutter(white, n=200, size=64, per_image=(1, 1), scale=(0.25, 0.5), seed=0)
     side = (one.images[:, 0].float() / 255).sum(dim=(1, 2)).sqrt()  # a whole square item per canvas
     assert side.min() >= 0.25 * 64 - 1 and side.max() <= 0.5 * 64 + 1
