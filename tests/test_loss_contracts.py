@@ -3,6 +3,9 @@ function and the offending shape, the memory bound of the chunked ranking, and r
 edge cases. Written to kill the mutants of s2r2lib/losses.py that tests/test_losses.py let live
 (`make mutation MODULES=losses`; mutation/equivalent.md lists the ones no test can kill)."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,3 +98,45 @@ def test_swav_loss_runs_the_sinkhorn_iterations_it_is_given():
         codes = [losses.sinkhorn_knopp(s.detach(), 0.05, iterations) for s in scores]
         expected = -sum((codes[s] * F.log_softmax(scores[1 - s] / 0.1, dim=1)).sum(1).mean() for s in (0, 1)) / 2
         torch.testing.assert_close(swav_loss(scores, sinkhorn_iterations=iterations), expected)
+
+
+def test_an_unchecked_all_zero_row_has_similarity_zero_and_leaves_the_loss_finite():
+    # Given a BatchGroups the losses skip the value check (a training loop runs check_embeddings now and then),
+    # so a row that collapsed to zeros must not turn every query's ranking into NaN in between.
+    z, ids = batch(images=3, views=2, seed=2)
+    z[1] = 0.0
+    groups = losses.ranking_groups(ids)
+    z.requires_grad_(True)
+    loss = smooth_ap_loss(z, groups)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert torch.isfinite(nt_xent_loss(z, groups))
+    assert (losses._cosine_similarity(z.detach())[1] == 0).all()
+
+
+def test_exact_ap_of_several_lists_gives_each_its_own_and_nan_only_to_a_list_holding_nan():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, float("nan"), 0.4, 0.6], [0.4, 0.3, 0.2, 0.1]])
+    relevant = torch.tensor([[True, False, False, True], [True, True, False, False], [False, False, True, True]])
+    ap = losses._exact_ap(scores, relevant)
+    assert ap[1].isnan()
+    for row in (0, 2):
+        assert ap[row] == ranking_ap(scores[row], relevant[row])
+    assert ap[0] == pytest.approx((1 + 2 / 3) / 2) and ap[2] == pytest.approx((1 / 3 + 2 / 4) / 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ranking_ap_returns_the_scores_dtype_and_the_default_dtype_for_anything_else(dtype):
+    scores, relevant = [0.9, 0.8, 0.7], [True, False, True]
+    for tau in (None, 0.05):
+        assert ranking_ap(torch.tensor(scores, dtype=dtype), relevant, tau=tau).dtype == dtype
+        for given in (scores, np.array(scores), torch.tensor([3, 2, 1])):  # a list, float64 numpy, integers
+            assert ranking_ap(given, relevant, tau=tau).dtype == torch.get_default_dtype(), (type(given), tau)
+
+
+def test_swav_loss_warns_of_nothing():
+    # PyTorch warns of an implicit softmax dimension; a warning in every training step would bury real ones.
+    gen = torch.Generator().manual_seed(2)
+    scores = [F.normalize(torch.randn(8, 5, generator=gen), dim=1) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(swav_loss(scores))
