@@ -8,10 +8,13 @@ import shutil
 import tempfile
 
 _SCRATCH: str | None = None
-# Tests that reuse the work of the notebooks' nbval run when they follow it on its worker (notebook 06's test
-# runs the same quick study in the same build/study, so its journal answers the jobs nbval's run finished):
-# they join the notebooks' unit, after its cells. Alone, or in another order, they do all the work themselves.
-AFTER_NOTEBOOKS = ("tests/test_study.py::test_notebook_06_runs_the_quick_study_and_writes_every_verdict",)
+# Tests that reuse the work of the notebooks' nbval run when they follow it on its worker, in the session's runs
+# folder (notebook 06's test runs the same quick study in the same build/study, so its journal answers the jobs
+# nbval's run finished; the 02-04 sequence runs notebook 02 at its defaults, as nbval did, and reads the run
+# back): they join the notebooks' unit, after its cells. Alone, or in another order, they do all the work
+# themselves. Nothing else may write the session's runs of those notebooks (the browser test has its own folder).
+AFTER_NOTEBOOKS = ("tests/test_study.py::test_notebook_06_runs_the_quick_study_and_writes_every_verdict",
+                   "tests/test_notebooks.py::test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence")
 
 
 def pytest_configure(config):

@@ -59,7 +59,10 @@ def lab(tmp_path_factory):
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
          f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings / 'workspaces'}"],
         stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"})  # inline figures, not Agg
+        # inline figures, not Agg; runs in a folder of the lab's own, away from the session's that nbval and the
+        # tests after it share (conftest.AFTER_NOTEBOOKS: notebook 03 probes the run notebook 02 made last)
+        env={**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+             "S2R2_RUNS_DIR": str(tmp_path_factory.mktemp("lab-runs"))})
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

@@ -19,11 +19,23 @@ def outputs(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_notebook(prefix, outputs, **parameters):
-    """Execute a notebook with the quick profile's parameters (and ``parameters``); its recorded numbers."""
+def run_notebook(prefix, outputs, quick=True, **parameters):
+    """Execute a notebook with the quick profile's parameters (or, ``quick`` False, a reader's defaults) and
+    ``parameters``; its recorded numbers."""
     (path,) = reproduce.notebook_paths(only=[prefix])
-    reproduce.execute_notebook(path, outputs / path.name, {**reproduce.parameters_for(path, "quick"), **parameters})
+    profile = reproduce.parameters_for(path, "quick") if quick else {}
+    reproduce.execute_notebook(path, outputs / path.name, {**profile, **parameters})
     return json.loads((outputs / "records" / f"{path.stem}.json").read_text())
+
+
+def default_of(prefix, name):
+    """The value notebook ``prefix``'s parameters cell gives ``name``."""
+    import ast
+
+    import papermill
+
+    (path,) = reproduce.notebook_paths(only=[prefix])
+    return ast.literal_eval(papermill.inspect_notebook(str(path))[name]["default"])
 
 
 def test_notebook_01_teaches_the_right_numbers(outputs):
@@ -48,16 +60,21 @@ def test_notebook_01_takes_its_parameters_as_exercise_1_asks(outputs):
 
 
 @pytest.mark.slow
-def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(outputs):
-    trained = run_notebook("02", outputs)
-    assert trained["steps"] == reproduce.PROFILES["quick"]["02_training"]["max_steps"]
+def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(tmp_path, monkeypatch):
+    # Notebook 02 at a reader's defaults in the session's runs folder: after nbval's run of the notebooks (conftest's
+    # AFTER_NOTEBOOKS) it reads nbval's runs back (its training and its solutions' tiny runs); alone, it trains them.
+    outputs = tmp_path
+    for kind in ("figures", "results", "records"):
+        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(outputs / kind))
+    trained = run_notebook("02", outputs, quick=False)
+    assert trained["steps"] == default_of("02", "max_steps")
     assert trained["loss_end"] < trained["loss_start"]
     assert trained["batch_ap_end"] > trained["batch_ap_start"]
     checkpoint = reproduce.latest_run("02_training") / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=True)
     assert state["step"] == trained["steps"]
     written = checkpoint.stat().st_mtime_ns
-    again = run_notebook("02", outputs)  # exercise 3: run it again, and the same run is read back, not retrained
+    again = run_notebook("02", outputs, quick=False)  # exercise 3: run it again: the run is read back, not retrained
     assert again["steps"] == trained["steps"] and checkpoint.stat().st_mtime_ns == written
 
     # finds notebook 02's checkpoint by itself; exercise 3's n_train = 500 (fewer labels) is the quick profile's own
