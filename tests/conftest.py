@@ -23,3 +23,12 @@ def spy(monkeypatch):
         monkeypatch.setattr(owner, name, recorded)
         return calls
     return wrap
+
+
+@pytest.fixture
+def session_runs(tmp_path, monkeypatch):
+    """Figures, results and records in the test's own folder (returned), runs in the session's: a test of
+    conftest.AFTER_NOTEBOOKS reads back the runs that the notebooks' nbval run made before it."""
+    for kind in ("figures", "results", "records"):
+        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
+    return tmp_path

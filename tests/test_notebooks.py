@@ -13,10 +13,10 @@ pytestmark = pytest.mark.smoke
 
 
 @pytest.fixture
-def outputs(tmp_path, monkeypatch):
-    for kind in ("figures", "results", "records", "runs"):
-        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
-    return tmp_path
+def outputs(session_runs, monkeypatch):
+    """Every output in the test's own folder, runs included."""
+    monkeypatch.setenv("S2R2_RUNS_DIR", str(session_runs / "runs"))
+    return session_runs
 
 
 def run_notebook(prefix, outputs, quick=True, **parameters):
@@ -60,12 +60,10 @@ def test_notebook_01_takes_its_parameters_as_exercise_1_asks(outputs):
 
 
 @pytest.mark.slow
-def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(tmp_path, monkeypatch):
+def test_notebooks_02_to_04_train_probe_and_tabulate_in_sequence(session_runs):
     # Notebook 02 at a reader's defaults in the session's runs folder: after nbval's run of the notebooks (conftest's
     # AFTER_NOTEBOOKS) it reads nbval's runs back (its training and its solutions' tiny runs); alone, it trains them.
-    outputs = tmp_path
-    for kind in ("figures", "results", "records"):
-        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(outputs / kind))
+    outputs = session_runs
     trained = run_notebook("02", outputs, quick=False)
     assert trained["steps"] == default_of("02", "max_steps")
     assert trained["loss_end"] < trained["loss_start"]

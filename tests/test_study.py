@@ -461,11 +461,9 @@ def test_colour_alone_does_not_find_an_images_other_view():
 
 @pytest.mark.smoke
 @pytest.mark.slow
-def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, monkeypatch, capsys):
+def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, session_runs, monkeypatch, capsys):
     # the session's runs folder, not one of its own: after nbval's run of the notebook (conftest's
     # AFTER_NOTEBOOKS), the study's journal answers the jobs that run finished
-    for kind in ("figures", "results", "records"):
-        monkeypatch.setenv(f"S2R2_{kind.upper()}_DIR", str(tmp_path / kind))
     (path,) = reproduce.notebook_paths(only=["06"])
     reproduce.execute_notebook(path, tmp_path / path.name, reproduce.parameters_for(path, "quick"))
     numbers = json.loads((tmp_path / "records" / f"{path.stem}.json").read_text())
