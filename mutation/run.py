@@ -63,11 +63,13 @@ def wilson_interval(caught: int, judged: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def equivalent_mutants() -> set[str]:
-    """Mutant names listed in mutation/equivalent.md (lines starting ``- `name```)."""
-    if not EQUIVALENT.is_file():
+def equivalent_mutants(path: Path = EQUIVALENT) -> set[str]:
+    """Mutant names listed in mutation/equivalent.md: every backquoted name on a line ``- `name`: reason`` or
+    ``- `name`, `name` and `name`: reason``, before the reason (whose code, such as ``topk(k)``, names none)."""
+    if not path.is_file():
         return set()
-    return set(re.findall(r"^- `([^`]+)`", EQUIVALENT.read_text(), flags=re.M))
+    heads = (line.split("`: ", 1)[0] for line in path.read_text().splitlines() if line.startswith("- `"))
+    return {name for head in heads for name in re.findall(r"`([^`]+)`", head + "`")}
 
 
 def scratch_copy(module: str, tests: list[str]) -> Path:

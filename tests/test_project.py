@@ -247,6 +247,16 @@ def test_a_mutation_tally_leaves_out_listed_equivalents_and_refuses_other_unjudg
         mutation_run.tally(status, {"d"})
 
 
+def test_every_name_on_a_line_of_the_equivalent_list_is_read_and_none_from_its_reason(mutation_run, tmp_path):
+    listed = tmp_path / "equivalent.md"
+    listed.write_text("# Equivalent mutants\n\nProse naming `not.a_mutant`.\n\n"
+                      "- `m.x_f__mutmut_1`: `topk(k)` without `dim=1`\n"
+                      "- `m.x_f__mutmut_2`, `m.x_g__mutmut_3` and `m.x_h__mutmut_4`: made on `cpu`\n")
+    assert mutation_run.equivalent_mutants(listed) == {"m.x_f__mutmut_1", "m.x_f__mutmut_2", "m.x_g__mutmut_3",
+                                                       "m.x_h__mutmut_4"}
+    assert mutation_run.equivalent_mutants(tmp_path / "missing.md") == set()
+
+
 def test_a_hung_mutation_run_is_stopped_with_its_children(mutation_run, tmp_path):
     """A test waiting at 0 % CPU escapes mutmut's CPU-time limit; past its wall-clock limit the run is stopped
     with every process it started (a child left behind would hold a core), and the error says what to do."""
