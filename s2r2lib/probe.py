@@ -124,7 +124,7 @@ def cached_features(model: S2R2Model, images: torch.Tensor, size: int, key: str,
     return features
 
 
-def checkpoint_key(checkpoint: str | Path | None, model: S2R2Model, seed: int = 0) -> str:
+def checkpoint_key(checkpoint: str | Path | None, model: S2R2Model, seed: int) -> str:
     """A name for an encoder's features: the hash of its checkpoint's bytes; for a random-init encoder,
     its seed and architecture (the hash of its module tree, strides included)."""
     if checkpoint is None:
@@ -261,9 +261,10 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
              arch: str | None = None, small_input: bool | None = None, proj_dim: int | None = None,
              device: str = "cpu", split_name: str = "", seed: int = 0) -> dict:
     """Every metric of one encoder (a checkpoint, or the random-init floor when None): linear top-1,
-    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C and the protocol. The encoder is built
-    as :func:`load_encoder` builds it: a checkpoint's with its own architecture. Cached: the same encoder,
-    images, labels and settings under the same probe code are read back, not probed again."""
+    kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C, the linear probe's test predictions, and the
+    features probed (``train_features``, ``test_features``: float32 on the CPU). The encoder is built as
+    :func:`load_encoder` builds it: a checkpoint's with its own architecture. Cached: the same encoder, images,
+    labels and settings under the same probe code are read back, not probed again."""
     model = load_encoder(checkpoint, arch, small_input, proj_dim, seed)
     key = checkpoint_key(checkpoint, model, seed)
     inputs = (key, size, seed,
@@ -271,23 +272,23 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
                 for t in (train_images, train_labels, test_images, test_labels)),
               *(Path(__file__).with_name(name).read_text() for name in ("probe.py", "losses.py", "models.py")))
     path = project_dir() / "build" / "features" / f"probe-{hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]}.pt"
-    if path.is_file():
-        saved = torch.load(path, weights_only=True)
-        return {**saved, "linear_predictions": saved["linear_predictions"].numpy()}
     train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
     test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
+    features = {"train_features": train_x, "test_features": test_x}  # kept once, in the feature cache
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return {**saved, "linear_predictions": saved["linear_predictions"].numpy(), **features}
     linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device)
     metrics = {
         "linear_top1": linear.top1, "linear_c": linear.c, "linear_predictions": linear.predictions,
         "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20, device=device),
         "knn200_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=200, device=device),
         "retrieval_map": retrieval_map(test_x, test_labels, device=device),
-        "test_features": test_x,
     }
     buffer = io.BytesIO()
     torch.save({**metrics, "linear_predictions": torch.from_numpy(linear.predictions)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-    return metrics
+    return {**metrics, **features}
 
 
 METRICS = {
@@ -306,10 +307,10 @@ def run_config(checkpoint: str | Path) -> dict:
 
 
 def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
-                arch: str = "narrow_cnn", seed: int = 0, device: str = "cpu", probe_s: float = 0.0) -> list[dict]:
+                arch: str = "narrow_cnn", seed: int = 0, device: str = "cpu", *, probe_s: float) -> list[dict]:
     """runs.csv rows (``source=measured``) for the metrics of :func:`evaluate`: of a checkpoint, its
     method, batch and epochs read from it; of the random-init floor (``checkpoint=None``), method
-    ``random-init``. wall_s is training plus probing time."""
+    ``random-init``. wall_s is training plus probing time (``probe_s``, measured by the caller)."""
     from .results import provenance
 
     setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed}

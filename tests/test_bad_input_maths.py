@@ -138,6 +138,8 @@ CASES = {
                                         ValueError, "linear_probe: features and labels disagree"),
     "knn temperature=0": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, temperature=0), ValueError,
                           "temperature"),
+    "knn temperature=inf": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, temperature=float("inf")),
+                            ValueError, "knn_top1: temperature must be a positive finite number, got inf"),
     "linear_probe empty c_grid": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, c_grid=()),
                                   ValueError, "c_grid"),
     "linear_probe C = 0": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, c_grid=(0.0, 1.0)),

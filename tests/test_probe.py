@@ -173,6 +173,25 @@ def test_a_crafted_feature_cache_file_is_refused_not_run(tmp_path, capsys):
     assert "ran code" not in capsys.readouterr().out
 
 
+def test_cached_features_are_read_back_as_they_were_computed(tmp_path, monkeypatch):
+    model, images = probe.load_encoder(None), load("embedded", split="test", size=40, n=8).images
+    first = probe.cached_features(model, images, 32, "key", cache_dir=tmp_path)
+    monkeypatch.setattr(probe, "extract_features", lambda *a, **k: pytest.fail("the cached features were extracted"))
+    assert torch.equal(probe.cached_features(model, images, 32, "key", cache_dir=tmp_path), first)
+
+
+def test_a_checkpoint_saved_on_a_gpu_reads_on_the_cpu(tmp_path, monkeypatch):
+    """A run trained on CUDA is probed on a machine without one: its tensors are loaded onto the CPU. The file
+    is made as CUDA makes it, every storage tagged "cuda:0" (which a CPU-only torch refuses to load as it is)."""
+    import torch.serialization
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save({"model": {"w": torch.ones(2)}, "config": {"arch": "narrow_cnn"}, "step": 1}, tmp_path / "gpu.pt")
+    state = probe.read_checkpoint(tmp_path / "gpu.pt")
+    assert state["model"]["w"].device.type == "cpu" and torch.equal(state["model"]["w"], torch.ones(2))
+
+
 def test_retrieval_map_names_both_shapes_when_they_disagree():
     with pytest.raises(ValueError, match=r"got \(4, 2\) and \(3,\)"):
         probe.retrieval_map(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
@@ -197,8 +216,11 @@ def test_two_encoders_are_probed_and_cached_apart(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train, test = load("embedded", split="train", size=40, n=120), load("embedded", split="test", size=40, n=60)
     args = (None, train.images, train.labels, test.images, test.labels, 32)
-    probe.evaluate(*args, seed=0)
-    probe.evaluate(*args, seed=1)
+    for seed in (0, 1):  # two random-init floors: each probed with its own encoder's features
+        metrics = probe.evaluate(*args, seed=seed)
+        model = probe.load_encoder(None, seed=seed)
+        assert torch.allclose(metrics["train_features"], probe.extract_features(model, train.images, 32)), seed
+        assert torch.allclose(metrics["test_features"], probe.extract_features(model, test.images, 32)), seed
     assert len(list((tmp_path / "build" / "features").glob("probe-*.pt"))) == 2
 
 
@@ -229,16 +251,32 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     states["k4.pt"] = {"config": config, "step": 5, "num_images": 1600, "train_wall_s": 1.0}
     rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="k4.pt", probe_s=2.0)
     assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
+    states["third.pt"] = {"config": config, "step": 25, "num_images": 1200, "train_wall_s": 1.0}
+    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="third.pt", probe_s=2.0)
+    assert {r["epochs"] for r in rows} == {0.333}  # 25 x 16 / 1200, to three decimals
+
+
+def test_a_floor_row_without_its_setting_reads_as_the_default_run():
+    from s2r2lib.train import TrainConfig
+
+    metrics = {"linear_top1": 0.5, "knn20_top1": 0.4, "knn200_top1": 0.3, "retrieval_map": 0.2}
+    rows = probe.result_rows(metrics, "probe", "embedded", probe_s=1.5)
+    assert {(r["arch"], r["seed"], r["wall_s"]) for r in rows} == {(TrainConfig().arch, TrainConfig().seed, "1.5")}
 
 
 def test_knn_reads_integer_features_as_float32_and_defaults_to_k_20():
-    import inspect
-
     gen = torch.Generator().manual_seed(4)
     x, t = torch.randint(0, 256, (40, 6), generator=gen), torch.randint(0, 256, (20, 6), generator=gen)
     y, u = torch.arange(40) % 2, torch.arange(20) % 2
     assert probe.knn_top1(x.to(torch.uint8), y, t.to(torch.uint8), u, k=5) == probe.knn_top1(x.float(), y, t.float(), u, k=5)
-    assert inspect.signature(probe.knn_top1).parameters["k"].default == 20  # the k of knn20_top1 (InstDisc's 200 aside)
+    # the k of knn20_top1 (InstDisc's 200 aside): 10 neighbours of class 0 at similarity 1 and 11 of class 1 at
+    # 0.999 around the query; 20 of them vote for class 0 (10 against 10 x e^(-0.001 / 0.07)), 21 for class 1
+    near = torch.tensor([[1.0, 0.0]]).repeat(10, 1)
+    close = torch.tensor([[0.999, (1 - 0.999**2) ** 0.5]]).repeat(11, 1)
+    train_x, train_y = torch.cat([near, close]), torch.tensor([0] * 10 + [1] * 11)
+    query, label = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    assert (probe.knn_top1(train_x, train_y, query, label, k=21), probe.knn_top1(train_x, train_y, query, label)) == \
+        (0.0, 1.0)
 
 
 def test_retrieval_map_takes_classes_of_two_images():
@@ -311,6 +349,19 @@ def test_evaluate_runs_every_step_on_the_device_it_is_given(tmp_path, monkeypatc
                                   + [("knn_top1", "cuda:1")] * 2 + [("retrieval_map", "cuda:1")])
 
 
+def test_evaluate_asks_knn_for_the_k_each_protocol_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    real = probe.knn_top1
+    monkeypatch.setattr(probe, "knn_top1", lambda *a, **k: asked.append(k["k"]) or real(*a, **k))
+    train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
+    metrics = probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32)
+    named = [int(probe.METRICS[m].rsplit("k = ", 1)[1]) for m in ("knn20_top1", "knn200_top1")]
+    assert asked == named == [20, 200]
+    assert metrics["knn200_top1"] == real(metrics["train_features"], train.labels, metrics["test_features"],
+                                          test.labels, k=200)
+
+
 def test_two_checkpoints_of_one_run_never_share_cached_features(tmp_path):
     from s2r2lib.train import TrainConfig, train
 
@@ -323,6 +374,7 @@ def test_two_checkpoints_of_one_run_never_share_cached_features(tmp_path):
         metrics = probe.evaluate(checkpoint, images, labels, images, labels, 32, split_name="two-checkpoints")
         own = probe.extract_features(probe.load_encoder(checkpoint), images, 32)
         assert torch.allclose(metrics["test_features"], own)  # its own encoder's, not the other checkpoint's
+        assert torch.allclose(metrics["train_features"], own)
 
 
 def test_the_floor_is_built_as_asked(tmp_path, monkeypatch):
