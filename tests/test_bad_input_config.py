@@ -43,6 +43,15 @@ def checkpoint(tmp_path, **fields):
     return path
 
 
+def without_encoder_fields(tmp_path):
+    """A checkpoint whose config has small_input but neither arch nor proj_dim (not written by s2r2lib.train)."""
+    path = checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["config"] = {k: v for k, v in state["config"].items() if k not in ("arch", "proj_dim")}
+    torch.save(state, path)
+    return path
+
+
 def evil_pickle(tmp_path):
     class Payload:
         def __reduce__(self):
@@ -146,6 +155,12 @@ CASES = [
     ("two fields against the checkpoint's", lambda t, m: probe.load_encoder(checkpoint(t, proj_dim=64), "resnet18",
                                                                              proj_dim=128), ValueError,
      "load_encoder: arch='resnet18', proj_dim=128 was asked for, but checkpoint"),
+    ("two fields against the checkpoint's, its values", lambda t, m: probe.load_encoder(
+        checkpoint(t, proj_dim=64), "resnet18", proj_dim=128), ValueError,
+     "was trained with arch='narrow_cnn', proj_dim=64; leave them out (None) to use the checkpoint's own"),
+    ("a checkpoint whose config lacks the encoder's fields", lambda t, m: probe.load_encoder(
+        without_encoder_fields(t)), ValueError, "its config lacks ['arch', 'proj_dim']; it is not a checkpoint of "
+                                                "s2r2lib.train"),
 ]
 
 

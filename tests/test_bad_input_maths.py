@@ -123,9 +123,14 @@ CASES = {
     "mean of one channel": (lambda: build_model("narrow_cnn", mean=(0.5,)), ValueError, "mean"),
     "arch unknown": (lambda: build_model("resnet34"), ValueError, "arch"),
     # probe
-    "retrieval_map features an array": (lambda: probe.retrieval_map(FEATURES.numpy(), LABELS), TypeError, "features"),
+    "retrieval_map features an array": (lambda: probe.retrieval_map(FEATURES.numpy(), LABELS), TypeError,
+                                        "retrieval_map: features and labels must be tensors, got ndarray and Tensor; "
+                                        "wrap arrays with torch.as_tensor"),
+    "retrieval_map labels a list": (lambda: probe.retrieval_map(FEATURES, LABELS.tolist()), TypeError,
+                                    "got Tensor and list"),
     "retrieval_map features NaN": (lambda: probe.retrieval_map(FEATURES.masked_fill(FEATURES > 1, float("nan")),
-                                                               LABELS), ValueError, "features"),
+                                                               LABELS), ValueError,
+                                   "retrieval_map: features hold NaN or inf; check the encoder"),
     "retrieval_map a lone class member": (lambda: probe.retrieval_map(FEATURES[:6], LABELS[:6]), ValueError, "labels"),
     "retrieval_map float labels": (lambda: probe.retrieval_map(FEATURES, LABELS.float()), ValueError,
                                    "retrieval_map: labels must be 1-D integer class labels"),

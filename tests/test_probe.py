@@ -292,13 +292,16 @@ def test_the_logistic_fit_runs_in_float64(spy):
     assert calls and all(p.dtype == torch.float64 for call in calls for p in call["params"])
 
 
-def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations():
-    """L-BFGS's limit is part of the protocol the study records (StudyPlan.probe_max_iter): 500 by default."""
-    import inspect
-
+def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations(spy):
+    """L-BFGS's limit is part of the protocol the study records (StudyPlan.probe_max_iter): 500 by default, and
+    the number asked for otherwise (L-BFGS's own default is 20)."""
     from s2r2lib import study
 
-    assert inspect.signature(probe.linear_probe).parameters["max_iter"].default == 500
+    calls = spy(torch.optim, "LBFGS")
+    x, y = torch.randn(40, 3), torch.arange(40) % 2
+    probe.linear_probe(x, y, x, y, c_grid=[1.0])
+    probe.linear_probe(x, y, x, y, c_grid=[1.0], max_iter=7)
+    assert [call["max_iter"] for call in calls] == [500, 500, 7, 7]  # the held-out fit, then the refit
     assert study.StudyPlan(train_seconds=1.0).probe_max_iter == 500
 
 
