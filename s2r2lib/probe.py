@@ -161,8 +161,9 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float, max_
 
 
 def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:
-    """A tensor (kept where it is unless ``device`` says otherwise) or an array, as ``dtype`` on the device."""
-    a = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    """A tensor (kept where it is unless ``device`` says otherwise, out of any autograd graph) or an array, as
+    ``dtype`` on the device."""
+    a = a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
     return a.to(device=device if device is not None else a.device, dtype=dtype)
 
 

@@ -3,6 +3,8 @@
 One row a case: the call, the exception type, and the argument's name, which the message must contain.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,10 @@ CASES = {
                                   ValueError, "c_grid"),
     "linear_probe C = 0": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, c_grid=(0.0, 1.0)),
                            ValueError, "c_grid"),
+    "linear_probe C = inf": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, c_grid=(1.0, math.inf)),
+                             ValueError, "linear_probe: c_grid must be a non-empty list of positive finite numbers"),
+    "linear_probe held_out=0.0": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, held_out=0.0),
+                                  ValueError, "held_out must be a fraction strictly between 0 and 1, got 0.0"),
     "linear_probe 2-D train_y": (lambda: probe.linear_probe(FEATURES, LABELS[:, None], FEATURES, LABELS),
                                    ValueError, "linear_probe: train_y must be 1-D integer class labels"),
     "linear_probe held_out=1.5": (lambda: probe.linear_probe(FEATURES, LABELS, FEATURES, LABELS, held_out=1.5),

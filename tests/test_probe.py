@@ -305,6 +305,18 @@ def test_the_probe_fits_run_the_documented_number_of_lbfgs_iterations(spy):
     assert study.StudyPlan(train_seconds=1.0).probe_max_iter == 500
 
 
+def test_features_that_still_track_gradients_are_probed_as_their_values():
+    """Features straight from an encoder outside torch.no_grad: the fits take their values (L-BFGS calls backward
+    many times, which a graph reaching into the encoder would refuse after the first) and leave no gradient."""
+    weight = torch.randn(5, 5, requires_grad=True)
+    x, t = torch.randn(60, 5, generator=torch.Generator().manual_seed(0)) @ weight, torch.randn(30, 5) @ weight
+    y, u = (x[:, 0] > 0).long(), (t[:, 0] > 0).long()
+    tracked = probe.linear_probe(x, y, t, u)
+    values = probe.linear_probe(x.detach(), y, t.detach(), u)
+    assert (tracked.top1, tracked.c, tracked.validation) == (values.top1, values.c, values.validation)
+    assert weight.grad is None
+
+
 def test_linear_probe_takes_numpy_features_and_int32_labels():
     """Arrays, as sklearn users hand them over: the same result as the tensors."""
     gen = torch.Generator().manual_seed(0)
