@@ -111,9 +111,11 @@ def extract_features(model: S2R2Model, images: torch.Tensor, size: int, batch_si
 def cached_features(model: S2R2Model, images: torch.Tensor, size: int, key: str,
                     cache_dir: str | Path | None = None, **kwargs) -> torch.Tensor:
     """:func:`extract_features`, saved under a key naming the checkpoint and split (e.g. the checkpoint's
-    hash and ``"embedded-test"``) so a second probe of the same pair reads them back."""
+    hash and ``"embedded-test"``) and the images' content, so a second probe of the same encoder and images
+    reads them back, while other images under the same key (another subset of the split) are extracted."""
     folder = Path(cache_dir) if cache_dir else project_dir() / "build" / "features"
-    digest = hashlib.sha256(repr((key, size, tuple(images.shape))).encode()).hexdigest()[:16]
+    content = hashlib.sha256(images.contiguous().cpu().numpy().tobytes()).hexdigest()
+    digest = hashlib.sha256(repr((key, size, tuple(images.shape), content)).encode()).hexdigest()[:16]
     path = folder / f"{digest}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)

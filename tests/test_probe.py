@@ -180,6 +180,16 @@ def test_cached_features_are_read_back_as_they_were_computed(tmp_path, monkeypat
     assert torch.equal(probe.cached_features(model, images, 32, "key", cache_dir=tmp_path), first)
 
 
+def test_other_images_under_the_same_cache_key_get_their_own_features(tmp_path):
+    """Notebook 03 rerun with another seed probes another subset of the split, of the same shape and under the
+    same key: its features are its own, not the first subset's (whose order would no longer match the labels)."""
+    model, images = probe.load_encoder(None), load("embedded", split="test", size=40, n=16).images
+    for subset in (images[:8], images[8:], images[:8].flip(0)):
+        cached = probe.cached_features(model, subset, 32, "embedded-train", cache_dir=tmp_path)
+        assert torch.allclose(cached, probe.extract_features(model, subset, 32))
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
 def test_a_checkpoint_saved_on_a_gpu_reads_on_the_cpu(tmp_path, monkeypatch):
     """A run trained on CUDA is probed on a machine without one: its tensors are loaded onto the CPU. The file
     is made as CUDA makes it, every storage tagged "cuda:0" (which a CPU-only torch refuses to load as it is)."""
