@@ -202,6 +202,12 @@ def test_a_checkpoint_saved_on_a_gpu_reads_on_the_cpu(tmp_path, monkeypatch):
     assert state["model"]["w"].device.type == "cpu" and torch.equal(state["model"]["w"], torch.ones(2))
 
 
+def test_retrieval_map_says_exactly_what_is_wrong_with_non_finite_features():
+    features = torch.tensor([[1.0, 0.0], [float("inf"), 1.0], [0.0, 1.0], [0.1, 0.9]])
+    with pytest.raises(ValueError, match=r"^retrieval_map: features hold NaN or inf; check the encoder$"):
+        probe.retrieval_map(features, torch.tensor([0, 0, 1, 1]))
+
+
 def test_retrieval_map_names_both_shapes_when_they_disagree():
     with pytest.raises(ValueError, match=r"got \(4, 2\) and \(3,\)"):
         probe.retrieval_map(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
@@ -429,13 +435,13 @@ def test_a_planted_pickle_in_the_feature_cache_is_refused_not_run(tmp_path, monk
     probe.evaluate(*args, split_name="planted")
     cached = sorted((tmp_path / "build" / "features").glob("*.pt"))
     assert len(cached) == 3  # the probe's metrics and the two splits' features
-    for path in cached:
-        torch.save({"linear_predictions": Planted()}, path)
+    (metrics,) = [path for path in cached if path.name.startswith("probe-")]
+    torch.save({"linear_predictions": Planted()}, metrics)
     with pytest.raises(pickle.UnpicklingError):
-        probe.evaluate(*args, split_name="planted")  # the metrics' file
-    for path in cached:
-        if path.name.startswith("probe-"):
-            path.unlink()
+        probe.evaluate(*args, split_name="planted")  # the metrics' file, the features intact
+    metrics.unlink()
+    for features in set(cached) - {metrics}:
+        torch.save(Planted(), features)
     with pytest.raises(pickle.UnpicklingError):
         probe.evaluate(*args, split_name="planted")  # a split's features
     assert not (tmp_path / "ran").exists()
