@@ -587,3 +587,81 @@ def test_a_bad_paper_cell_is_named_as_the_paper_rows(monkeypatch):
     monkeypatch.setattr(results, "_PAPER_TABLES", [(table, *rest, "n/a " + cells.split(" ", 1)[1])])
     with pytest.raises(ValueError, match=r"^paper rows, row 0: column 'value' holds a finite number"):
         results.paper_rows()
+
+
+# --- What a sample of 200 of results.py's mutants left alive (seed 30) ------------------------------------------
+
+def test_an_unknown_output_kind_is_refused_naming_the_kinds():
+    with pytest.raises(ValueError, match=r"^unknown output kind 'plots'; expected one of \['figures', 'records', "
+                                         r"'results', 'runs'\]$"):
+        results.output_dir("plots")
+
+
+def test_a_bad_cell_read_from_a_file_is_named_by_the_files_path_and_line(own_results):
+    results.write_runs([MEASURED])
+    path = results.runs_path()
+    lines = path.read_text().splitlines()
+    lines[-1] = lines[-1].replace("narrow_cnn", "=cmd", 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, line {len(lines)}: column 'arch' starts with"):
+        results.read_runs()
+
+
+def test_a_commit_that_looks_like_a_number_reads_back_as_written(own_results):
+    """Short hashes such as 3e81910 (3 x 10^81910 to a number parser) or 0123456 are text, also in a table where
+    every row's commit looks like a number (runs.csv's paper rows, with no commit, would hide it)."""
+    dtypes = {"run": "Int64", "commit": "string"}
+    rows = [{"run": 1, "commit": "3e81910"}, {"run": 2, "commit": "0123456"}]
+    path = results.write_table("commits", rows, key_columns=["run"], dtypes=dtypes)
+    assert results.read_table(path.stem, dtypes=dtypes)["commit"].tolist() == ["3e81910", "0123456"]
+
+
+def test_a_gpu_is_named_by_its_model(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: {1: "NVIDIA H200"}[torch.device(device).index])
+    assert results.device_name("cuda:1") == results.device_name(torch.device("cuda", 1)) == "cuda:NVIDIA H200"
+
+
+def test_the_checkout_is_the_folder_with_both_pyproject_and_s2r2lib(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / "s2r2lib").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    (checkout / "examples" / "other").mkdir(parents=True)
+    (checkout / "examples" / "other" / "pyproject.toml").write_text("")  # another project inside: not it
+    (checkout / "vendored" / "s2r2lib").mkdir(parents=True)  # a package copy without a project file: not it
+    for start in (checkout / "examples" / "other", checkout / "vendored", checkout):
+        assert results.project_dir(start) == checkout, start
+
+
+def test_the_date_is_utc_whatever_the_machines_time_zone(monkeypatch):
+    import datetime
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving
+    time.tzset()
+    try:
+        stamp = datetime.datetime.strptime(results.provenance()["date"], "%Y-%m-%dT%H:%M:%SZ")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    utc = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    assert abs((utc - stamp).total_seconds()) < 120
+
+
+def test_provenance_names_this_cpu_by_default():
+    assert results.provenance()["device"] == results.device_name("cpu")
+
+
+def test_a_table_without_declared_types_is_refused_on_reading(tmp_path):
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"^table 'notes' has no declared column types; pass dtypes= or declare it "
+                                         r"in s2r2lib.results.TABLES$"):
+        results.read_table(tmp_path / "notes.csv")
+
+
+def test_a_paper_row_with_a_cell_missing_is_refused(monkeypatch):
+    *setting, cells = results._PAPER_TABLES[0]
+    monkeypatch.setattr(results, "_PAPER_TABLES", [(*setting, cells.rsplit(" ", 1)[0])])
+    with pytest.raises(ValueError, match="shorter"):
+        results.paper_rows()
