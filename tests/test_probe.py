@@ -8,6 +8,9 @@ from s2r2lib import probe
 from s2r2lib.data import load
 from s2r2lib.results import RUN_COLUMNS
 
+# evaluate's metrics, as result_rows reads them
+SCORES = {"linear_top1": 0.5, "knn20_top1": 0.4, "knn200_top1": 0.3, "retrieval_map": 0.2}
+
 
 def linear_world(n, seed, classes=4, dim=16):
     rng = np.random.default_rng(seed)
@@ -247,8 +250,7 @@ def test_linear_probe_refuses_features_of_different_widths():
 
 
 def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
-    metrics = {"linear_top1": 0.5, "knn20_top1": 0.4, "knn200_top1": 0.3, "retrieval_map": 0.2}
-    floor = probe.result_rows(metrics, "probe", "embedded", seed=3, probe_s=2.0)
+    floor = probe.result_rows(SCORES, "probe", "embedded", seed=3, probe_s=2.0)
     assert [r["metric"] for r in floor] == list(probe.METRICS) and {r["method"] for r in floor} == {"random-init"}
     assert floor[0]["value"] == "0.5000" and floor[0]["seed"] == 3 and floor[0]["wall_s"] == "2.0"
     assert {(r["source"], r["images"], r["views"], r["epochs"]) for r in floor} == {("measured", "", "", 0)}
@@ -259,24 +261,23 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
               "images_per_batch": 16, "views_per_image": 2, "seed": 1}
     states = {"run.pt": {"config": config, "step": 50, "num_images": 400, "train_wall_s": 10.0}}
     monkeypatch.setattr(probe, "read_checkpoint", lambda path: states[path])  # the rows read the checkpoint named
-    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
+    rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
     assert all(set(row) <= set(RUN_COLUMNS) and row["seed"] == 1 for row in rows)
     assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
         {("SwAV", 8, 16, 2.0, "12.0")}
     config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
     states["k4.pt"] = {"config": config, "step": 5, "num_images": 1600, "train_wall_s": 1.0}
-    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="k4.pt", probe_s=2.0)
+    rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="k4.pt", probe_s=2.0)
     assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
     states["third.pt"] = {"config": config, "step": 25, "num_images": 1200, "train_wall_s": 1.0}
-    rows = probe.result_rows(metrics, "probe", "embedded", checkpoint="third.pt", probe_s=2.0)
+    rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="third.pt", probe_s=2.0)
     assert {r["epochs"] for r in rows} == {0.333}  # 25 x 16 / 1200, to three decimals
 
 
 def test_a_floor_row_without_its_setting_reads_as_the_default_run():
     from s2r2lib.train import TrainConfig
 
-    metrics = {"linear_top1": 0.5, "knn20_top1": 0.4, "knn200_top1": 0.3, "retrieval_map": 0.2}
-    rows = probe.result_rows(metrics, "probe", "embedded", probe_s=1.5)
+    rows = probe.result_rows(SCORES, "probe", "embedded", probe_s=1.5)
     assert {(r["arch"], r["seed"], r["wall_s"]) for r in rows} == {(TrainConfig().arch, TrainConfig().seed, "1.5")}
 
 
@@ -380,15 +381,13 @@ def test_evaluate_runs_every_step_on_the_device_it_is_given(tmp_path, monkeypatc
                                   + [("knn_top1", "cuda:1")] * 2 + [("retrieval_map", "cuda:1")])
 
 
-def test_evaluate_asks_knn_for_the_k_each_protocol_names(tmp_path, monkeypatch):
+def test_evaluate_asks_knn_for_the_k_each_protocol_names(tmp_path, monkeypatch, spy):
     monkeypatch.chdir(tmp_path)
-    asked = []
-    real = probe.knn_top1
-    monkeypatch.setattr(probe, "knn_top1", lambda *a, **k: asked.append(k["k"]) or real(*a, **k))
+    real, calls = probe.knn_top1, spy(probe, "knn_top1")
     train, test = load("embedded", split="train", size=40, n=60), load("embedded", split="test", size=40, n=30)
     metrics = probe.evaluate(None, train.images, train.labels, test.images, test.labels, 32)
     named = [int(probe.METRICS[m].rsplit("k = ", 1)[1]) for m in ("knn20_top1", "knn200_top1")]
-    assert asked == named == [20, 200]
+    assert [call["k"] for call in calls] == named == [20, 200]
     assert metrics["knn200_top1"] == real(metrics["train_features"], train.labels, metrics["test_features"],
                                           test.labels, k=200)
 
