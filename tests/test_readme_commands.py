@@ -47,7 +47,7 @@ def _run(command: list[str], data: Path, cwd: Path, *overrides: str) -> dict:
     if "--nproc-per-node" in args:
         args[args.index("--nproc-per-node") + 1] = "2"
     env = {key: value for key, value in os.environ.items() if not key.startswith("S2R2_")}
-    env.update(PYTHONPATH=str(PROJECT), XDG_CACHE_HOME=str(cwd / "xdg"), OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=str(PROJECT), XDG_CACHE_HOME=str(cwd / "xdg"), OMP_NUM_THREADS="1", TMPDIR=str(cwd))
     done = subprocess.run(args + list(overrides), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{shlex.join(args)}\n{done.stderr[-3000:]}"
     return yaml.safe_load(done.stdout) | {"stderr": done.stderr}

@@ -350,7 +350,8 @@ def test_ddp_with_gathered_embeddings_equals_one_process_on_the_global_batch(tmp
 def test_torchrun_trains_with_two_processes(tmp_path):
     config = small_config(tmp_path, "ddp", max_steps=2)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
-    done = subprocess.run(torchrun + _train_command(config)[1:], capture_output=True, text=True, timeout=300)
+    env = os.environ | {"TMPDIR": str(tmp_path)}  # torchrun's log folders land here, not in /tmp
+    done = subprocess.run(torchrun + _train_command(config)[1:], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"] == 2
     assert len(read_log(tmp_path / "ddp")) == 2
