@@ -235,9 +235,10 @@ def _sliced_channel_class():
 
 def kernel_manager_class():
     """The kernel manager papermill (through nbclient) uses here: its clients wait in slices (see POLL_SLICE_S)."""
+    import zmq
     from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import Type
+    from traitlets import Type, default
 
     channel = _sliced_channel_class()
 
@@ -246,6 +247,10 @@ def kernel_manager_class():
         iopub_channel_class = Type(channel)
 
     class SlicedKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypt_when_zmq_can(self):  # CurveZMQ keys for the kernel's sockets, where libzmq has libsodium
+            return "auto" if zmq.has("curve") else "disabled"
+
         def client(self, **kwargs):  # nbclient sets client_class after creating the manager: choose here instead
             self.client_factory = SlicedClient
             return super().client(**kwargs)

@@ -214,6 +214,23 @@ def test_the_notebook_kernel_client_uses_the_sliced_channels():
     assert client.shell_channel_class.__name__ == client.iopub_channel_class.__name__ == "SlicedChannel"
 
 
+def test_the_notebook_kernel_talks_over_encrypted_sockets(tmp_path, capfd):
+    """ipykernel 7 warns on every notebook of make reproduce that its TCP sockets are plain text (any local user
+    may subscribe to a kernel's output); the pipeline's kernels get CurveZMQ keys where libzmq supports them."""
+    import nbformat
+    import zmq
+
+    if not zmq.has("curve"):
+        pytest.skip("this libzmq has no CurveZMQ")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("answer = 6 * 7\nprint(answer)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "tiny.ipynb")
+    reproduce.execute_notebook(tmp_path / "tiny.ipynb", tmp_path / "ran.ipynb")
+    assert nbformat.read(tmp_path / "ran.ipynb", as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    assert "without encryption" not in capfd.readouterr().err
+    assert reproduce.kernel_manager_class()(kernel_name="python3").transport_encryption == "auto"
+
+
 @pytest.fixture
 def mutation_run():
     """mutation/run.py as a module (it is a script, not part of the package)."""
