@@ -495,3 +495,103 @@ def test_a_crop_stays_inside_its_image_when_a_position_draw_returns_its_upper_bo
 def test_a_swav_crop_area_must_be_two_real_numbers(area):
     with pytest.raises(ValueError, match=r"crops\[0\] area range must be two numbers"):
         views._check_crops([(2, 16, area)])
+
+
+# --- What make mutation left alive in views.py (every one of its 1,284 mutants, at 58eec3c) ----------------
+
+def test_the_batched_views_never_leave_the_images_device():
+    """On a GPU every tensor the batched backend makes must sit beside the images. The meta device stands in for
+    one: a tensor made on the CPU by mistake meets a meta tensor and raises."""
+    images = torch.zeros(2, 3, 40, 40, dtype=torch.uint8, device="meta")
+    made = [make_views(images, 3, 32)] + make_multicrop_views(images, ((2, 32, (0.14, 1.0)), (2, 16, (0.05, 0.14))))
+    assert [(v.device.type, i.device.type) for v, i in made] == [("meta", "meta")] * 3
+    draws = draw_view_parameters(4, 40, 40, device="meta")
+    assert {f.name: getattr(draws, f.name).device.type for f in dataclasses.fields(draws)} == \
+        {f.name: "meta" for f in dataclasses.fields(draws)}
+    with pytest.raises(ValueError, match="generator is on cpu but images are on meta; create it with "
+                                         r"torch.Generator\(device=images.device\)"):
+        make_views(images, 3, 32, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_batched_blur_is_torchvisions_gaussian_blur_with_each_views_sigma(n):
+    x = torch.rand(n, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    sigmas = torch.tensor([0.4, 1.0, 2.0])[:n]
+    blurred = views._gaussian_blur(x, sigmas, 5)
+    for view, sigma in zip(range(n), sigmas.tolist()):
+        expected = TF.gaussian_blur(x[view], [5, 5], [sigma, sigma])
+        torch.testing.assert_close(blurred[view], expected, atol=1e-6, rtol=0)
+
+
+def test_views_lie_in_0_1_though_a_blur_of_white_rounds_past_1():
+    # the blur's weights sum to 1 only up to rounding: a white view comes out of it a few 1e-7 above 1
+    white = torch.full((4, 3, 40, 40), 255, dtype=torch.uint8)
+    blurred = dataclasses.replace(SIMCLR, jitter_p=0.0, grayscale_p=0.0, blur_p=1.0)
+    out, _ = make_views(white, 8, 32, generator=torch.Generator().manual_seed(0), recipe=blurred)
+    assert out.max() == 1.0 and out.min() >= 0.9
+
+
+def test_one_view_per_image_of_one_pixel_from_a_one_pixel_wide_image_is_allowed():
+    thin = torch.full((2, 3, 8, 1), 255, dtype=torch.uint8)
+    for backend in ("batched", "cpu"):
+        out, ids = make_views(thin, 1, 1, backend, generator=torch.Generator().manual_seed(0), recipe=COLOUR_OFF)
+        assert out.shape == (2, 3, 1, 1) and ids.tolist() == [0, 1] and (out == 1).all()
+
+
+def test_make_views_makes_the_papers_96_pixel_views_unless_told():
+    images = torch.randint(0, 256, (2, 3, 100, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert make_views(images, 2)[0].shape == (4, 3, 96, 96)
+
+
+def test_view_collate_takes_the_image_of_a_labelled_item():
+    black, white = torch.zeros(3, 20, 20, dtype=torch.uint8), torch.full((3, 20, 20), 255, dtype=torch.uint8)
+    out, ids = ViewCollate(2, size=16, recipe=COLOUR_OFF)([(black, 7), [white, 3]])  # (image, label) items
+    assert out.shape == (4, 3, 16, 16) and ids.tolist() == [0, 0, 1, 1]
+    assert (out[:2] == 0).all() and (out[2:] == 1).all()
+
+
+def test_the_cpu_transform_follows_the_recipe_it_is_given():
+    from torchvision.transforms import v2
+
+    recipe = dataclasses.replace(SIMCLR, crop_scale=(0.3, 0.9), crop_ratio=(0.9, 1.1), blur_p=0.3,
+                                 blur_sigma=(0.5, 0.7))
+    steps = views.cpu_view_transform(32, recipe).transforms
+    (crop,) = [t for t in steps if isinstance(t, v2.RandomResizedCrop)]
+    (blur,) = [t for t in steps if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.GaussianBlur)]
+    assert (tuple(crop.scale), tuple(crop.ratio)) == ((0.3, 0.9), (0.9, 1.1))
+    assert blur.p == 0.3 and tuple(blur.transforms[0].sigma) == (0.5, 0.7)
+
+
+def test_the_cpu_backend_seeds_its_views_from_a_wide_range():
+    # the seed drawn from the generator spans 2**62 values: 64 generators give 64 different sets of views
+    image = torch.randint(0, 256, (1, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    drawn = {make_views(image, 1, 8, "cpu", torch.Generator().manual_seed(seed))[0].sum().item() for seed in range(64)}
+    assert len(drawn) == 64
+
+
+def test_multicrop_views_pass_their_compile_backend_to_every_crop(monkeypatch):
+    asked = []
+    monkeypatch.setattr(views, "compiled_render_views", lambda backend: asked.append(backend) or views.render_views)
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    make_multicrop_views(images, ((2, 32, (0.14, 1.0)), (2, 16, (0.05, 0.14))), compile_backend="aot_eager")
+    assert asked == ["aot_eager", "aot_eager"]
+
+
+@pytest.mark.parametrize("area, log_ratio, box", [
+    (1200.0, math.log(4 / 3), (40, 30)),  # the full width, 30 rows (ratio 4/3, the recipe's largest): it fits
+    (1200.0, -math.log(4 / 3), (30, 40)),  # the full height
+    (1.0, 0.0, (1, 1)),  # one pixel fits
+    (0.3, math.log(3 / 4), (40, 40)),  # 0 wide, 1 high: no crop, so the fallback (the whole square image)
+    (0.3, math.log(4 / 3), (40, 40)),  # 1 wide, 0 high
+])
+def test_a_try_fits_when_its_box_is_at_least_one_pixel_and_at_most_the_image(area, log_ratio, box):
+    """RandomResizedCrop's test, 0 < w <= W and 0 < h <= H, on ten tries that all draw one box."""
+    shapes = []
+
+    def uniform(low, high, *shape):
+        shapes.append(shape)
+        value = {0: area / (40 * 40), 1: log_ratio}.get(len(shapes) - 1, 0.0)  # area, log-ratio, then top, left
+        return torch.full(shape, value, dtype=torch.float64)
+
+    _, _, crop_h, crop_w = views._sample_crop_boxes(1, 40, 40, SIMCLR, uniform)
+    assert (crop_w.item(), crop_h.item()) == box and shapes[:2] == [(1, 10), (1, 10)]  # ten tries, as torchvision's
