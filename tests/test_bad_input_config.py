@@ -89,6 +89,8 @@ CASES = [
     ("a file that is a list", lambda t, m: config_file(t, "- lr: 0.1\n"), ValueError, "config"),
     ("a billion-laughs file", lambda t, m: config_file(t, BILLION_LAUGHS), ValueError,
      "alias"),
+    ("a billion-laughs file, named", lambda t, m: config_file(t, BILLION_LAUGHS), ValueError,
+     "run.yaml expands to more than"),  # "config <its path> expands ..."
     ("a recursive alias", lambda t, m: resolved("crops=&c [*c]"), ValueError, "alias"),
     # SwAV's crops
     ("crops=5", lambda t, m: resolved("crops=5"), TypeError, "crops"),
@@ -113,6 +115,8 @@ CASES = [
     ("max_steps=0", lambda t, m: resolved("max_steps=0"), ValueError, "max_steps"),
     ("keep_steps=[0]", lambda t, m: resolved("keep_steps=[0]"), ValueError, "keep_steps"),
     ("queue_length=-1", lambda t, m: resolved("queue_length=-1"), ValueError, "queue_length"),
+    ("a SwAV queue shorter than a batch", lambda t, m: resolved("method=swav", "queue_length=4", "images_per_batch=8"),
+     ValueError, "queue_length 4 must be 0 or at least images_per_batch 8"),
     ("knn_every=-1", lambda t, m: resolved("knn_every=-1"), ValueError, "knn_every"),
     # Names: data sets and their options, the device, the output folder
     ("an unknown data set", lambda t, m: resolved("data=imagenet"), ValueError, "data"),
@@ -217,6 +221,7 @@ def test_the_command_line_help_names_the_presets(capsys):
     words = capsys.readouterr().out.split()
     assert "--preset" in words and " the paper's setting of a Table 1-2 row " in f" {' '.join(words)} "
     assert " --resume continue the run in `output` from its checkpoint " in f" {' '.join(words)} "
+    assert " --config CONFIG a YAML file of TrainConfig fields " in f" {' '.join(words)} "
 
 
 def test_the_first_step_is_a_valid_snapshot_and_step_0_is_not():

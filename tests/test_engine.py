@@ -244,6 +244,52 @@ def test_the_swav_queue_joins_sinkhorn_once_the_steps_have_filled_it(tmp_path, m
     assert used == [False, False, True, True]  # 4 images a step: 8 entries after 2 steps
 
 
+
+SWAV_SMALL = dict(method="swav", images_per_batch=4, crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]])
+
+
+def _swav_parts(tmp_path, **changes):
+    config = small_config(tmp_path, **{**SWAV_SMALL, **changes}).resolved()
+    torch.manual_seed(0)
+    learner = engine.Learner(config)
+    images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=4).images
+    return config, learner, images
+
+
+def test_the_swav_queue_is_first_in_first_out(tmp_path):
+    """Each step pushes its code crops' embeddings to the front and moves the older ones back by a batch (a queue of
+    three batches here, so that the move is not a swap of two halves)."""
+    config, learner, images = _swav_parts(tmp_path, queue_length=12)
+    queue = torch.zeros(2, 12, config.proj_dim)
+    pushed = []
+    for seed in range(2):
+        _, codes, _ = engine._swav_step(learner, learner.prototypes, images, torch.Generator().manual_seed(seed),
+                                        config, queue)
+        pushed.append(codes.view(2, 4, -1))  # (code crop, image, dim)
+    torch.testing.assert_close(queue[:, :4], pushed[1], rtol=0, atol=0)
+    torch.testing.assert_close(queue[:, 4:8], pushed[0], rtol=0, atol=0)
+    assert (queue[:, 8:] == 0).all()
+
+
+def test_a_swav_step_draws_its_views_from_its_generator_not_the_global_seed(tmp_path):
+    config, learner, images = _swav_parts(tmp_path)
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        loss, _, _ = engine._swav_step(learner, learner.prototypes, images, torch.Generator().manual_seed(7), config,
+                                       None)
+        losses.append(loss.item())
+    assert losses[0] == losses[1]
+
+
+def test_a_swav_step_gives_the_loss_its_code_crops_and_epsilon(tmp_path, spy):
+    # three large crops give codes (swav_loss's default is 2), at the config's epsilon (its default 0.05)
+    config, learner, images = _swav_parts(tmp_path, crops=[[3, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]], epsilon=0.1)
+    calls = spy(engine, "swav_loss")
+    engine._swav_step(learner, learner.prototypes, images, torch.Generator().manual_seed(0), config, None)
+    assert (calls[0]["code_crops"], calls[0]["epsilon"]) == (3, 0.1)
+
+
 # --- Distributed ------------------------------------------------------------------------------------------
 
 def test_sync_bn_is_refused_on_cpu_processes_and_a_no_op_in_one_process(tmp_path):

@@ -516,6 +516,8 @@ def test_each_optimizer_name_builds_that_optimizer_and_bf16_sets_the_learners_au
     params = [torch.nn.Parameter(torch.zeros(2))]
     for name, kind in (("adam", torch.optim.Adam), ("lars", engine.LARS), ("sgd", torch.optim.SGD)):
         assert type(engine._optimizer(small_config(tmp_path, optimizer=name).resolved(), params)) is kind, name
+    sgd = engine._optimizer(small_config(tmp_path, optimizer="sgd").resolved(), params)
+    assert sgd.param_groups[0]["momentum"] == 0.9  # SimCLR's and SwAV's SGD: with momentum
     assert engine.Learner(small_config(tmp_path, precision="bf16").resolved()).bf16 is True
     assert engine.Learner(small_config(tmp_path, precision="fp32").resolved()).bf16 is False
 
@@ -538,3 +540,11 @@ def test_channels_last_puts_the_encoders_convolutions_in_that_layout(tmp_path):
         built = engine.Engine(small_config(tmp_path, channels_last=channels_last).resolved(), images, "cpu")
         convs = [m for m in built.learner.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) == channels_last for c in convs)
+
+
+def test_the_progress_bar_names_the_method_and_arch_and_counts_steps(tmp_path):
+    bar = engine._progress_bar(small_config(tmp_path, progress=True).resolved(), rank=0, start=1, total_steps=4)
+    try:
+        assert str(bar).startswith("s2r2 narrow_cnn:  25%") and "1/4" in str(bar) and "step/s]" in str(bar)
+    finally:
+        bar.close()
