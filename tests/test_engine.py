@@ -24,6 +24,7 @@ from s2r2lib.losses import nt_xent_loss, smooth_ap_loss
 from s2r2lib.train import TrainConfig, read_log
 
 SMALL = dict(data_options={"n": 64}, images_per_batch=4, views_per_image=3, progress=False, checkpoint_every=100)
+SWAV_CROPS = [[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]]  # two code crops and one small crop, at 32 px
 
 
 def small_config(tmp_path, name="run", **changes):
@@ -107,7 +108,7 @@ def _syncs(config) -> list[tuple[str, str, bool]]:
 
 
 @pytest.mark.parametrize("method,changes", [("s2r2", {"optimizer": "lars"}),
-                                            ("swav", {"queue_length": 8, "crops": [[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]]})])
+                                            ("swav", {"queue_length": 8, "crops": SWAV_CROPS})])
 def test_the_engine_never_reads_from_the_device_inside_a_step(tmp_path, method, changes):
     """On CUDA each such op stalls the GPU's queue; the engine's own code issues none per step (the views'
     and the losses' are helper code and counted apart; Adam's CPU step counter is not on the device there:
@@ -232,7 +233,7 @@ def test_batches_are_the_epoch_permutations_slices_drawn_once_per_epoch(monkeypa
 
 
 def test_the_swav_queue_joins_sinkhorn_once_the_steps_have_filled_it(tmp_path, monkeypatch):
-    config = small_config(tmp_path, method="swav", queue_length=8, crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]])
+    config = small_config(tmp_path, method="swav", queue_length=8, crops=SWAV_CROPS)
     config = config.resolved()
     images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=64).images
     used = []
@@ -244,12 +245,9 @@ def test_the_swav_queue_joins_sinkhorn_once_the_steps_have_filled_it(tmp_path, m
     assert used == [False, False, True, True]  # 4 images a step: 8 entries after 2 steps
 
 
-
-SWAV_SMALL = dict(method="swav", images_per_batch=4, crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]])
-
-
 def _swav_parts(tmp_path, **changes):
-    config = small_config(tmp_path, **{**SWAV_SMALL, **changes}).resolved()
+    """A resolved SwAV config (4 images a step), its learner and one batch of images."""
+    config = small_config(tmp_path, **{"method": "swav", "crops": SWAV_CROPS, **changes}).resolved()
     torch.manual_seed(0)
     learner = engine.Learner(config)
     images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=4).images
@@ -517,8 +515,7 @@ def test_an_out_dir_elsewhere_starts_from_the_committed_rows(tmp_path, monkeypat
 
 def test_the_swav_queue_is_saved_in_the_checkpoint_state_and_restored_from_it(tmp_path):
     """In-process (the kill-and-resume tests run training in a subprocess, which mutation testing cannot see)."""
-    config = small_config(tmp_path, method="swav", queue_length=8,
-                          crops=[[2, 32, [0.14, 1.0]], [1, 16, [0.05, 0.14]]]).resolved()
+    config = small_config(tmp_path, method="swav", queue_length=8, crops=SWAV_CROPS).resolved()
     images = engine.datasets.load("embedded", split="unlabeled", size=config.image_size, n=64).images
     run = engine.Engine(config, images, "cpu")
     for step in range(3):

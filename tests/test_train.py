@@ -514,10 +514,11 @@ def test_a_resumed_log_keeps_the_rows_before_the_checkpoint_only(tmp_path):
 
 def test_each_optimizer_name_builds_that_optimizer_and_bf16_sets_the_learners_autocast_flag(tmp_path):
     params = [torch.nn.Parameter(torch.zeros(2))]
+    built = {}
     for name, kind in (("adam", torch.optim.Adam), ("lars", engine.LARS), ("sgd", torch.optim.SGD)):
-        assert type(engine._optimizer(small_config(tmp_path, optimizer=name).resolved(), params)) is kind, name
-    sgd = engine._optimizer(small_config(tmp_path, optimizer="sgd").resolved(), params)
-    assert sgd.param_groups[0]["momentum"] == 0.9  # SimCLR's and SwAV's SGD: with momentum
+        built[name] = engine._optimizer(small_config(tmp_path, optimizer=name).resolved(), params)
+        assert type(built[name]) is kind, name
+    assert built["sgd"].param_groups[0]["momentum"] == 0.9  # SimCLR's and SwAV's SGD: with momentum
     assert engine.Learner(small_config(tmp_path, precision="bf16").resolved()).bf16 is True
     assert engine.Learner(small_config(tmp_path, precision="fp32").resolved()).bf16 is False
 
