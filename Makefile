@@ -29,9 +29,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) notebooks tests
 
-## JupyterLab in the same environment, notebooks/ as its root.
+## JupyterLab in the same environment, notebooks/ as its root; its kernels' sockets encrypted where libzmq can
+## (reproduce.kernel_encryption), so that ipykernel has no plain-TCP warning to print.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+		--KernelManager.transport_encryption=$$($(PY) -c 'from s2r2lib import reproduce; print(reproduce.kernel_encryption())')
 
 ## Course copies of the notebooks (python -m s2r2lib.course), generated, never edited by hand: build/student/ without
 ## the solutions and outputs (exercises, hints and answer checks kept), build/instructor/ with the solutions.

@@ -233,9 +233,17 @@ def _sliced_channel_class():
     return SlicedChannel
 
 
+def kernel_encryption() -> str:
+    """jupyter_client's ``transport_encryption`` for our kernels: "auto" (CurveZMQ keys for the kernel's sockets)
+    where libzmq has libsodium, else "disabled". Without keys ipykernel warns that its TCP sockets are plain text.
+    papermill's kernels use it (:func:`kernel_manager_class`), and so does ``make lab``."""
+    import zmq
+
+    return "auto" if zmq.has("curve") else "disabled"
+
+
 def kernel_manager_class():
     """The kernel manager papermill (through nbclient) uses here: its clients wait in slices (see POLL_SLICE_S)."""
-    import zmq
     from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import Type, default
@@ -248,8 +256,8 @@ def kernel_manager_class():
 
     class SlicedKernelManager(AsyncKernelManager):
         @default("transport_encryption")
-        def _encrypt_when_zmq_can(self):  # CurveZMQ keys for the kernel's sockets, where libzmq has libsodium
-            return "auto" if zmq.has("curve") else "disabled"
+        def _encrypt_when_zmq_can(self):
+            return kernel_encryption()
 
         def client(self, **kwargs):  # nbclient sets client_class after creating the manager: choose here instead
             self.client_factory = SlicedClient

@@ -57,7 +57,8 @@ def lab(tmp_path_factory):
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}", "--LabApp.news_url=",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
-         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings / 'workspaces'}"],
+         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings / 'workspaces'}",
+         f"--KernelManager.transport_encryption={reproduce.kernel_encryption()}"],  # as `make lab`
         stdout=log, stderr=subprocess.STDOUT,
         # inline figures, not Agg; runs in a folder of the lab's own, away from the session's that nbval and the
         # tests after it share (conftest.AFTER_NOTEBOOKS: notebook 03 probes the run notebook 02 made last)
@@ -132,6 +133,8 @@ def test_notebook_01_runs_in_jupyterlab_and_its_slider_redraws_the_figure(lab):
     assert errors_in(saved) == []
     assert page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count() == 0
     assert page.locator(".jp-OutputArea-output", has_text="Traceback").count() == 0
+    if reproduce.kernel_encryption() == "auto":  # the cells above ran over the kernel's encrypted sockets
+        assert "without encryption" not in (folder / "jupyterlab.log").read_text()
 
     interact = page.locator(".widget-interact").first
     interact.scroll_into_view_if_needed()
