@@ -6,7 +6,8 @@ run cache that makes a second run cheap.
 
 This is what ``make reproduce`` runs (``make reproduce FRESH=1`` passes --fresh). Executed copies go to
 ``build/notebooks/`` (git-ignored), never over the sources in ``notebooks/``. A profile is a set of papermill
-parameters per notebook: ``quick`` is what the tests run, ``default`` runs on the embedded data on a CPU,
+parameters per notebook: ``quick`` is what the tests run (test-sized, so it writes to ``build/scratch/``, never
+over the committed figures/ and results/), ``default`` runs on the embedded data on a CPU,
 ``full`` adds notebook 06's whole study (about an hour), ``gpu`` that study with ResNet18 on a GPU, ``paper``
 trains and probes at the paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on
 Fashion-MNIST (small real data). A notebook receives only the parameters its ``parameters`` cell declares.
@@ -56,6 +57,8 @@ PROFILES: dict[str, dict[str, dict]] = {
         "06_miniature_study": {"plan": "default"},  # seed 0 on the object set, against the committed rows
     },
 }
+# Profiles of test-sized runs: their figures and rows go to build/scratch/, never over the committed ones.
+SCRATCH_PROFILES = frozenset({"quick"})
 # Every other profile is the default one with some notebooks' parameters replaced (never a notebook left on its
 # own quick defaults: they would publish test-sized rows over the committed ones).
 PROFILES |= {
@@ -185,12 +188,14 @@ def parameters_for(path: Path, profile: str, data_root: str | None = None, **ext
 
 def run(profile: str = "default", data_root: str | None = None, only: list[str] | None = None,
         output: Path | None = None, fresh: bool = False) -> list[Path]:
-    """Execute the notebooks in order, publishing their figures and rows; return the executed copies.
-    Stops at the first failure. ``fresh`` trains and probes every run they ask for again."""
+    """Execute the notebooks in order, publishing their figures and rows (to build/scratch/ for a profile of
+    :data:`SCRATCH_PROFILES`); return the executed copies. Stops at the first failure. ``fresh`` trains and
+    probes every run they ask for again."""
     output = output or project_dir() / "build" / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
     saved = {name: os.environ.get(name) for name in (PUBLISH_ENV, FRESH_ENV)}
-    os.environ[PUBLISH_ENV] = "1"  # the kernels inherit it: their figures and rows go to figures/ and results/
+    # the kernels inherit it: their figures and rows go to figures/ and results/, or to build/scratch/
+    os.environ[PUBLISH_ENV] = "1" if profile not in SCRATCH_PROFILES else "0"
     if fresh:
         os.environ[FRESH_ENV] = f"{time.time_ns()}"
         shutil.rmtree(project_dir() / "build" / "features", ignore_errors=True)  # probe caches, recreated as needed
@@ -279,7 +284,7 @@ def execute_notebook(path: Path, target: Path, parameters: dict | None = None, c
 def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path) -> Path:
     import papermill
 
-    params = parameters_for(path, profile, data_root, publish=True)
+    params = parameters_for(path, profile, data_root, publish=profile not in SCRATCH_PROFILES)
     print(f"[{number}/{count}] {path.stem} (profile {profile}) ...", flush=True)
     start = time.perf_counter()
     target = output / path.name
@@ -301,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     run(args.profile, args.data_root, args.only, fresh=args.fresh)
-    print(f"all notebooks done in {time.perf_counter() - start:.0f} s; figures/ and results/ are up to date")
+    where = ("figures/ and results/ are up to date" if args.profile not in SCRATCH_PROFILES else
+             f"profile {args.profile} is test-sized: its figures and rows are in build/scratch/, the committed "
+             f"ones unchanged")
+    print(f"all notebooks done in {time.perf_counter() - start:.0f} s; {where}")
     return 0
 
 

@@ -157,6 +157,27 @@ def test_reproducing_one_notebook_deletes_no_other_run(tmp_path, monkeypatch):
     assert {name: os.environ.get(name) for name in before} == before  # the caller's environment is left alone
 
 
+def test_the_test_sized_profile_writes_to_scratch_and_every_other_publishes(tmp_path, monkeypatch, capsys):
+    """make reproduce PROFILE=quick (the README offers it) must not put test-sized rows over the committed ones,
+    and then rewrite the README from them."""
+    seen = []
+
+    def record(path, target, parameters):  # what a notebook's kernel would be given
+        seen.append((parameters["publish"], os.environ[results.PUBLISH_ENV]))
+
+    monkeypatch.setattr(reproduce, "execute_notebook", record)
+    monkeypatch.delenv(results.PUBLISH_ENV, raising=False)
+    for profile in sorted(reproduce.PROFILES):
+        reproduce.run(profile, only=["01"], output=tmp_path)
+    assert seen == [(False, "0") if name == "quick" else (True, "1") for name in sorted(reproduce.PROFILES)]
+    assert results.PUBLISH_ENV not in os.environ  # and the caller's environment is left as it was
+    assert reproduce.main(["--profile", "quick", "--only", "01"]) == 0
+    assert capsys.readouterr().out.endswith("its figures and rows are in build/scratch/, the committed ones "
+                                            "unchanged\n")
+    assert reproduce.main(["--only", "01"]) == 0
+    assert capsys.readouterr().out.endswith("figures/ and results/ are up to date\n")
+
+
 def test_a_kernel_wait_without_limit_looks_again_every_slice(monkeypatch):
     """A wait for a kernel message is cut into slices, so a reply that a missed wake-up left unread is found at
     the next slice instead of never (make reproduce hung at notebook 01's widget cell without this)."""
