@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 ## whose config, data and code are unchanged are reused from build/; FRESH=1 trains and probes everything again.
 reproduce: $(STAMP)
 	$(PY) -m s2r2lib.reproduce --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(FRESH),--fresh)
-	$(PY) -m s2r2lib.study readme
+	$(PY) -m s2r2lib.readme
 
 ## Every notebook as a reader runs it (nbval), the unit tests and the notebooks' recorded numbers (papermill), on
 ## TEST_WORKERS processes of one thread each (pytest-xdist; the machines here have 2 cores; TEST_WORKERS=0 runs

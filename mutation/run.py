@@ -45,7 +45,7 @@ MODULES = {
               "tests/test_bad_input_config.py"],
     "results": ["tests/test_results.py", "tests/test_provenance.py", "tests/test_project.py"],
     "data": ["tests/test_data.py", "tests/test_labelled_folder.py", "tests/test_bad_input_data.py"],
-    "study": ["tests/test_study.py", "tests/test_recipe.py"],
+    "study": ["tests/test_study.py", "tests/test_recipe.py", "tests/test_readme_sections.py"],
 }
 COLUMNS = ["module", "tests", "killed", "survived", "timeout", "equivalent", "no_tests", "total", "sampled",
            "score", "ci_low", "ci_high", "tool", "commit", "date", "wall_s"]

@@ -312,11 +312,13 @@ def run_config(checkpoint: str | Path) -> dict:
 def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path | None = None,
                 arch: str = "narrow_cnn", seed: int = 0, device: str = "cpu", *, probe_s: float) -> list[dict]:
     """runs.csv rows (``source=measured``) for the metrics of :func:`evaluate`: of a checkpoint, its
-    method, batch and epochs read from it; of the random-init floor (``checkpoint=None``), method
-    ``random-init``. wall_s is training plus probing time (``probe_s``, measured by the caller)."""
+    method, batch, epochs, views seen and training time read from it; of the random-init floor
+    (``checkpoint=None``), method ``random-init``, untrained. wall_s is training plus probing time (``probe_s``,
+    measured by the caller)."""
     from .results import provenance
 
-    setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed}
+    setting = {"arch": arch, "method": "random-init", "images": "", "views": "", "epochs": 0, "seed": seed,
+               "views_seen": 0, "train_s": "0.0"}
     wall = probe_s
     if checkpoint is not None:
         state = read_checkpoint(checkpoint)
@@ -324,7 +326,9 @@ def result_rows(metrics: dict, table: str, dataset: str, checkpoint: str | Path 
         views = (sum(c for c, _, _ in config["crops"]) if config["method"] == "swav" else config["views_per_image"])
         setting = {"arch": config["arch"], "method": METHOD_NAMES[config["method"]],
                    "images": config["images_per_batch"], "views": views, "seed": config["seed"],
-                   "epochs": round(state["step"] * config["images_per_batch"] / state["num_images"], 3)}
+                   "epochs": round(state["step"] * config["images_per_batch"] / state["num_images"], 3),
+                   "views_seen": state["step"] * config["images_per_batch"] * views,
+                   "train_s": f"{state['train_wall_s']:.1f}"}
         wall += state["train_wall_s"]
     prov = {k: v for k, v in provenance(device).items() if k in ("commit", "device", "date")}
     return [{"table": table, "dataset": dataset, **setting, "metric": metric, "value": f"{metrics[metric]:.4f}",

@@ -1123,37 +1123,16 @@ def summary_lines(table: "pd.DataFrame") -> list[str]:
     return lines
 
 
-README_BEGIN = "<!-- study verdicts: written by `python -m s2r2lib.study readme` from results/study_verdicts.csv -->"
-README_END = "<!-- end of the study verdicts -->"
-
-
-def readme_block(table: "pd.DataFrame") -> str:
-    """The README's verdict section: a table, one :func:`verdict_sentence` per row, and :func:`summary_lines`."""
+def readme_lines(table: "pd.DataFrame") -> list[str]:
+    """The README's verdict section (:mod:`s2r2lib.readme` puts it between its markers): a table, one
+    :func:`verdict_sentence` per row, and :func:`summary_lines`."""
     rows = [row for row in table.to_dict("records") if row["claim"] in _CLAIMS]
     lines = ["| claim | data | comparison | verdict | effect (points) | interval | threshold | seeds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['claim']} | {r['data']} | {r['comparison']} | {r['verdict']} | {_pts(r['effect'])} | "
               f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}] | {100 * r['threshold']:.1f} | {r['seeds']} |" for r in rows]
-    lines += ["", *(f"- {verdict_sentence(row)}" for row in rows), "", "In short:",
-              *(f"- {line}" for line in summary_lines(table))]
-    return "\n".join([README_BEGIN, *lines, README_END])
-
-
-def update_readme(readme: str | Path, table: "pd.DataFrame") -> bool:
-    """Replace the block between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with
-    :func:`readme_block` of ``table`` (atomically). Returns whether the text changed."""
-    from .fileio import atomic_write_bytes
-
-    path = Path(readme)
-    text = path.read_text()
-    begin, end = text.find(README_BEGIN), text.find(README_END)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{path} has no study block; put the lines {README_BEGIN!r} and {README_END!r} "
-                         f"where the verdicts belong")
-    new = text[:begin] + readme_block(table) + text[end + len(README_END):]
-    if new != text:
-        atomic_write_bytes(path, new.encode())
-    return new != text
+    return lines + ["", *(f"- {verdict_sentence(row)}" for row in rows), "", "In short:",
+                    *(f"- {line}" for line in summary_lines(table))]
 
 
 def write_verdicts(table: "pd.DataFrame", plan: StudyPlan) -> Path:
@@ -1331,41 +1310,27 @@ def run_and_publish(plan: StudyPlan, root: str | Path, data_root: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m s2r2lib.study readme [--check]``: write (or check) the README's verdict block from the
-    published results/study_verdicts.csv. ``python -m s2r2lib.study run --plan gpu``: run a plan's study
-    and write its rows and verdicts (:func:`run_and_publish`; results/ with S2R2_PUBLISH=1, else
-    build/scratch/)."""
+    """``python -m s2r2lib.study run --plan gpu``: run a plan's study and write its rows and verdicts
+    (:func:`run_and_publish`; results/ with S2R2_PUBLISH=1, else build/scratch/). The README's verdict section
+    is written by ``python -m s2r2lib.readme``."""
     import argparse
 
-    from .results import committed_table, project_dir
-
     parser = argparse.ArgumentParser(prog="python -m s2r2lib.study", description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["readme", "run"])
-    parser.add_argument("--check", action="store_true", help="readme: exit 1 if the README differs, writing nothing")
+    parser.add_argument("command", choices=["run"])
     parser.add_argument("--plan", choices=sorted(PLANS), help="run: the profile of s2r2lib.study.PLANS to run")
     parser.add_argument("--root", default=None, help="run: where runs and probes live (default build/study)")
     parser.add_argument("--data-root", default=None, help="run: a folder with Fashion-MNIST's files")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        if args.plan is None:
-            parser.error("run needs --plan, one of " + ", ".join(sorted(PLANS)))
-        if PLANS[args.plan].device.startswith("cuda") and not torch.cuda.is_available():
-            parser.error(f"plan {args.plan} trains on CUDA, which is not available here; on the CPU, run plan full "
-                         "(or make reproduce PROFILE=full)")
-        start = time.perf_counter()
-        table = run_and_publish(PLANS[args.plan], args.root or default_root(), args.data_root)
-        for _, row in table.iterrows():
-            print(verdict_sentence(row))
-        print(f"plan {args.plan}: {time.perf_counter() - start:.0f} s")
-        return 0
-    readme, table = project_dir() / "README.md", committed_table("study_verdicts")
-    if args.check:
-        current = readme.read_text()
-        stale = readme_block(table) not in current
-        print(f"{readme}: the verdict block is {'stale' if stale else 'up to date'}")
-        return int(stale)
-    changed = update_readme(readme, table)
-    print(f"{readme}: verdict block {'rewritten' if changed else 'already up to date'}")
+    if args.plan is None:
+        parser.error("run needs --plan, one of " + ", ".join(sorted(PLANS)))
+    if PLANS[args.plan].device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"plan {args.plan} trains on CUDA, which is not available here; on the CPU, run plan full "
+                     "(or make reproduce PROFILE=full)")
+    start = time.perf_counter()
+    table = run_and_publish(PLANS[args.plan], args.root or default_root(), args.data_root)
+    for _, row in table.iterrows():
+        print(verdict_sentence(row))
+    print(f"plan {args.plan}: {time.perf_counter() - start:.0f} s")
     return 0
 
 

@@ -253,7 +253,8 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     floor = probe.result_rows(SCORES, "probe", "embedded", seed=3, probe_s=2.0)
     assert [r["metric"] for r in floor] == list(probe.METRICS) and {r["method"] for r in floor} == {"random-init"}
     assert floor[0]["value"] == "0.5000" and floor[0]["seed"] == 3 and floor[0]["wall_s"] == "2.0"
-    assert {(r["source"], r["images"], r["views"], r["epochs"]) for r in floor} == {("measured", "", "", 0)}
+    assert {(r["source"], r["images"], r["views"], r["epochs"], r["views_seen"], r["train_s"]) for r in floor} == \
+        {("measured", "", "", 0, 0, "0.0")}
     assert all(set(row) <= set(RUN_COLUMNS) for row in floor)  # runs.csv's columns, under their own names
     assert all({"seed", "protocol", "commit", "device", "date"} <= set(row) for row in floor)
     assert [r["protocol"] for r in floor] == list(probe.METRICS.values()) and all(r["date"] for r in floor)
@@ -263,12 +264,13 @@ def test_result_rows_describe_the_floor_and_a_checkpoint(monkeypatch):
     monkeypatch.setattr(probe, "read_checkpoint", lambda path: states[path])  # the rows read the checkpoint named
     rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="run.pt", probe_s=2.0)
     assert all(set(row) <= set(RUN_COLUMNS) and row["seed"] == 1 for row in rows)
-    assert {(r["method"], r["views"], r["images"], r["epochs"], r["wall_s"]) for r in rows} == \
-        {("SwAV", 8, 16, 2.0, "12.0")}
+    assert {(r["method"], r["views"], r["images"], r["epochs"], r["views_seen"], r["train_s"], r["wall_s"])
+            for r in rows} == {("SwAV", 8, 16, 2.0, 50 * 16 * 8, "10.0", "12.0")}  # SwAV's views: all its crops
     config.update(method="s2r2", views_per_image=4)  # a ranking run's views are its K (its crops are unused)
     states["k4.pt"] = {"config": config, "step": 5, "num_images": 1600, "train_wall_s": 1.0}
     rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="k4.pt", probe_s=2.0)
-    assert {(r["method"], r["views"], r["epochs"]) for r in rows} == {("S2R2", 4, 0.05)}  # 5 x 16 / 1600
+    assert {(r["method"], r["views"], r["epochs"], r["views_seen"]) for r in rows} == {("S2R2", 4, 0.05, 5 * 16 * 4)}
+    # epochs: 5 x 16 / 1600
     states["third.pt"] = {"config": config, "step": 25, "num_images": 1200, "train_wall_s": 1.0}
     rows = probe.result_rows(SCORES, "probe", "embedded", checkpoint="third.pt", probe_s=2.0)
     assert {r["epochs"] for r in rows} == {0.333}  # 25 x 16 / 1200, to three decimals

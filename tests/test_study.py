@@ -567,31 +567,6 @@ def test_the_summary_names_every_comparison_under_its_own_verdict():
                                               "data-3 (contradicted)); claim 3 (on data-0) at this scale.")
 
 
-def test_update_readme_replaces_only_the_block_and_needs_its_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"before\n{study.README_BEGIN}\nstale\n{study.README_END}\nafter\n")
-    table = _verdict_rows(("1", "inconclusive"))
-    assert study.update_readme(readme, table)
-    text = readme.read_text()
-    assert text.startswith("before\n") and text.endswith("\nafter\n") and "stale" not in text
-    assert study.verdict_sentence(table.iloc[0]) in text
-    assert not study.update_readme(readme, table)  # unchanged the second time
-    readme.write_text(f"{study.README_BEGIN}\nstale\n{study.README_END}")  # a block at the very start
-    assert study.update_readme(readme, table) and readme.read_text() == study.readme_block(table)
-    readme.write_text("no markers")
-    with pytest.raises(ValueError, match="no study block"):
-        study.update_readme(readme, table)
-
-
-def test_the_readme_states_the_committed_verdicts():
-    """The README's verdict block is the committed results/study_verdicts.csv, word for word: no hand-written
-    summary can drift from the rows (`python -m s2r2lib.study readme` rewrites it; make reproduce runs it)."""
-    from s2r2lib.results import committed_table, project_dir
-
-    assert study.main(["readme", "--check"]) == 0, "run: python -m s2r2lib.study readme"
-    assert study.readme_block(committed_table("study_verdicts")) in (project_dir() / "README.md").read_text()
-
-
 # --- What make mutation left alive in study.py (a sample of 30) -----------------------------------------------
 
 def test_claim_1_names_the_best_baseline_of_each_data_set_on_its_own():
@@ -623,8 +598,7 @@ def test_the_study_commands_help_says_what_each_option_does(capsys):
     with pytest.raises(SystemExit):
         study.main(["--help"])
     said = " ".join(capsys.readouterr().out.split())
-    for option, help in [("--check", "readme: exit 1 if the README differs, writing nothing"),
-                         ("--plan", "run: the profile of s2r2lib.study.PLANS to run"),
+    for option, help in [("--plan", "run: the profile of s2r2lib.study.PLANS to run"),
                          ("--root", "run: where runs and probes live (default build/study)"),
                          ("--data-root", "run: a folder with Fashion-MNIST's files")]:
         assert re.search(rf" {option}(?: \S+)? {re.escape(help)}(?: --|$)", said), option  # the whole text
@@ -1042,19 +1016,6 @@ def test_a_last_step_exactly_the_seed_sd_counts_as_levelled_off():
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2), main_sets=("embedded-object",))
     levelled = study.checks(rows, plan).query("claim == 'levelled'").iloc[0]
     assert (levelled["effect"], levelled["threshold"], levelled["verdict"]) == (0.25, 0.25, "levelled off")
-
-
-def test_the_readme_command_rewrites_a_stale_block(tmp_path, monkeypatch, capsys):
-    (tmp_path / "results").mkdir()
-    _verdict_rows(("1", "inconclusive")).to_csv(tmp_path / "results" / "study_verdicts.csv", index=False)
-    (tmp_path / "README.md").write_text(f"intro\n{study.README_BEGIN}\nstale\n{study.README_END}\n")
-    monkeypatch.setattr(results, "project_dir", lambda start=None: tmp_path)
-    assert study.main(["readme", "--check"]) == 1 and "stale" in (tmp_path / "README.md").read_text()
-    assert capsys.readouterr().out.endswith("the verdict block is stale\n")
-    assert study.main(["readme"]) == 0 and "stale" not in (tmp_path / "README.md").read_text()
-    assert capsys.readouterr().out.endswith("verdict block rewritten\n")
-    assert study.main(["readme", "--check"]) == 0
-    assert capsys.readouterr().out.endswith("the verdict block is up to date\n")
 
 
 def test_the_timing_pass_sizes_every_method_and_is_read_back(tmp_path, monkeypatch, capsys):
