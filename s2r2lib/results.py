@@ -435,6 +435,33 @@ def paper_rows() -> pd.DataFrame:
     return typed(rows, RUN_DTYPES, table="paper rows")
 
 
+# The paper's training sets as the tables name them: (TrainConfig.data, split) -> label.
+PAPER_TRAINING_SETS = {("stl10", "train+unlabeled"): "STL10 (unlabeled + train)", ("coco", "train2017"): "COCO-Train",
+                       ("coco", "val2017"): "COCO-Val"}
+
+
+def paper_cell_rows(rows: Iterable[Mapping[str, Any]], config: Mapping[str, Any], probe_data: str) -> list[dict]:
+    """The measured rows that fill printed cells of Tables 1-2: a copy of each trained run's ``linear_top1`` row
+    of ``rows`` (notebook 03's, of the run ``config`` trained) as a row of that table, where the run's
+    architecture, training set and split, method, #images and #views are a printed row's and its epochs are
+    within 1 % of a printed budget (16,400 steps of 64 images are 9.996 epochs of STL10's 105k: the 10-epoch
+    cell), and it was probed as the paper probes every cell, on STL10 (``probe_data``). Otherwise none."""
+    label = PAPER_TRAINING_SETS.get((config.get("data"), config.get("split")))
+    if probe_data != "stl10" or label is None:
+        return []
+    cells = []
+    for row in rows:
+        if row["metric"] != "linear_top1" or row["method"] == "random-init":
+            continue
+        for table, arch, dataset, method, images, views, _ in _PAPER_TABLES:
+            if (arch, dataset, method, images, views) != (row["arch"], label, row["method"], int(row["images"]),
+                                                         int(row["views"])):
+                continue
+            cells += [{**row, "table": table, "dataset": dataset, "epochs": budget} for budget in _EPOCHS[table]
+                      if abs(float(row["epochs"]) - budget) <= 0.01 * budget]
+    return cells
+
+
 def runs_path() -> Path:
     return table_path("runs")
 

@@ -48,6 +48,7 @@ import os
 import sys
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,6 +405,23 @@ PRESETS: dict[str, dict] = {
     for (arch, training), methods in _SETTINGS.items() for method, (images, views) in methods.items()
 }
 
+
+
+def with_preset(preset: str | None, settings: dict) -> dict:
+    """TrainConfig fields: the paper preset ``preset`` (a name of :data:`PRESETS`; None: none) with ``settings``
+    over it. Warns, naming each field whose preset value a setting replaced (a preset's None is no value), so
+    that a notebook's small defaults never pass for the paper's setting unseen."""
+    if preset is None:
+        return dict(settings)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}, or None")
+    replaced = [f"{name}={settings[name]!r} (the preset's: {value!r})" for name, value in PRESETS[preset].items()
+                if value is not None and name in settings and settings[name] != value]
+    if replaced:
+        warnings.warn(f"preset {preset}: these settings replace its values, so the run is not the paper's setting: "
+                      f"{', '.join(replaced)}. Pass the preset's values instead to keep them (make reproduce "
+                      f"PROFILE=paper does: s2r2lib.reproduce.PROFILES['paper'])", UserWarning, stacklevel=2)
+    return {**PRESETS[preset], **settings}
 
 # --- Optimisation -------------------------------------------------------------------------------------
 

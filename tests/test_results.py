@@ -65,6 +65,35 @@ def test_paper_table_is_a_pivot_in_the_papers_order_with_measured_cells_only_whe
     assert "61.2" in html and "–" in html  # an unmeasured cell reads as a dash, never as a number
 
 
+def test_a_run_at_a_printed_setting_probed_on_stl10_fills_its_paper_cell():
+    """notebook 03's rows of a run at the paper profile (S2R2, ResNet18, 64 x 20, 16,400 steps of STL10's 105k
+    images) fill Table 1's 10-epoch cell, and notebook 04 shows them there."""
+    stl10 = {"data": "stl10", "split": "train+unlabeled"}
+    trained = {**MEASURED, "arch": "resnet18", "dataset": "stl10", "images": 64, "views": 20, "epochs": 9.996,
+               "value": "0.6010"}
+    rows = [trained, {**trained, "metric": "knn20_top1"}, {**trained, "method": "random-init", "images": "",
+                                                          "views": "", "epochs": 0}]
+    [cell] = results.paper_cell_rows(rows, stl10, "stl10")
+    assert cell == {**trained, "table": "table1", "dataset": "STL10 (unlabeled + train)", "epochs": 10}
+    table = results.paper_table(pd.concat([results.paper_rows(), results.typed([cell], results.RUN_DTYPES)]),
+                                "table1")
+    assert table.loc[("STL10 (unlabeled + train)", "S2R2", 64, 20), (10, "measured")] == pytest.approx(60.1)
+    assert int(table.xs("measured", axis=1, level="source").notna().sum().sum()) == 1
+    for row, config, probed in (({**trained, "epochs": 9.8}, stl10, "stl10"),  # 2 % short of the budget
+                                ({**trained, "images": 32}, stl10, "stl10"),  # a batch no row prints
+                                (trained, {**stl10, "split": "train"}, "stl10"),  # not the paper's training split
+                                (trained, stl10, "embedded")):  # probed elsewhere than on STL10
+        assert results.paper_cell_rows([row], config, probed) == []
+    resnet50 = {**trained, "arch": "resnet50", "images": 16, "epochs": 200}  # Table 2's COCO-Val S2R2 at 200
+    assert [(c["table"], c["dataset"], c["epochs"]) for c in results.paper_cell_rows(
+        [resnet50], {"data": "coco", "split": "val2017"}, "stl10")] == [("table2", "COCO-Val", 200)]
+    swav = {**trained, "method": "SwAV", "images": 128, "views": 6, "epochs": 50.2}  # 2 + 4 crops, COCO-Train
+    assert [(c["table"], c["epochs"]) for c in results.paper_cell_rows(
+        [swav], {"data": "coco", "split": "train2017"}, "stl10")] == [("table1", 50)]
+    notebook_03 = (ROOT / "notebooks" / "03_linear_probe.ipynb").read_text()
+    assert "results.paper_cell_rows(rows, config, data)" in notebook_03.replace('\\"', '"')  # what it writes
+
+
 def test_paper_margins_are_s2r2_minus_the_best_other_model_per_budget():
     margins = results.paper_margins(results.paper_rows(), "table1")
     assert results.paper_margins(results.paper_rows()) == margins  # table 1 by default

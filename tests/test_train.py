@@ -549,3 +549,40 @@ def test_the_progress_bar_names_the_method_and_arch_and_counts_steps(tmp_path):
         assert str(bar).startswith("s2r2 narrow_cnn:  25%") and "1/4" in str(bar) and "step/s]" in str(bar)
     finally:
         bar.close()
+
+
+def test_settings_over_a_preset_name_every_value_they_replace():
+    import warnings
+
+    preset = "paper-resnet18-stl10-s2r2"
+    assert engine.with_preset(None, {"lr": 1.0}) == {"lr": 1.0}
+    small = {"arch": "narrow_cnn", "data": "embedded", "data_root": "/data", "seed": 3, "precision": "bf16"}
+    with pytest.warns(UserWarning) as caught:
+        merged = engine.with_preset(preset, small)
+    assert merged == {**PRESETS[preset], **small}
+    [message] = [str(w.message) for w in caught]
+    assert message.startswith(f"preset {preset}: these settings replace its values, so the run is not the paper's "
+                              "setting: arch='narrow_cnn' (the preset's: 'resnet18'), data='embedded' (the preset's: "
+                              "'stl10'). Pass the preset's values instead")  # not data_root (the preset's is None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine.with_preset(preset, {"data_root": "/data", "arch": "resnet18"})["data_root"] == "/data"
+    with pytest.raises(ValueError, match=r"unknown preset 'paper'; choose one of \['paper-resnet18-coco-train-s2r2'"):
+        engine.with_preset("paper", {})
+
+
+def test_notebook_02s_paper_profile_trains_its_preset_unchanged():
+    """make reproduce PROFILE=paper gives notebook 02 the preset and its values: nothing the notebook's small
+    defaults would replace (its training cell builds the config through train.with_preset)."""
+    import warnings
+
+    from s2r2lib import reproduce
+
+    parameters = dict(reproduce.PROFILES["paper"]["02_training"])
+    preset = parameters.pop("preset")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = TrainConfig.from_dict(engine.with_preset(preset, {**parameters, "data_root": "/data", "seed": 0}))
+    assert {name: getattr(config, name) for name in PRESETS[preset]} == {**PRESETS[preset], "data_root": "/data"}
+    cells = json.loads(reproduce.notebook_paths(only=["02"])[0].read_text())["cells"]
+    assert any("train.with_preset(preset, settings)" in "".join(cell["source"]) for cell in cells)
