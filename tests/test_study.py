@@ -156,6 +156,12 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     floor = table[table["claim"] == "floor"]
     assert (floor["verdict"] == "above floor").all() and floor["effect"].tolist()[0] == pytest.approx(0.4)
     assert (floor["threshold"] == study.MIN_EFFECT_POINTS).all()  # each row carries the threshold it was judged by
+    assert floor.iloc[0][["effect", "ci_low", "ci_high"]].tolist() == pytest.approx([0.4] * 3)  # paired: no spread
+    assert (floor["ci_low"] <= floor["effect"] + 1e-12).all() and (floor["effect"] <= floor["ci_high"] + 1e-12).all()
+    levelled = table[table["claim"] == "levelled"].iloc[0]
+    sentence = study.verdict_sentence(levelled)
+    assert sentence.startswith(f"{levelled['data']}: {levelled['comparison']} is {100 * levelled['effect']:+.1f} points")
+    assert sentence.endswith(f", against a seed noise (SD) of {100 * levelled['threshold']:.1f} points: levelled off.")
     untrained = [dict(r, value=0.0) if r["method"] == "S2R2" else r
                  for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02))]
     floor = study.checks(untrained, plan).query("claim == 'floor'")
@@ -179,6 +185,8 @@ def test_budget_checks_judge_the_long_runs_against_the_committed_floors():
             for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.01, -0.01))
             if r["dataset"] in plan.main_sets and r["method"] in study.METHODS]
     assert study.budget_factor(committed + long, plan) == 4
+    longer = [dict(r, steps=3 * r["steps"]) if r["method"] == "SimCLR" else r for r in committed]
+    assert study.budget_factor(longer + long, plan) == 4  # read off S2R2's runs, whatever the other methods' steps
     assert study.long_rows(pd.DataFrame(committed + long)) == study.long_rows(committed + long)  # a table, as read
     table = study.budget_checks(committed + long, plan)
     assert list(table.columns) == ["budget", *study.VERDICT_COLUMNS]
@@ -208,6 +216,16 @@ def test_agreement_accepts_a_rerun_within_the_seed_noise_only():
     sentence = study.verdict_sentence(first)
     assert "disagrees" in sentence and "(+5.0 points, " in sentence
     assert f": {100 * first['ci_low']:.1f} % against the committed {100 * first['ci_high']:.1f} % (" in sentence
+
+
+def test_agreement_widens_its_tolerance_to_twice_the_committed_seed_spread():
+    plan = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    committed = [dict(r, value=r["value"] + 0.1 * r["seed"]) for r in synthetic_rows(plan, lead=0.1)]  # SD 0.1
+    rerun = [dict(r, table="study-rerun", value=r["value"] + 0.05) for r in committed if r["seed"] == 0]
+    table = study.agreement(rerun, committed)
+    spread = table[table["comparison"].str.contains("raw pixels") == False]  # noqa: E712 (one seed: no spread)
+    assert len(spread) > 5 and set(spread["verdict"]) == {"agrees"}
+    assert spread["threshold"].tolist() == pytest.approx([0.2] * len(spread), rel=0.05)  # 2 x SD, the noise aside
 
 
 def test_a_subset_rerun_trains_the_committed_steps_and_learning_rates():
@@ -402,6 +420,9 @@ def test_method_configs_share_one_optimiser_and_match_views_per_step():
                                                                 + plan.swav_small_crops * study.forward_flops("narrow_cnn", True, small)))
     with pytest.raises(ValueError, match="spanning 10x"):
         dataclasses.replace(plan, lrs=(1e-3, 2e-3, 3e-3))
+    sizes = {dataset: study.method_config("S2R2", plan, 1e-3, 400, dataset).image_size for dataset in study.STUDY_SETS}
+    assert sizes == {"embedded-object": 40, "embedded-cluttered": 40, "fashion-mnist": 32,
+                     "fashion-mnist-clutter": 64}  # each set at its own image size (the canvas of 4 items: 64 px)
 
 
 def test_fit_probe_extends_c_past_the_grid_while_the_winner_sits_at_its_edge():
@@ -719,6 +740,8 @@ def test_a_study_job_trains_probes_its_snapshots_and_reuses_a_finished_run(tmp_p
     assert all(0 <= float(r["value"]) <= 1 and r["views"] == config.views_per_image for r in rows)
     per_step = {round(float(r["epochs"]) / int(r["steps"]), 3) for r in rows}  # epochs = steps x B / images
     assert len(rows) > 1 and len(per_step) == 1 and 0 < per_step.pop() < 1
+    images = config.data_options["n"]  # to three decimals, as notebook 03's rows
+    assert [r["epochs"] for r in rows] == [round(s * config.images_per_batch / images, 3) for s in job["probe_steps"]]
     assert any((tmp_path / "probes").iterdir())  # the probes' cache lives in the study's folder, beside its runs
     monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert [r["value"] for r in study.run_job(job)] == [r["value"] for r in rows]
@@ -956,6 +979,31 @@ def test_fit_probe_extends_c_up_to_its_upper_limit_inclusive(monkeypatch):
     assert sorted(float(c) for c in result["validation"]) == [1.0, 10.0, 100.0, 1e3, 1e4]
 
 
+def test_fit_probe_extends_c_down_to_its_lower_limit_inclusive(monkeypatch):
+    from s2r2lib import probe
+
+    def smallest_c_wins(train_x, train_y, test_x, test_y, c_grid, max_iter, device):
+        best = min(c_grid)
+        return probe.ProbeResult(top1=0.5, c=best, validation={c: -c for c in c_grid}, predictions=None)
+
+    monkeypatch.setattr(probe, "linear_probe", smallest_c_wins)
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    result = study.fit_probe(x, y, x, y)
+    assert result["c"] == pytest.approx(study.C_LIMITS[0]) == 1e-4  # 1 -> 0.1 -> ... -> 1e-4, a decade at a time
+    assert sorted(float(c) for c in result["validation"]) == pytest.approx([1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0])
+
+
+def test_every_probe_of_the_study_defaults_to_the_probes_lbfgs_iterations():
+    import inspect
+
+    from s2r2lib import probe
+
+    default = inspect.signature(probe.linear_probe).parameters["max_iter"].default
+    assert [inspect.signature(f).parameters["max_iter"].default for f in (study.fit_probe, study.probe_encoder)] == \
+        [default, default]
+    assert study.PLANS["full"].probe_max_iter == default  # the study's plans probe as notebook 03 does
+
+
 def test_lr_search_scores_every_method_at_every_lr_on_the_given_set_and_extends_edge_winners(monkeypatch, tmp_path):
     jobs = []
 
@@ -1114,6 +1162,29 @@ def test_a_journal_skips_a_line_cut_short_and_appends_after_it(tmp_path):
     lines = journal.path.read_text().split("\n")
     assert len(lines) == 5 and lines[1] == '{"job": "cut short by a ki' and lines[-1] == ""
     assert [json.loads(line)["rows"] for line in (lines[0], lines[2], lines[3])] == [[{"value": v}] for v in (.5, .25, .75)]
+
+
+def test_a_journal_holding_every_job_starts_no_worker(tmp_path, capsys):
+    journal = study.Journal(tmp_path)
+    jobs = [{"floor": None, "seed": seed, "table": "study", "dataset": "embedded",
+             "probe": {"device": "cpu", "cache": str(tmp_path), "data_root": None}} for seed in (0, 1)]
+    for job, value in zip(jobs, (0.5, 0.25)):
+        journal.append(job, [{"value": value}])
+
+    class NoWorkers:
+        def map(self, *args, **kwargs):
+            raise AssertionError("every job is in the journal")
+
+    assert journal.run(NoWorkers(), None, jobs, "probes") == [[{"value": 0.5}], [{"value": 0.25}]]
+    assert capsys.readouterr().out == f"probes: 2 of 2 jobs read from {journal.path}\n"
+
+
+def test_workers_run_as_many_processes_as_asked():
+    workers = study.Workers(3, threads=1)
+    try:
+        assert workers.workers == 3 and workers.pool._max_workers == 3
+    finally:
+        workers.pool.shutdown()
 
 
 def test_a_jobs_key_ignores_its_folders_and_follows_what_it_trains_and_probes(tmp_path):
