@@ -50,10 +50,15 @@ def _number(check: str, name: str, value) -> float:
 def check_sigmoid_slope(answer, tau: float = 1.0) -> str:
     """Exercise 01.1: the slope of eq. 3's sigmoid at d = 0 for temperature ``tau``: 1 / (4 tau)."""
     answer = _number("check_sigmoid_slope", "answer", answer)
+    tail = math.exp(-2 / tau)
+    at_two = tail / (1 + tail) ** 2 / tau  # phi (1 - phi) / tau at a similarity difference of 2, the widest there is
+    blunt = at_two > 0.01 / (4 * tau)
     return _judge(math.isclose(answer, 1 / (4 * tau), rel_tol=1e-3),
                   "the sigmoid's slope is phi (1 - phi) / tau; at d = 0, phi = 1/2.",
-                  f"At tau = {tau:g} the slope is nearly constant over similarity differences in [-2, 2]: the "
-                  "sigmoid is almost a straight line, so every pair gets gradient and the smoothed AP is blurred.")
+                  f"At tau = {tau:g} the slope falls from its value at a tie to {at_two:.3g} at a similarity "
+                  f"difference of 2: " + ("every pair in [-2, 2] still gets gradient, so the smoothed AP is "
+                                          "blurred." if blunt else "only near-ties get gradient, so the smoothed "
+                                          "AP is sharp and its gradient local."))
 
 
 def check_ap_one_positive(ap) -> str:

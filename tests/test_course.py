@@ -118,6 +118,13 @@ def test_each_check_accepts_the_right_answer_and_answers_a_wrong_one_with_its_hi
             assert f"{value:g}" not in message
 
 
+def test_the_sigmoid_slope_check_says_how_far_the_slope_falls_at_each_temperature(capsys):
+    assert course.check_sigmoid_slope(0.25, tau=1.0).startswith(
+        "At tau = 1 the slope falls from its value at a tie to 0.105 at a similarity difference of 2: every pair")
+    assert course.check_sigmoid_slope(25.0, tau=0.01).startswith(
+        "At tau = 0.01 the slope falls from its value at a tie to 1.38e-85 at a similarity difference of 2: only")
+
+
 def test_the_stronger_claim_is_read_from_the_transcribed_tables():
     leads = course.paper_leads()
     assert set(leads) == {"SimCLR", "SwAV"} and all(0 <= wins <= cells for wins, cells in leads.values())
