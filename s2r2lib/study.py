@@ -333,7 +333,9 @@ class Workers:
             _init_worker(threads)
 
     def map(self, fn, jobs: list, what: str = "jobs", on_result=None) -> list:
-        """``fn`` over ``jobs``; ``on_result(job, result)`` is called in this process as each job finishes."""
+        """``fn`` over ``jobs``; ``on_result(job, result)`` is called in this process as each job finishes.
+        When a job fails (or the study is interrupted), the queued jobs are cancelled, the running ones finish
+        and go to ``on_result`` too, and the failure is raised: nothing finished is lost, nothing more starts."""
         start, done = time.perf_counter(), 0
         if self.pool is None:
             results = []
@@ -347,25 +349,39 @@ class Workers:
         from concurrent.futures import as_completed
 
         futures = {self.pool.submit(fn, job): i for i, job in enumerate(jobs)}
-        results = [None] * len(jobs)
-        for future in as_completed(futures):
+        results, reported = [None] * len(jobs), set()
+
+        def report(future):
             results[futures[future]] = future.result()
+            reported.add(future)
             if on_result is not None:
                 on_result(jobs[futures[future]], results[futures[future]])
-            done += 1
-            if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
-                print(f"{what}: {done}/{len(jobs)} done, {time.perf_counter() - start:.0f} s", flush=True)
+
+        try:
+            for future in as_completed(futures):
+                report(future)
+                done += 1
+                if done % max(1, len(jobs) // 10) == 0 or done == len(jobs):
+                    print(f"{what}: {done}/{len(jobs)} done, {time.perf_counter() - start:.0f} s", flush=True)
+        except BaseException:
+            cancelled = sum(future.cancel() for future in futures)
+            print(f"{what}: stopped by a failure; {cancelled} queued jobs cancelled, waiting for the running ones",
+                  flush=True)
+            for future in futures:
+                if future not in reported and not future.cancelled() and future.exception() is None:
+                    report(future)
+            raise
         return results
 
-    def close(self) -> None:
+    def close(self, cancel: bool = False) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.shutdown(cancel_futures=cancel)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, *exc):
+        self.close(cancel=kind is not None)  # on an error, jobs still queued never start
 
 
 # --- The journal: each finished job's rows, kept as it finishes -------------------------------------

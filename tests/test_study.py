@@ -8,6 +8,7 @@ import json
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -652,6 +653,29 @@ def test_workers_return_results_in_job_order_and_report_progress_by_tenths(monke
     lines = [line for line in log.getvalue().splitlines() if line.startswith("pool: ")]
     # 25 jobs: a line every 2 done (25 // 10), and one at the end
     assert [line.split()[1] for line in lines] == [f"{n}/25" for n in (*range(2, 25, 2), 25)]
+
+
+def _start_then_sleep_or_fail(job):
+    """A study job for worker processes (picklable by name): marks that it started, then fails at once
+    (seconds < 0) or sleeps."""
+    index, seconds, folder = job
+    (Path(folder) / f"{index}").touch()
+    if seconds < 0:
+        raise FloatingPointError("the loss diverged")
+    time.sleep(seconds)
+    return index
+
+
+def test_a_failed_job_cancels_the_queued_ones_and_keeps_those_still_running(tmp_path, capsys):
+    jobs = [(0, -1, str(tmp_path))] + [(i, 1.0, str(tmp_path)) for i in range(1, 16)]
+    kept = []
+    with pytest.raises(FloatingPointError, match="the loss diverged"):
+        with study.Workers(2) as workers:
+            workers.map(_start_then_sleep_or_fail, jobs, "runs", on_result=lambda job, index: kept.append(index))
+    started = sorted(int(p.name) for p in tmp_path.iterdir())
+    cancelled = int(re.search(r"runs: stopped by a failure; (\d+) queued jobs cancelled", capsys.readouterr().out)[1])
+    assert 0 in started and cancelled >= 4 and len(started) + cancelled == len(jobs)  # the rest never started
+    assert kept and sorted(kept) == [i for i in started if i != 0]  # every job that ran to its end was kept
 
 
 def test_worker_processes_start_with_the_torch_threads_asked_for(monkeypatch):
