@@ -61,3 +61,34 @@ def test_bench_writes_one_row_per_method_with_ratios_that_follow_from_the_times(
     again = read_table(out).to_dict("records")
     assert [row["method"] for row in again] == ["s2r2", "swav"]  # replaced in place: the file keeps its order
     assert again[1] == rows[1] and again[0]["date"] >= rows[0]["date"]
+
+
+def test_the_study_benchmark_writes_its_rows_where_out_says(tmp_path, monkeypatch, capsys):
+    """python -m s2r2lib.bench study --out FILE: the rows, merged by method and setting, with provenance (it had
+    imported a writer that does not exist, and lost every measurement at the end)."""
+    import math
+
+    from s2r2lib import results
+    from s2r2lib.bench import study as bench_study
+
+    timed = {"today": 0.5, "1 thread, channels_last": 0.25}
+
+    def measure(name, method, steps):  # the worker processes' result, without training
+        if name not in timed:
+            return {"setting": name, "method": method, "status": "not measured: timed out", "load_avg": 1.0}
+        return {"setting": name, "method": method, "processes": 1, "threads": 1, "s_per_step": timed[name],
+                "first_step_s": 2.0, "wall_s": 9.0, "load_avg": 1.0, "status": "measured"}
+
+    monkeypatch.setattr(bench_study, "measure", measure)
+    out = tmp_path / "bench_study.csv"
+    settings = ["today", "1 thread, channels_last", "2 x 1 thread (the study's)"]
+    assert bench_study.main(["--settings", *settings, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"wrote {out}\n")
+    table = results.read_table(out, dtypes=bench_study.COLUMNS)
+    assert table["setting"].tolist() == settings and set(table["method"]) == {"S2R2"}
+    assert table["ratio"].tolist()[:2] == [1.0, 2.0] and math.isnan(table["ratio"].astype(float).iloc[2])
+    assert table["status"].tolist()[2] == "not measured: timed out" and table["commit"].notna().all()
+    timed["today"] = 1.0  # a second run replaces its own rows
+    assert bench_study.main(["--settings", "today", "--out", str(out)]) == 0
+    again = results.read_table(out, dtypes=bench_study.COLUMNS)
+    assert len(again) == 3 and again["s_per_step"].tolist()[0] == 1.0

@@ -1,7 +1,7 @@
 """Benchmark: notebook 06's training step as the engine ran it before the study chose its settings, beside
 the settings it runs with, in one run.
 
-    python -m s2r2lib.bench study [--methods S2R2 SwAV] [--steps 12] [--compile] [--out FILE]
+    python -m s2r2lib.bench study [--methods S2R2 SwAV] [--steps 12] [--settings SETTING ...] [--out FILE]
 
 Each setting trains the study's own run (``study.method_config`` of the full profile: S2R2 at 16 x 8 views
 of 32 px, narrow CNN, Adam) for a few steps in a fresh process, and reads the median step time from the
@@ -17,7 +17,8 @@ run's log (the views, forward, loss, backward and optimiser step; not the checkp
 
 ``s_per_step`` is per step of one run, ``ratio`` today's over it (above 1: faster than today). Timings on a
 shared machine move with the neighbours' load: ``load_avg`` (1-minute) is printed beside each; rerun where it
-passes the core count. Nothing is written unless ``--out`` names a CSV.
+passes the core count. Nothing is written unless ``--out`` names a CSV: its rows are merged in by method and
+setting (:data:`COLUMNS`), with their provenance.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ def measure(name: str, method: str, steps: int) -> dict:
             "load_avg": load, "status": "measured"}
 
 
+# --out's columns (s2r2lib.results' types), keyed by method and setting
+COLUMNS = {"setting": "string", "method": "string", "processes": "Int64", "threads": "Int64", "s_per_step": "Float64",
+           "ratio": "Float64", "first_step_s": "Float64", "wall_s": "Float64", "load_avg": "Float64",
+           "status": "string", "commit": "string", "device": "string", "torch": "string", "date": "string"}
+
+
+def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """``rows`` merged into the CSV ``path`` by method and setting (locked, atomic), with their provenance."""
+    from ..results import provenance, write_table
+
+    return write_table(Path(path), [{**row, **provenance()} for row in rows], key_columns=("method", "setting"),
+                       dtypes=COLUMNS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("study", __doc__)
     parser.add_argument("--methods", nargs="+", default=["S2R2"], help="study methods (S2R2 SimCLR SwAV MV-NT-Xent)")
@@ -105,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   f"(first step {row['first_step_s']:.1f} s, load {row['load_avg']:.1f})"
                                                   if row["status"] == "measured" else row["status"]), flush=True)
     if args.out:
-        from ..results import provenance, write_csv
-
-        write_csv(Path(args.out), [{**row, **provenance()} for row in rows])
-        print(f"wrote {args.out}")
+        print(f"wrote {write_rows(args.out, rows)}")
     return 0
 
 
