@@ -909,16 +909,22 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
 
 def _open_log(path: Path, start: int):
     """The per-step CSV log, opened for appending after dropping rows past ``start`` (a resumed run
-    redoes them)."""
+    redoes them) and a last row a kill cut short. The kept rows are rewritten atomically: a kill while a
+    run resumes leaves the old log whole."""
     rows = []
     if path.exists() and start > 0:
-        with path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) < start]
-    handle = path.open("w", newline="")
-    writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS, lineterminator="\n")
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):  # the row being written when the run was killed
+            lines.pop()
+        rows = [row for row in csv.DictReader(lines) if int(row["step"]) < start]
+    kept = io.StringIO()
+    writer = csv.DictWriter(kept, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return handle, writer
+    atomic_write_bytes(path, kept.getvalue().encode())
+    handle = path.open("a", newline="")
+    return handle, csv.DictWriter(handle, fieldnames=LOG_FIELDS, lineterminator="\n")
 
 
 def read_log(run: str | os.PathLike) -> list[dict[str, float]]:

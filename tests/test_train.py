@@ -510,6 +510,23 @@ def test_a_resumed_log_keeps_the_rows_before_the_checkpoint_only(tmp_path):
     handle, writer = engine._open_log(log, 5)
     handle.close()
     assert [row["step"] for row in read_log(tmp_path)] == [0, 1, 2, 3, 4]
+    with log.open("a") as cut:  # a run killed while it wrote step 5's row
+        cut.write("5,1.0")
+    kill = RuntimeError("killed while the kept rows were rewritten")
+
+    def killed(path, data):
+        raise kill
+
+    before = log.read_bytes()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "atomic_write_bytes", killed)
+        with pytest.raises(RuntimeError):
+            engine._open_log(log, 6)
+    assert log.read_bytes() == before  # the old log whole, not emptied
+    handle, writer = engine._open_log(log, 6)
+    writer.writerow({"step": 5, "loss": 2.0})
+    handle.close()
+    assert [(row["step"], row["loss"]) for row in read_log(tmp_path)] == [(s, 1.0) for s in range(5)] + [(5, 2.0)]
 
 
 def test_each_optimizer_name_builds_that_optimizer_and_bf16_sets_the_learners_autocast_flag(tmp_path):
