@@ -199,11 +199,19 @@ class TrainConfig:
             bad(f"queue_length {self.queue_length} must be 0 or at least images_per_batch {self.images_per_batch}")
         if any(step < 1 for step in self.keep_steps):
             bad(f"keep_steps are step numbers from 1, got {self.keep_steps}")
+        if self.warmup_steps < 0:
+            bad(f"warmup_steps must be 0 (no warmup) or a number of steps, got {self.warmup_steps}")
+        if self.prototype_freeze_steps is not None and self.prototype_freeze_steps < 0:
+            bad(f"prototype_freeze_steps must be None (one epoch), 0 or a number of steps, got "
+                f"{self.prototype_freeze_steps}")
         _check_data_set("data", self.data, self.data_options)
         if self.knn_every < 0:
             bad(f"knn_every must be 0 (no kNN monitor) or a number of steps, got {self.knn_every}")
         if self.knn_every:
             _check_data_set("knn_data", self.knn_data, {})
+            if self.knn_data not in KNN_DATA:
+                bad(f"knn_data {self.knn_data!r} has no labelled train and test splits for the kNN monitor; use one "
+                    f"of {list(KNN_DATA)}, or knn_every=0 for no monitor")
             if self.knn_images < 2:
                 bad(f"knn_images must be at least 2 (half of them are test images), got {self.knn_images}")
         if not self.output.strip():
@@ -312,6 +320,9 @@ def _checked_crops(crops: list) -> list:
                              f"[4, 16, [0.05, 0.14]]]")
         checked.append([crop[0], crop[1], [float(crop[2][0]), float(crop[2][1])]])
     return checked
+
+
+KNN_DATA = ("embedded", "stl10", "fashion_mnist")  # the data sets with labelled train and test splits
 
 
 def _check_data_set(field_name: str, name: str, options: dict) -> None:
