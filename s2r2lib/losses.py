@@ -170,11 +170,17 @@ def _cosine_similarity(z: torch.Tensor, rows: slice = slice(None)) -> torch.Tens
     of the float range (above 1e19 or below 1e-13 in float32, whose squares overflow or underflow)
     exact instead of turning them into 0 or a vector shorter than 1.
     """
+    with torch.autocast(z.device.type, enabled=False):
+        r = _unit_rows(z)
+        return r[rows] @ r.T
+
+
+def _unit_rows(z: torch.Tensor) -> torch.Tensor:
+    """The rows of ``z`` scaled to length 1 (see :func:`_cosine_similarity`), in float32 or float64."""
     z = z if z.dtype == torch.float64 else z.float()
     with torch.autocast(z.device.type, enabled=False):
         scale = z.detach().abs().amax(dim=1, keepdim=True)
-        r = F.normalize(z / torch.where(scale > 0, scale, 1.0), dim=1)
-        return r[rows] @ r.T
+        return F.normalize(z / torch.where(scale > 0, scale, 1.0), dim=1)
 
 
 def _chunk_size(n: int, per_query_bytes: int, budget: int) -> int:
@@ -346,11 +352,17 @@ def average_precision(z: torch.Tensor, ids: torch.Tensor | BatchGroups, per_quer
     budget = default_memory_budget(z.device) if memory_budget is None else memory_budget
     chunk = _chunk_size(n, 96 * n, budget)  # sorted scores, order, ranks: about 96 bytes an item
     ap = torch.empty(n, dtype=torch.float64 if z.dtype == torch.float64 else torch.float32, device=z.device)
+    # Equal views must tie exactly, but a matrix product may round two equal columns differently (its kernels
+    # sum a tile's edge in another order: seen in float64 on an AMD EPYC CPU, where a collapsed encoder then
+    # scored above chance). So each distinct view's column is computed once and shared by its copies.
+    r = _unit_rows(z.detach())
+    distinct, copy = torch.unique(r, dim=0, return_inverse=True)
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         query = torch.arange(n, device=z.device)[rows, None]
         # The query is not in its own retrieval set: at -inf and not relevant, it ranks above nothing.
-        s = _cosine_similarity(z, rows).scatter_(1, query, -math.inf)
+        with torch.autocast(z.device.type, enabled=False):
+            s = (r[rows] @ distinct.T)[:, copy].scatter_(1, query, -math.inf)
         relevant = (ids[rows, None] == ids[None, :]).scatter_(1, query, False)
         ap[rows] = _exact_ap(s, relevant)
     return ap if per_query else ap.mean()

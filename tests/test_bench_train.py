@@ -92,3 +92,18 @@ def test_the_study_benchmark_writes_its_rows_where_out_says(tmp_path, monkeypatc
     assert bench_study.main(["--settings", "today", "--out", str(out)]) == 0
     again = results.read_table(out, dtypes=bench_study.COLUMNS)
     assert len(again) == 3 and again["s_per_step"].tolist()[0] == 1.0
+
+
+def test_meets_goal_agrees_with_the_overhead_share_the_row_shows(monkeypatch):
+    """An overhead of 9.996 % is written as 0.100: the row must not also say it meets the goal of under 10 %."""
+    times = {True: 0.90004, False: 1.0}  # encoder-only step, whole step: overhead 0.09996
+
+    def worker(module, job, timeout, hint=""):
+        return {"status": "measured", "step_s": times[job["encoder_only"]], "peak_mib": 1.0}
+
+    monkeypatch.setattr(bench, "run_worker", worker)
+    row = bench.measure_row("narrow_cnn", "s2r2", 64, "cpu", "fp32", 1, 1, 60)
+    assert (row["overhead_share"], row["meets_goal"]) == ("0.100", "no")
+    times[True] = 0.9006  # 0.0994: written 0.099, under the goal
+    row = bench.measure_row("narrow_cnn", "s2r2", 64, "cpu", "fp32", 1, 1, 60)
+    assert (row["overhead_share"], row["meets_goal"]) == ("0.099", "yes")

@@ -21,7 +21,7 @@ def reference_ap(z, ids, tau=None, query_is_positive=False):
     follows the official Smooth-AP code instead: the query is in its own retrieval set as a positive.
     """
     r = F.normalize(z.double(), dim=1)
-    s = r @ r.T
+    s = torch.stack([(row * r).sum(dim=1) for row in r])  # each pair summed on its own: equal views tie exactly
     n = len(ids)
     phi = (lambda d: (d >= 0).double()) if tau is None else (lambda d: torch.sigmoid(d / tau))
     aps = []
@@ -87,12 +87,13 @@ def test_small_tau_converges_to_exact_average_precision():
 
 
 def sklearn_per_query(z, ids):
-    """sklearn's average_precision_score of every query over all other views, on float64 cosine similarities."""
-    r = F.normalize(z.detach().double(), dim=1)
-    s = (r @ r.T).numpy()
+    """sklearn's average_precision_score of every query over all other views, on float64 cosine similarities,
+    each pair's summed on its own: equal views tie exactly (two equal columns of a matrix product need not)."""
+    r = F.normalize(z.detach().double(), dim=1).numpy()
     same = (ids[:, None] == ids[None, :]).numpy()
     others = ~np.eye(len(ids), dtype=bool)
-    return np.array([average_precision_score(same[q][others[q]], s[q][others[q]]) for q in range(len(ids))])
+    return np.array([average_precision_score(same[q][others[q]], (r[q] * r).sum(axis=1)[others[q]])
+                     for q in range(len(ids))])
 
 
 def test_average_precision_matches_loop_reference_and_sklearn():
