@@ -43,8 +43,7 @@ def lab(tmp_path_factory):
     touches the sources), and a headless Chromium page; yields (page, base url, notebook folder)."""
     if CHROMIUM is None:
         pytest.skip("no Chromium on this machine: apt-get install -y chromium (as root; .ci/run does it)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
-                                     "(pip install -e '.[test]')")
+    from playwright import sync_api as playwright  # the [test] extra installs it: missing, this fails, not skips
     folder, settings = tmp_path_factory.mktemp("lab"), tmp_path_factory.mktemp("lab-settings")
     for path in reproduce.notebook_paths(only=["01", "02"]):
         shutil.copy(path, folder / path.name)

@@ -113,9 +113,11 @@ def test_each_check_accepts_the_right_answer_and_answers_a_wrong_one_with_its_hi
         check(**wrong)
     message = str(wrong_answer.value)
     assert hint in message
-    for value in right.values():  # the hint never gives the right answer away
+    for value in right.values():  # the hint never gives the right answer away (a count of two digits or more too)
         if isinstance(value, float) and value not in wrong.values():
             assert f"{value:g}" not in message
+        if type(value) is int and value >= 10 and value not in wrong.values():
+            assert not re.search(rf"\b{value}\b", message), value
 
 
 def test_the_sigmoid_slope_check_says_how_far_the_slope_falls_at_each_temperature(capsys):

@@ -615,13 +615,14 @@ def test_each_steps_views_come_from_a_generator_seeded_by_seed_step_and_rank(tmp
     real = engine._ranking_step
     monkeypatch.setattr(engine, "_ranking_step", lambda m, b, generator, *a: seeds.append(generator.initial_seed())
                         or real(m, b, generator, *a))
-    config = small_config(tmp_path, seed=5).resolved()
     images = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8)
-    run = engine.Engine(config, images, torch.device("cpu"))
-    for step in range(3):
-        run.step(step, 3)
-    assert seeds == [engine._step_seed(5, step, 0) for step in range(3)]
-    assert seeds != [engine._step_seed(5, step, None) for step in range(3)]  # the rank is part of it
+    for seed in (5, 6):
+        run = engine.Engine(small_config(tmp_path, seed=seed).resolved(), images, torch.device("cpu"))
+        for step in range(3):
+            run.step(step, 3)
+    assert seeds[:3] == [engine._step_seed(5, step, 0) for step in range(3)]
+    assert seeds != [engine._step_seed(5, step, None) for step in range(3)] * 2  # the rank is part of it
+    assert len(set(seeds)) == 6  # every step of each seed its own generator: the step and the seed are part of it
 
 
 def test_the_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_zero():

@@ -105,9 +105,17 @@ def test_unknown_arch_names_the_valid_ones():
 def test_torchvision_loads_only_for_a_resnet_or_the_cpu_views():
     """Each ``python -m s2r2lib.train``, DDP worker and notebook kernel imports the library, and torchvision takes
     1.5 s of that here: a narrow_cnn run on batched views never loads it."""
-    code = ("import sys, s2r2lib.train, s2r2lib.study, s2r2lib.bench.gpu\n"
+    code = ("import sys, torch, s2r2lib.train, s2r2lib.study, s2r2lib.bench.gpu\n"
             "assert 'torchvision' not in sys.modules, 'imported with the library'\n"
+            "model = s2r2lib.models.build_model('narrow_cnn')\n"
+            "views, ids = s2r2lib.views.make_views(torch.zeros(2, 3, 40, 40, dtype=torch.uint8), 2, 32)\n"
+            "model(views)\n"
+            "assert 'torchvision' not in sys.modules, 'imported by a narrow_cnn step on batched views'\n"
             "s2r2lib.views.cpu_view_transform(8)\n"
-            "s2r2lib.models.build_model('resnet18')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-500:]
+            "assert 'torchvision' in sys.modules, 'the cpu views are torchvision transforms'\n")
+    resnet = ("import sys, s2r2lib.models\n"
+              "s2r2lib.models.build_model('resnet18')\n"
+              "assert 'torchvision' in sys.modules, 'a resnet is torchvision'\n")
+    for program in (code, resnet):
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-500:]

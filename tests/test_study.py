@@ -803,10 +803,14 @@ def test_the_lr_searchs_probe_fits_the_first_train_images_and_scores_the_last_ne
     assert torch.equal(seen["test_x"], pixels[40:]) and torch.equal(seen["test_y"], train_set.labels[40:])
 
 
-def test_probe_encoder_runs_on_the_cpu_unless_told(tmp_path):
+def test_probe_encoder_runs_on_the_cpu_unless_told(tmp_path, monkeypatch):
+    fits = []
+    real = study.fit_probe
+    monkeypatch.setattr(study, "fit_probe", lambda *args: fits.append(args[-1]) or real(*args))
     result = study.probe_encoder("raw", "embedded", n_train=60, n_test=30, n_validation=20, validation=False,
                                  cache=tmp_path, max_iter=20)
     assert 0 <= result["top1"] <= 1 and result["probe_s"] > 0
+    assert fits == ["cpu"]  # the L-BFGS fit's device, not told one
 
 
 # --- What an unbiased sample of study.py's mutants (seed 1) left alive ------------------------------------------
@@ -1116,10 +1120,21 @@ def test_run_and_publish_judges_a_rerun_beside_the_committed_rows(tmp_path, monk
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2), rerun="extend")
     committed = synthetic_rows(plan, lead=0.1)
     monkeypatch.setattr(study, "committed_rows", lambda: committed)
-    monkeypatch.setattr(study, "run_study", lambda *a: {"search": [], "rows": [], "budget": {}, "not_measured": {}})
+    five = dataclasses.replace(plan, seeds=(0, 1, 2, 3, 4))
+    # seeds 3 and 4, with S2R2 far behind: judged beside the committed seeds 0-2, they change the verdicts
+    extension = [r for r in synthetic_rows(five, lead=-0.3, noise=(0, 0, 0, 0.002, -0.002)) if r["seed"] in (3, 4)]
+    monkeypatch.setattr(study, "run_study", lambda *a: {"search": [], "rows": extension, "budget": {},
+                                                        "not_measured": {}})
     table = study.run_and_publish(plan, tmp_path / "study")
-    expected = study.verdicts(committed, study.judged_plan(committed, plan))
+    judged = committed + extension  # seeds 3 and 4 are new keys: merged, they join the committed rows
+    expected = study.verdicts(judged, study.judged_plan(judged, plan))
     assert table[["claim", "data", "verdict"]].equals(expected[["claim", "data", "verdict"]]) and len(table) > 0
+    before = study.verdicts(committed, study.judged_plan(committed, plan))
+    assert not table["verdict"].equals(before["verdict"])  # the rerun's seeds were judged, not only the committed
+    assert set(table["seeds"]) == {5}
+    written = results.read_table(tmp_path / "results" / "study_verdicts.csv")
+    assert written["verdict"].tolist() == table["verdict"].tolist() and len(written) == len(table)
+    assert (tmp_path / "results" / "study_budget.csv").is_file()
 
 
 # --- The journal: a study stopped on one machine goes on on another --------------------------------------
