@@ -196,10 +196,16 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
     saved = {name: os.environ.get(name) for name in (PUBLISH_ENV, FRESH_ENV)}
     # the kernels inherit it: their figures and rows go to figures/ and results/, or to build/scratch/
     os.environ[PUBLISH_ENV] = "1" if profile not in SCRATCH_PROFILES else "0"
+    paths = notebook_paths(only=only)
     if fresh:
         os.environ[FRESH_ENV] = f"{time.time_ns()}"
         shutil.rmtree(project_dir() / "build" / "features", ignore_errors=True)  # probe caches, recreated as needed
-    paths = notebook_paths(only=only)
+        if any(path.stem.startswith("06") for path in paths):  # the study's runs, probes and journal
+            from .study import default_root
+
+            if default_root().exists():
+                print(f"--fresh: removing {default_root()}, so that notebook 06 trains and probes its study again")
+                shutil.rmtree(default_root())
     try:
         return [_execute(path, number, len(paths), profile, data_root, output)
                 for number, path in enumerate(paths, start=1)]

@@ -281,11 +281,22 @@ def snapshot_steps(steps: int, shares) -> list[int]:
     return sorted({min(steps, max(1, round(share * steps))) for share in shares})
 
 
+@functools.cache
+def _training_code() -> str:
+    """The digest of the library's training code (``reproduce.code_digest``, as notebook runs are keyed): a
+    study run or job made by other training code is never read back as this code's."""
+    from .reproduce import code_digest
+
+    return code_digest()
+
+
 def run_folder(config: TrainConfig, root: str | Path, label: str) -> str:
-    """``<root>/<label>/<hash>``: a run folder keyed by the config's content (runtime fields aside) and the
-    embedded data's version, so a changed config never reuses an old run and an unchanged one always does."""
+    """``<root>/<label>/<hash>``: a run folder keyed by the config's content (runtime fields aside), the
+    embedded data's version and the training code, so a changed config or code never reuses an old run and an
+    unchanged one always does."""
     fields = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
-    digest = hashlib.sha256(json.dumps([fields, synthetic.VERSION], sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([fields, synthetic.VERSION, _training_code()], sort_keys=True,
+                                       default=str).encode())
     return str(Path(root) / label / digest.hexdigest()[:12])
 
 
@@ -394,13 +405,13 @@ _NOT_IN_KEY = {"config": (*RUNTIME_FIELDS, *_PATH_FIELDS), "probe": _PATH_FIELDS
 
 
 def job_key(job: dict) -> str:
-    """A study job's identity: its config (runtime fields aside), table, data, snapshots and probe, and the
-    embedded data's and the probe's versions; never the folders it runs in, so that the same job keeps its
-    key under another root (another machine, a later session)."""
+    """A study job's identity: its config (runtime fields aside), table, data, snapshots and probe, the
+    embedded data's and the probe's versions and the training code; never the folders it runs in, so that the
+    same job keeps its key under another root (another machine, a later session at the same code)."""
     identity = {part: {k: v for k, v in value.items() if k not in _NOT_IN_KEY[part]} if part in _NOT_IN_KEY
                 else value for part, value in job.items()}
-    return hashlib.sha256(json.dumps([identity, synthetic.VERSION, PROBE_PROTOCOL], sort_keys=True,
-                                     default=str).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps([identity, synthetic.VERSION, PROBE_PROTOCOL, _training_code()],
+                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 class Journal:

@@ -178,6 +178,24 @@ def test_the_test_sized_profile_writes_to_scratch_and_every_other_publishes(tmp_
     assert capsys.readouterr().out.endswith("figures/ and results/ are up to date\n")
 
 
+def test_fresh_trains_the_study_again_only_when_notebook_06_runs(tmp_path, monkeypatch, capsys):
+    from s2r2lib import study
+
+    monkeypatch.setenv("S2R2_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(reproduce, "execute_notebook", lambda *args: None)
+    journal = study.default_root() / study.JOURNAL
+    assert study.default_root() == tmp_path / "study"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"job": "a finished job", "rows": []}\n')
+    reproduce.run("quick", only=["01"], output=tmp_path / "executed", fresh=True)
+    assert journal.is_file()  # notebook 06 did not run: its study stays
+    reproduce.run("quick", only=["06"], output=tmp_path / "executed")
+    assert journal.is_file()  # not fresh: read back, not trained again
+    reproduce.run("quick", only=["06"], output=tmp_path / "executed", fresh=True)
+    assert not study.default_root().exists()
+    assert f"--fresh: removing {tmp_path / 'study'}, so that notebook 06 trains" in capsys.readouterr().out
+
+
 def test_a_kernel_wait_without_limit_looks_again_every_slice(monkeypatch):
     """A wait for a kernel message is cut into slices, so a reply that a missed wake-up left unread is found at
     the next slice instead of never (make reproduce hung at notebook 01's widget cell without this)."""

@@ -1203,6 +1203,17 @@ def test_a_journal_skips_a_line_cut_short_and_appends_after_it(tmp_path):
     assert [json.loads(line)["rows"] for line in (lines[0], lines[2], lines[3])] == [[{"value": v}] for v in (.5, .25, .75)]
 
 
+def test_a_study_run_or_job_of_other_training_code_is_never_read_back(tmp_path, monkeypatch):
+    budget, best = {"steps": {m: 6 for m in study.METHODS}}, {m: 1e-3 for m in study.METHODS}
+    job = study.study_jobs(QUICK, budget, best, tmp_path)[-1]
+    config = study.method_config("S2R2", QUICK, 1e-3, 10)
+    before = study.job_key(job), study.run_folder(config, "runs", "label")
+    assert study._training_code() == reproduce.code_digest()
+    monkeypatch.setattr(study, "_training_code", lambda: "the digest after an edit of losses.py")
+    after = study.job_key(job), study.run_folder(config, "runs", "label")
+    assert after[0] != before[0] and after[1] != before[1]
+
+
 def test_a_journal_holding_every_job_starts_no_worker(tmp_path, capsys):
     journal = study.Journal(tmp_path)
     jobs = [{"floor": None, "seed": seed, "table": "study", "dataset": "embedded",
