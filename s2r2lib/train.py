@@ -537,11 +537,12 @@ def _unusable(out: Path, error: OSError) -> ValueError:
     return ValueError(f"output {str(out)!r}: cannot create the run folder ({error.strerror}); choose another output")
 
 
-def _prepare_output(config: TrainConfig, resume: bool) -> Path:
+def _prepare_output(config: TrainConfig, resume: bool, held: contextlib.ExitStack | None = None) -> Path:
     """Claim the run folder and write its config.yaml. Refuse a folder whose checkpoint belongs to another
-    run (or to this one, without --resume); a folder without a checkpoint (a start that failed, or was
-    killed before its first checkpoint) blocks nothing. Temporaries that a killed checkpoint write left
-    behind are removed."""
+    run (or to this one, without --resume), or that another process is training in (its lock is then held
+    in ``held`` until the run ends); a folder without a checkpoint (a start that failed, or was killed
+    before its first checkpoint) blocks nothing. Temporaries that a killed checkpoint write left behind are
+    removed."""
     out = Path(config.output)
     saved = out / "config.yaml"
     try:
@@ -563,6 +564,8 @@ def _prepare_output(config: TrainConfig, resume: bool) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _unusable(out, error) from None
+    if held is not None:
+        held.enter_context(_training_lock(out))  # before anything here is touched
     for stale in [*out.glob(".checkpoint*.pt.*.tmp"), *out.glob(".config.yaml.*.tmp")]:  # atomic_write_bytes's names
         stale.unlink(missing_ok=True)
     atomic_write_bytes(saved, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
@@ -844,18 +847,38 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     rank, world, device = setup(config.device)
     if config.images_per_batch % world:
         raise ValueError(f"images_per_batch {config.images_per_batch} must divide among {world} processes")
-    with backend_settings(config, device):
-        return _train(config, resume, rank, world, device)
+    with backend_settings(config, device), contextlib.ExitStack() as held:
+        return _train(config, resume, rank, world, device, held)
 
 
-def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device) -> dict:
+@contextlib.contextmanager
+def _training_lock(out: Path):
+    """``<out>/.training.lock``, held by rank 0 while it trains: a second process training into the same
+    folder (notebook 02 run by hand while make reproduce runs it) is refused at once instead of writing the
+    same log and checkpoints."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(out / ".training.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RuntimeError(f"another process is training in {out} (it holds {lock.lock_file}); wait until it "
+                           f"has finished (this run then continues or reuses it), or choose another output") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device,
+           held: contextlib.ExitStack) -> dict:
     with rank_zero_first():  # rank 0 builds a data cache, the others then read it
         images = datasets.load(config.data, root=config.data_root, split=config.split, size=config.image_size,
                                **config.data_options).images
     if len(images) < config.images_per_batch:
         raise ValueError(f"{config.data} has {len(images)} images, fewer than images_per_batch {config.images_per_batch}")
     fingerprint = data_fingerprint(images)
-    out = _prepare_output(config, resume) if rank == 0 else Path(config.output)  # only once the data is there
+    out = _prepare_output(config, resume, held) if rank == 0 else Path(config.output)  # once the data is there
     if world > 1:
         dist.barrier()
     if device.type == "cuda" and images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:

@@ -449,7 +449,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_no_temporary_after_the_next_sta
     assert [p.name for p in run.glob(".checkpoint.pt.*")], "the kill should leave atomic_write_bytes's temporary"
 
     assert engine.train(small_config(tmp_path, max_steps=2), resume=True)["resumed_from"] == 2
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "log.csv", "notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == [".training.lock", "checkpoint.pt", "config.yaml", "log.csv",
+                                                     "notes.txt"]  # the lock stays: a run's, not a temporary
 
 
 def test_devices_that_differ_only_in_how_they_are_written_resolve_equal(monkeypatch):
@@ -603,3 +604,25 @@ def test_notebook_02s_paper_profile_trains_its_preset_unchanged():
     assert {name: getattr(config, name) for name in PRESETS[preset]} == {**PRESETS[preset], "data_root": "/data"}
     cells = json.loads(reproduce.notebook_paths(only=["02"])[0].read_text())["cells"]
     assert any("train.with_preset(preset, settings)" in "".join(cell["source"]) for cell in cells)
+
+
+def test_a_second_process_training_into_the_same_folder_is_refused_at_once(tmp_path):
+    from filelock import FileLock
+
+    config = small_config(tmp_path, max_steps=2)
+    Path(config.output).mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock\n"
+                               "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+                               str(Path(config.output) / ".training.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another process is training there
+        with pytest.raises(RuntimeError, match=f"another process is training in {re.escape(config.output)}"):
+            engine.train(config)
+        assert not (Path(config.output) / "checkpoint.pt").exists()  # nothing of this run written
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = engine.train(config)  # the lock is free again
+    assert summary["steps"] == 2
+    with FileLock(Path(config.output) / ".training.lock", timeout=0):
+        pass  # and released after the run
