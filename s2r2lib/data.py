@@ -66,6 +66,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from s2r2lib import synthetic
+from s2r2lib.fileio import locked
 from s2r2lib.results import atomic_write_bytes, project_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -155,6 +156,9 @@ def _fingerprint(files: list[Path], base: Path, *extra: object) -> str:
     return digest.hexdigest()[:16]
 
 
+_BUILD_WAIT_S = 6 * 3600.0  # how long a process waits for another one's cache build (COCO train: about an hour)
+
+
 def _temporary(folder: Path, stem: str) -> Path:
     """A new, empty, hidden file in ``folder``, created with the user's umask (mkstemp's are 0600)."""
     path = folder / f".{stem}.{uuid.uuid4().hex[:12]}.npy.tmp"
@@ -166,13 +170,16 @@ def _keep_rows(path: Path, rows: int) -> None:
     """Rewrite the .npy at ``path`` with only its first ``rows`` rows, copying in chunks."""
     full = np.load(path, mmap_mode="r")
     tmp = _temporary(path.parent, path.stem)
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
-    for start in range(0, rows, _CHUNK):
-        stop = min(start + _CHUNK, rows)
-        out[start:stop] = full[start:stop]
-    out.flush()
-    del out, full
-    os.replace(tmp, path)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
+        for start in range(0, rows, _CHUNK):
+            stop = min(start + _CHUNK, rows)
+            out[start:stop] = full[start:stop]
+        out.flush()
+        del out, full
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _cached(stem: str, count: int, size: int, fill: Callable[[np.ndarray], dict],
@@ -186,19 +193,24 @@ def _cached(stem: str, count: int, size: int, fill: Callable[[np.ndarray], dict]
     folder = Path(cache_dir) if cache_dir is not None else cache_root()
     array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     if not (array_path.is_file() and meta_path.is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary(folder, stem)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, 3, size, size))
-            meta = fill(out)
-            out.flush()
-            del out
-            if meta["n"] < count:
-                _keep_rows(tmp, meta["n"])
-            os.replace(tmp, array_path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        atomic_write_bytes(meta_path, json.dumps(meta).encode())
+        # One process builds a cache (decoding COCO takes long); another that asks for it meanwhile waits, then
+        # reads what the first built. Under the lock, what a killed build left behind is removed first.
+        with locked(array_path, timeout=_BUILD_WAIT_S):
+            if not (array_path.is_file() and meta_path.is_file()):
+                for stale in folder.glob(f".{stem}.*.npy.tmp"):
+                    stale.unlink(missing_ok=True)
+                tmp = _temporary(folder, stem)
+                try:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, 3, size, size))
+                    meta = fill(out)
+                    out.flush()
+                    del out
+                    if meta["n"] < count:
+                        _keep_rows(tmp, meta["n"])
+                    os.replace(tmp, array_path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                atomic_write_bytes(meta_path, json.dumps(meta).encode())
     return np.load(array_path, mmap_mode="c"), json.loads(meta_path.read_text())
 
 

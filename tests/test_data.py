@@ -499,7 +499,7 @@ def test_folder_of_only_bad_files_raises_and_caches_nothing(tmp_path):
     (tmp_path / "images" / "b.png").write_text("text")
     with pytest.raises(ValueError, match="none of the 2 image files"):
         data.image_folder(tmp_path / "images", cache_dir=tmp_path / "cache")
-    assert not list((tmp_path / "cache").iterdir())
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []  # the build's lock
 
 
 def test_folder_decoding_in_worker_processes_matches_in_process(tmp_path):
@@ -1076,3 +1076,48 @@ def test_coco_and_stl10_are_looked_for_in_their_folders_under_the_data_root(tmp_
         data.coco(split="val2017")
     with pytest.raises(FileNotFoundError, match=r"or pass root= the folder that holds stl10_binary/$"):
         data.stl10(split="test")
+
+
+def test_a_cache_is_built_by_one_process_while_another_waits_and_reads_it(tmp_path):
+    """Two processes asking for the same cache (DDP ranks, two notebooks): the second waits for the first's
+    build and reads it back instead of decoding everything again; a killed build's temporary is removed."""
+    import subprocess
+    import sys
+
+    stale = tmp_path / ".stem.0123456789ab.npy.tmp"
+    stale.write_bytes(b"what a killed build left")
+    builder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom s2r2lib import data\n"
+        "def fill(out):\n    print('building', flush=True)\n    time.sleep(2)\n    out[:] = 5\n    return {'n': 2}\n"
+        "data._cached('stem', 2, 8, fill, sys.argv[1])\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert builder.stdout.readline().strip() == "building"
+
+        def fill(out):
+            raise AssertionError("built twice")
+
+        array, meta = data._cached("stem", 2, 8, fill, tmp_path)
+        assert meta == {"n": 2} and (array == 5).all()
+    finally:
+        builder.wait(timeout=60)
+    assert builder.returncode == 0 and not stale.exists()
+
+
+def test_a_failed_trim_of_a_cache_leaves_no_temporary(tmp_path, monkeypatch):
+    def fill(out):
+        out[:1] = 3
+        return {"n": 1}  # fewer images than asked for: the array is trimmed to them
+
+    real = np.lib.format.open_memmap
+    opened = []
+
+    def full_disk(path, mode="r+", *args, **kwargs):
+        opened.append(mode)
+        if opened.count("w+") == 2:  # the trimmed copy, once its temporary file exists
+            raise OSError(28, "No space left on device")
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        data._cached("trim", 2, 4, fill, tmp_path)
+    assert not list(tmp_path.glob("*tmp")) and not (tmp_path / "trim.npy").exists()
