@@ -306,6 +306,9 @@ def image_folder(root: str | os.PathLike | None = None, split: str | None = None
     processes (worth it for COCO's 118k images).
     """
     _check_size(size, "image_folder")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"image_folder: workers must be 0 (decode in this process) or a number of processes, "
+                         f"got {workers!r}")
     if root is None:
         raise ValueError("image_folder needs root=, the folder holding the images (in a TrainConfig: "
                          "data_root=DIR)")

@@ -344,6 +344,9 @@ def rank_views(model: S2R2Model, images: torch.Tensor, views_per_image: int, siz
     size), order (N - 1,) of the other views, best first, is_positive (N - 1,) bool: same image as the query)."""
     from .views import RECIPES, make_views
 
+    if recipe not in RECIPES:
+        raise ValueError(f"rank_views: unknown recipe {recipe!r}; expected one of {sorted(RECIPES)} (the run's "
+                         f"config names it)")
     views, ids = make_views(images, views_per_image, size, generator=torch.Generator().manual_seed(seed),
                             recipe=RECIPES[recipe])
     z = F.normalize(model.eval()(views), dim=1)

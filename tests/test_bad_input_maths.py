@@ -142,6 +142,10 @@ CASES = {
     "retrieval_map a lone class member": (lambda: probe.retrieval_map(FEATURES[:6], LABELS[:6]), ValueError, "labels"),
     "retrieval_map float labels": (lambda: probe.retrieval_map(FEATURES, LABELS.float()), ValueError,
                                    "retrieval_map: labels must be 1-D integer class labels"),
+    "rank_views an unknown recipe": (lambda: probe.rank_views(None, torch.zeros(2, 3, 40, 40, dtype=torch.uint8), 2, 32,
+                                                              recipe="simclr_cifar"), ValueError,
+                                     "rank_views: unknown recipe 'simclr_cifar'; expected one of ['simclr', "
+                                     "'simclr-cifar']"),
     "knn k=0": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, k=0), ValueError, "k"),
     "knn k=2.5": (lambda: probe.knn_top1(FEATURES, LABELS, FEATURES, LABELS, k=2.5), ValueError,
                   "knn_top1: k must be a whole number of neighbours >= 1, got 2.5"),

@@ -161,7 +161,8 @@ def test_checks_find_a_method_above_its_floor_and_levelled_off():
     assert (floor["ci_low"] <= floor["effect"] + 1e-12).all() and (floor["effect"] <= floor["ci_high"] + 1e-12).all()
     levelled = table[table["claim"] == "levelled"].iloc[0]
     sentence = study.verdict_sentence(levelled)
-    assert sentence.startswith(f"{levelled['data']}: {levelled['comparison']} is {100 * levelled['effect']:+.1f} points")
+    effect = 100 * levelled["effect"]
+    assert sentence.startswith(f"{levelled['data']}: {levelled['comparison']} is {effect:+.1f} points")
     assert sentence.endswith(f", against a seed noise (SD) of {100 * levelled['threshold']:.1f} points: levelled off.")
     untrained = [dict(r, value=0.0) if r["method"] == "S2R2" else r
                  for r in synthetic_rows(plan, lead=0.1, noise=(0.0, 0.02, -0.02))]
