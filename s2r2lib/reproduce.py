@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -287,6 +288,42 @@ def execute_notebook(path: Path, target: Path, parameters: dict | None = None, c
                                       kernel_manager_class=kernel_manager_class())
 
 
+HEARTBEAT_S = 300.0  # a long notebook (06 under PROFILE=full: about 150 minutes) says every 5 minutes how far it is
+
+
+def cells_done(notebook: Path) -> tuple[int, int] | None:
+    """(code cells run, code cells) of the executed copy papermill is writing; None while it cannot be read."""
+    try:
+        cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sum(c.get("execution_count") is not None for c in cells), len(cells)
+
+
+class _heartbeat:
+    """While a notebook runs, print every :data:`HEARTBEAT_S` how long it has run and how many of its code cells
+    are done, read off the executed copy that papermill saves as each cell finishes."""
+
+    def __init__(self, label: str, target: Path):
+        self.label, self.target, self.stop = label, target, threading.Event()
+
+    def _beat(self, start: float) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            done = cells_done(self.target)
+            cells = f", {done[0]} of {done[1]} code cells done" if done else ""
+            print(f"{self.label}: still running after {(time.perf_counter() - start) / 60:.0f} min{cells} "
+                  f"(outputs so far in {self.target})", flush=True)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._beat, args=(time.perf_counter(),), daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path) -> Path:
     import papermill
 
@@ -295,7 +332,8 @@ def _execute(path: Path, number: int, count: int, profile: str, data_root: str |
     start = time.perf_counter()
     target = output / path.name
     try:
-        execute_notebook(path, target, params)
+        with _heartbeat(f"[{number}/{count}] {path.stem}", target):
+            execute_notebook(path, target, params)
     except papermill.PapermillExecutionError as error:
         raise SystemExit(f"{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
                          f"the executed copy, with the traceback, is {target}") from None

@@ -339,3 +339,24 @@ def test_a_hung_mutation_run_is_stopped_with_its_children(mutation_run, tmp_path
         time.sleep(0.05)
     else:
         pytest.fail(f"mutmut's child {pid} still runs after the watchdog stopped the run")
+
+
+def test_a_long_notebook_says_how_far_it_is_while_it_runs(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr(reproduce, "HEARTBEAT_S", 0.05)
+
+    def execute(path, target, parameters):  # papermill saving the executed copy as cells finish
+        cells = [{"cell_type": "markdown", "source": ""}] + [
+            {"cell_type": "code", "source": "", "execution_count": n if n <= 2 else None} for n in (1, 2, 3)]
+        target.write_text(json.dumps({"cells": cells}))
+        time.sleep(0.3)
+
+    monkeypatch.setattr(reproduce, "execute_notebook", execute)
+    reproduce.run("quick", only=["01"], output=tmp_path)
+    beats = [line for line in capsys.readouterr().out.splitlines() if "still running" in line]
+    assert beats and beats[-1].startswith("[1/1] 01_loss_derivation: still running after 0 min, 2 of 3 code "
+                                          f"cells done (outputs so far in {tmp_path / '01_loss_derivation.ipynb'})")
+    assert reproduce.cells_done(tmp_path / "absent.ipynb") is None
+    (tmp_path / "cut.ipynb").write_text('{"cells": [')  # caught mid-write
+    assert reproduce.cells_done(tmp_path / "cut.ipynb") is None
