@@ -63,6 +63,7 @@ from . import data as datasets
 from . import probe
 from .distributed import (check_sync_bn, ddp_device_ids, gather_with_grad, rank_zero_first, resolve_device,
                           setup, with_sync_bn)
+from .fileio import locked
 from .losses import (BatchGroups, average_precision, check_embeddings, nt_xent_loss, ranking_groups, smooth_ap_loss,
                      swav_loss)
 from .models import ARCHS, build_model
@@ -417,7 +418,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-
 def with_preset(preset: str | None, settings: dict) -> dict:
     """TrainConfig fields: the paper preset ``preset`` (a name of :data:`PRESETS`; None: none) with ``settings``
     over it. Warns, naming each field whose preset value a setting replaced (a preset's None is no value), so
@@ -433,6 +433,7 @@ def with_preset(preset: str | None, settings: dict) -> dict:
                       f"{', '.join(replaced)}. Pass the preset's values instead to keep them (make reproduce "
                       f"PROFILE=paper does: s2r2lib.reproduce.PROFILES['paper'])", UserWarning, stacklevel=2)
     return {**PRESETS[preset], **settings}
+
 
 # --- Optimisation -------------------------------------------------------------------------------------
 
@@ -564,8 +565,13 @@ def _prepare_output(config: TrainConfig, resume: bool, held: contextlib.ExitStac
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _unusable(out, error) from None
-    if held is not None:
-        held.enter_context(_training_lock(out))  # before anything here is touched
+    if held is not None:  # rank 0 holds <out>/.training.lock while it trains, before anything here is touched
+        try:
+            held.enter_context(locked(out / "training", timeout=0))
+        except TimeoutError:
+            raise RuntimeError(f"another process is training in {out} (it holds {out / '.training.lock'}); wait "
+                               f"until it has finished (this run then continues or reuses it), or choose another "
+                               f"output") from None
     for stale in [*out.glob(".checkpoint*.pt.*.tmp"), *out.glob(".config.yaml.*.tmp")]:  # atomic_write_bytes's names
         stale.unlink(missing_ok=True)
     atomic_write_bytes(saved, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
@@ -850,24 +856,6 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
     with backend_settings(config, device), contextlib.ExitStack() as held:
         return _train(config, resume, rank, world, device, held)
 
-
-@contextlib.contextmanager
-def _training_lock(out: Path):
-    """``<out>/.training.lock``, held by rank 0 while it trains: a second process training into the same
-    folder (notebook 02 run by hand while make reproduce runs it) is refused at once instead of writing the
-    same log and checkpoints."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(out / ".training.lock", timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RuntimeError(f"another process is training in {out} (it holds {lock.lock_file}); wait until it "
-                           f"has finished (this run then continues or reuses it), or choose another output") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device,
