@@ -22,6 +22,7 @@ except a run that ``--fresh`` is about to recreate.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -195,8 +196,8 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
     output = output or project_dir() / "build" / "notebooks"
     output.mkdir(parents=True, exist_ok=True)
     saved = {name: os.environ.get(name) for name in (PUBLISH_ENV, FRESH_ENV)}
-    # the kernels inherit it: their figures and rows go to figures/ and results/, or to build/scratch/
-    os.environ[PUBLISH_ENV] = "1" if profile not in SCRATCH_PROFILES else "0"
+    publish = profile not in SCRATCH_PROFILES
+    os.environ[PUBLISH_ENV] = "1" if publish else "0"  # the kernels inherit it, and get it as a parameter
     paths = notebook_paths(only=only)
     if fresh:
         os.environ[FRESH_ENV] = f"{time.time_ns()}"
@@ -208,7 +209,7 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
                 print(f"--fresh: removing {default_root()}, so that notebook 06 trains and probes its study again")
                 shutil.rmtree(default_root())
     try:
-        return [_execute(path, number, len(paths), profile, data_root, output)
+        return [_execute(path, number, len(paths), profile, data_root, output, publish)
                 for number, path in enumerate(paths, start=1)]
     finally:  # leave the caller's environment as it was (the tests call this in-process)
         for name, value in saved.items():
@@ -300,34 +301,33 @@ def cells_done(notebook: Path) -> tuple[int, int] | None:
     return sum(c.get("execution_count") is not None for c in cells), len(cells)
 
 
-class _heartbeat:
+@contextlib.contextmanager
+def _heartbeat(label: str, target: Path):
     """While a notebook runs, print every :data:`HEARTBEAT_S` how long it has run and how many of its code cells
     are done, read off the executed copy that papermill saves as each cell finishes."""
+    start, stop = time.perf_counter(), threading.Event()
 
-    def __init__(self, label: str, target: Path):
-        self.label, self.target, self.stop = label, target, threading.Event()
-
-    def _beat(self, start: float) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
-            done = cells_done(self.target)
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            done = cells_done(target)
             cells = f", {done[0]} of {done[1]} code cells done" if done else ""
-            print(f"{self.label}: still running after {(time.perf_counter() - start) / 60:.0f} min{cells} "
-                  f"(outputs so far in {self.target})", flush=True)
+            print(f"{label}: still running after {(time.perf_counter() - start) / 60:.0f} min{cells} "
+                  f"(outputs so far in {target})", flush=True)
 
-    def __enter__(self):
-        self.thread = threading.Thread(target=self._beat, args=(time.perf_counter(),), daemon=True)
-        self.thread.start()
-        return self
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
-
-def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path) -> Path:
+def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path,
+             publish: bool) -> Path:
     import papermill
 
-    params = parameters_for(path, profile, data_root, publish=profile not in SCRATCH_PROFILES)
+    params = parameters_for(path, profile, data_root, publish=publish)
     print(f"[{number}/{count}] {path.stem} (profile {profile}) ...", flush=True)
     start = time.perf_counter()
     target = output / path.name
