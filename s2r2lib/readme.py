@@ -42,9 +42,9 @@ def _pct(value: float) -> str:
 
 def _steps(rows: pd.DataFrame) -> str:
     """How long the runs of ``rows`` trained: steps from views seen (runs.csv has no steps for these tables)."""
-    steps = {round(r.views_seen / (r.images * r.views)) for r in rows.itertuples() if pd.notna(r.views_seen)}
-    if len(steps) == 1 and len(rows.dropna(subset=["views_seen"])) == len(rows):
-        return f"{steps.pop()} steps"
+    steps = set((rows["views_seen"] / (rows["images"] * rows["views"])).round())
+    if len(steps) == 1 and rows["views_seen"].notna().all():
+        return f"{int(steps.pop())} steps"
     low, high = rows["epochs"].min(), rows["epochs"].max()  # rows written before runs.csv had their views seen
     return f"{low:g} epochs" if low == high else f"{low:g} to {high:g} epochs"
 
