@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .losses import average_precision
 from .models import S2R2Model, build_model
@@ -93,14 +94,15 @@ def load_encoder(checkpoint: str | Path | None, arch: str | None = None, small_i
 
 @torch.no_grad()
 def extract_features(model: S2R2Model, images: torch.Tensor, size: int, batch_size: int = 500,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
+                     device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
     """Representations h (N, feat_dim) of uint8 images (N, 3, H, W), each resized whole to ``size``,
-    the encoder in eval mode. float32, on the CPU."""
+    the encoder in eval mode. float32, on the CPU. ``progress``: a bar over the batches."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"extract_features needs uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     model = model.eval().to(device)
     out = []
-    for start in range(0, len(images), batch_size):
+    for start in tqdm(range(0, len(images), batch_size), desc=f"features of {len(images)} images", disable=not progress,
+                      leave=False):
         x = images[start:start + batch_size].to(device).float().div_(255)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -170,10 +172,11 @@ def _as_tensor(a, dtype: torch.dtype, device) -> torch.Tensor:
 
 
 def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: float = 0.2, seed: int = 0,
-                 max_iter: int = 500, device: str | torch.device | None = None) -> ProbeResult:
+                 max_iter: int = 500, device: str | torch.device | None = None, progress: bool = False) -> ProbeResult:
     """The linear probe of :data:`LINEAR_PROTOCOL`: C chosen without the test split, then one test score.
 
-    Features and labels are arrays or tensors; the fits run on ``device`` (default: train_x's device)."""
+    Features and labels are arrays or tensors; the fits run on ``device`` (default: train_x's device).
+    ``progress``: a bar over the fits (one per C, then the refit)."""
     if not c_grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf
                              for c in c_grid):
         raise ValueError(f"linear_probe: c_grid must be a non-empty list of positive finite numbers (inverse "
@@ -193,15 +196,20 @@ def linear_probe(train_x, train_y, test_x, test_y, c_grid=C_GRID, held_out: floa
     cut = int(len(order) * (1 - held_out))
     fit, val = order[:cut], order[cut:]
 
+    fits = tqdm(total=len(c_grid) + 1, desc="linear probe fits (each C, then the refit)", disable=not progress,
+                leave=False)
+
     def fitted(x, y, c):
         mean, std = x.mean(0), x.std(0).clamp_min(1e-12)  # standardised with the fitting data's statistics
         predict = _fit_logistic((x - mean) / std, y, classes, c, max_iter)
+        fits.update()
         return lambda z: predict((z - mean) / std)
 
-    validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
-                  for c in c_grid}
-    best = max(c_grid, key=lambda c: (validation[c], -c))
-    predictions = fitted(train_x, train_y, best)(test_x)
+    with fits:
+        validation = {c: float((fitted(train_x[fit], train_y[fit], c)(train_x[val]) == train_y[val]).double().mean())
+                      for c in c_grid}
+        best = max(c_grid, key=lambda c: (validation[c], -c))
+        predictions = fitted(train_x, train_y, best)(test_x)
     return ProbeResult(float((predictions == test_y).double().mean()), best, validation, predictions.cpu().numpy())
 
 
@@ -262,12 +270,13 @@ def _check_labels(name: str, argument: str, labels: torch.Tensor) -> None:
 
 def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_images, test_labels, size: int,
              arch: str | None = None, small_input: bool | None = None, proj_dim: int | None = None,
-             device: str = "cpu", split_name: str = "", seed: int = 0) -> dict:
+             device: str = "cpu", split_name: str = "", seed: int = 0, progress: bool = False) -> dict:
     """Every metric of one encoder (a checkpoint, or the random-init floor when None): linear top-1,
     kNN top-1 at k = 20 and 200, retrieval mAP; with the chosen C, the linear probe's test predictions, and the
     features probed (``train_features``, ``test_features``: float32 on the CPU). The encoder is built as
     :func:`load_encoder` builds it: a checkpoint's with its own architecture. Cached: the same encoder, images,
-    labels and settings under the same probe code are read back, not probed again."""
+    labels and settings under the same probe code are read back, not probed again. ``progress``: bars over
+    the feature batches and the linear probe's fits."""
     model = load_encoder(checkpoint, arch, small_input, proj_dim, seed)
     key = checkpoint_key(checkpoint, model, seed)
     inputs = (key, size, seed,
@@ -275,13 +284,14 @@ def evaluate(checkpoint: str | Path | None, train_images, train_labels, test_ima
                 for t in (train_images, train_labels, test_images, test_labels)),
               *(Path(__file__).with_name(name).read_text() for name in ("probe.py", "losses.py", "models.py")))
     path = project_dir() / "build" / "features" / f"probe-{hashlib.sha256(repr(inputs).encode()).hexdigest()[:16]}.pt"
-    train_x = cached_features(model, train_images, size, f"{key}-{split_name}-train", device=device)
-    test_x = cached_features(model, test_images, size, f"{key}-{split_name}-test", device=device)
+    train_x, test_x = (cached_features(model, images, size, f"{key}-{split_name}-{split}", device=device,
+                                       progress=progress)
+                       for images, split in ((train_images, "train"), (test_images, "test")))
     features = {"train_features": train_x, "test_features": test_x}  # kept once, in the feature cache
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return {**saved, "linear_predictions": saved["linear_predictions"].numpy(), **features}
-    linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device)
+    linear = linear_probe(train_x, train_labels, test_x, test_labels, seed=seed, device=device, progress=progress)
     metrics = {
         "linear_top1": linear.top1, "linear_c": linear.c, "linear_predictions": linear.predictions,
         "knn20_top1": knn_top1(train_x, train_labels, test_x, test_labels, k=20, device=device),

@@ -857,7 +857,6 @@ def train(config: TrainConfig, resume: bool | str = False) -> dict:
         return _train(config, resume, rank, world, device, held)
 
 
-
 def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: torch.device,
            held: contextlib.ExitStack) -> dict:
     with rank_zero_first():  # rank 0 builds a data cache, the others then read it
@@ -866,6 +865,11 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
     if len(images) < config.images_per_batch:
         raise ValueError(f"{config.data} has {len(images)} images, fewer than images_per_batch {config.images_per_batch}")
     fingerprint = data_fingerprint(images)
+    total_steps = config.max_steps or config.epochs * (len(images) // config.images_per_batch)
+    late = [step for step in config.keep_steps if step > total_steps]
+    if late:
+        raise ValueError(f"keep_steps {late} come after the run's last step, {total_steps}: no checkpoint would be "
+                         f"kept there; keep steps up to {total_steps}, or train longer (max_steps or epochs)")
     out = _prepare_output(config, resume, held) if rank == 0 else Path(config.output)  # once the data is there
     if world > 1:
         dist.barrier()
@@ -873,7 +877,6 @@ def _train(config: TrainConfig, resume: bool, rank: int, world: int, device: tor
         images = images.to(device)  # the batched views then never wait on the CPU
 
     engine = Engine(config, images, device, rank, world)
-    total_steps = config.max_steps or config.epochs * engine.steps_per_epoch
     checkpoint = out / "checkpoint.pt"
     start, trained_s = 0, 0.0  # trained_s: seconds of training so far, across resumptions
     if resume and checkpoint.exists():

@@ -545,6 +545,15 @@ def test_a_run_keeps_its_snapshots_logs_whole_epochs_and_reports_epochs_seen(tmp
     assert result["epochs"] == pytest.approx(20 * 4 / 64)
 
 
+@pytest.mark.parametrize("budget,last", [({"max_steps": 5}, 5), ({"epochs": 1}, 64 // 4)])
+def test_a_snapshot_after_the_last_step_is_refused_before_the_run_folder_is_made(tmp_path, budget, last):
+    engine.train(small_config(tmp_path, "fits", keep_steps=[last], **budget))  # the last step itself is kept
+    assert (tmp_path / "fits" / f"checkpoint-{last}.pt").is_file()
+    with pytest.raises(ValueError, match=rf"keep_steps \[{last + 1}\] come after the run's last step, {last}"):
+        engine.train(small_config(tmp_path, keep_steps=[2, last + 1], **budget))
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_knn_monitor_reads_its_data_from_the_configured_root(tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(engine.datasets, "load", lambda name, **kw: asked.append((kw["root"], kw["size"])) or

@@ -114,6 +114,27 @@ def test_features_come_from_the_encoder_in_eval_mode():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN buffers untouched
 
 
+def test_feature_batches_and_probe_fits_show_progress_only_when_asked(monkeypatch):
+    bars = []
+
+    class Recorded(probe.tqdm):
+        def __init__(self, *args, desc, disable, **kwargs):
+            super().__init__(*args, desc=desc, disable=disable, **kwargs)
+            self.named, self.shown = desc, not disable  # close() disables every bar
+            bars.append(self)
+
+    monkeypatch.setattr(probe, "tqdm", Recorded)
+    model, images = probe.load_encoder(None), load("embedded", split="test", size=40, n=30).images
+    features, labels = torch.randn(60, 4), torch.arange(60) % 3
+    for shown in (False, True):
+        probe.extract_features(model, images, size=32, batch_size=16, **({"progress": True} if shown else {}))
+        probe.linear_probe(features[:40], labels[:40], features[40:], labels[40:], c_grid=(0.1, 1.0, 10.0),
+                           **({"progress": True} if shown else {}))
+    assert [(bar.named, bar.shown, bar.n if bar.shown else None, bar.total) for bar in bars] == [
+        ("features of 30 images", False, None, 2), ("linear probe fits (each C, then the refit)", False, None, 4),
+        ("features of 30 images", True, 2, 2), ("linear probe fits (each C, then the refit)", True, 4, 4)]
+
+
 def test_evaluate_reports_every_metric_and_caches_features(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train, test = load("embedded", split="train", size=40, n=200), load("embedded", split="test", size=40, n=100)
