@@ -233,8 +233,8 @@ def test_view_collate_makes_views_in_dataloader_workers_from_images_of_different
     collate = pickle.loads(pickle.dumps(ViewCollate(3, size=32)))
     batches = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate))
     assert len(batches) == 2
-    for views, ids in batches:
-        assert views.shape == (6, 3, 32, 32) and torch.equal(ids, torch.arange(2).repeat_interleave(3))
+    for made, ids in batches:
+        assert made.shape == (6, 3, 32, 32) and torch.equal(ids, torch.arange(2).repeat_interleave(3))
 
 
 @pytest.mark.parametrize("images, kwargs, message", [
