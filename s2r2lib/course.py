@@ -23,7 +23,8 @@ from pathlib import Path
 
 SOLUTION_TAG = "solution"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-STUB = "# your code here\nraise NotImplementedError"
+STUB = ('# your code here\nraise NotImplementedError("your answer goes here: replace these two lines with it, then run '
+        'the cell")')
 KINDS = ("student", "instructor")
 
 
@@ -38,7 +39,16 @@ def _judge(right: bool, hint: str, why: str) -> str:
     return why
 
 
+def _scalar(value):
+    """A numpy or torch scalar (a 0-d array or tensor) as the Python number or bool it holds, as a student may
+    compute an answer (``(ids == ids[0]).sum() - 1``); anything else as it is."""
+    if callable(getattr(value, "item", None)) and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def _number(check: str, name: str, value) -> float:
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{check}: {name} must be a finite number, got {value!r}; replace the placeholder with "
                         f"your answer")
@@ -91,6 +101,7 @@ def check_views_per_query(images_per_batch: int, views_per_image: int, positives
 
 def check_rescaling(linear_changes: bool, knn_changes: bool) -> str:
     """Exercise 03.2: does multiplying one feature by 10 change the linear probe's predictions? kNN's?"""
+    linear_changes, knn_changes = _scalar(linear_changes), _scalar(knn_changes)
     if not (isinstance(linear_changes, bool) and isinstance(knn_changes, bool)):
         raise TypeError(f"check_rescaling: answer True or False for each probe, got linear_changes="
                         f"{linear_changes!r}, knn_changes={knn_changes!r}")
@@ -123,6 +134,9 @@ def check_stronger_claim(answer) -> str:
     leads = paper_leads()
     share = {name: wins / cells for name, (wins, cells) in leads.items()}
     named = [name for name in leads if name.lower() in answer.lower()]
+    if len(named) != 1:
+        raise TypeError(f"check_stronger_claim: name one baseline, \"SimCLR\" or \"SwAV\": the one S2R2 beats more "
+                        f"convincingly; {answer!r} names {' and '.join(named) if named else 'neither'}")
     return _judge(named == [max(share, key=share.get)],
                   "count, per baseline, the cells where S2R2 leads by more than one point, out of the cells that "
                   "print both numbers (Table 2 has no SwAV).",
@@ -145,7 +159,9 @@ def check_same_class_images(answer, images_per_batch: int = 64, classes: int = 1
     """Exercise 05.1: other images of the query's class in a batch of B images over balanced classes: (B - 1) / classes."""
     answer = _number("check_same_class_images", "answer", answer)
     expected = (images_per_batch - 1) / classes
-    return _judge(abs(answer - expected) <= 0.15,
+    if math.isclose(answer, images_per_batch / classes) and not math.isclose(answer, expected, abs_tol=0.01):
+        raise NotYet("Not yet. Hint: that counts the query's own image; the question asks for the other images.")
+    return _judge(abs(answer - expected) <= 0.01,
                   "each of the other B - 1 images in the batch shares the query's class with probability "
                   "1 / (number of classes).",
                   f"About {expected:.1f} images, each with K views, are negatives of the same class: the loss "
@@ -160,7 +176,8 @@ def check_images_per_prototype(answer, images: int = 16, prototypes: int = 30) -
     return _judge(math.isclose(answer, images / prototypes, rel_tol=1e-2),
                   "Sinkhorn-Knopp makes every prototype receive the same share of the batch's assignments.",
                   "Less than one image per prototype: the only equal partition is soft, so the codes (SwAV's "
-                  "targets) are close to uniform; a queue of past embeddings gives the partition enough items.")
+                  "targets) are softer than with a queue of past embeddings, which gives the partition enough "
+                  "items for each image to take a nearly one-hot code.")
 
 
 # --- Student and instructor copies ---------------------------------------------------------------------------
@@ -203,15 +220,19 @@ def write_copies(kind: str, out: str | Path | None = None, notebooks: Path | Non
     (default: build/<kind>/). Returns the paths written."""
     import nbformat
 
+    from .fileio import atomic_write_bytes
     from .reproduce import notebook_paths
     from .results import project_dir
 
     sources = notebook_paths(notebooks)
     out = Path(out) if out is not None else project_dir(sources[0].parent) / "build" / kind
-    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == sources[0].parent.resolve():
+        raise ValueError(f"out {str(out)!r} is the notebooks' own folder: the {kind} copies would overwrite the "
+                         f"sources; write them elsewhere, e.g. build/{kind} (the default)")
     written = []
     for path in sources:
-        nbformat.write(copy_for(nbformat.read(path, as_version=4), kind), out / path.name)
+        copied = nbformat.writes(copy_for(nbformat.read(path, as_version=4), kind))
+        atomic_write_bytes(out / path.name, copied.encode())  # never a torn notebook
         written.append(out / path.name)
     return written
 
@@ -221,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=KINDS, help="student: solutions removed; instructor: solutions kept")
     parser.add_argument("--out", help="folder to write into (default: build/<kind>/)")
     args = parser.parse_args(argv)
-    for path in write_copies(args.kind, args.out):
+    try:
+        written = write_copies(args.kind, args.out)
+    except ValueError as error:
+        parser.error(str(error).replace("out ", "--out ", 1))
+    for path in written:
         print(path)
     return 0
 

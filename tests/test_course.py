@@ -70,7 +70,8 @@ def test_the_instructor_copy_is_the_source_without_outputs(copies, path):
 def test_a_solution_region_becomes_the_stub_at_its_indentation():
     source = "def ap(rank):\n    ### BEGIN SOLUTION\n    return 1 / rank\n    ### END SOLUTION\n\ncheck(ap)\n"
     assert course.without_solution_regions(source) == (
-        "def ap(rank):\n    # your code here\n    raise NotImplementedError\n\ncheck(ap)\n")
+        "def ap(rank):\n    # your code here\n    raise NotImplementedError(\"your answer goes here: replace these two "
+        "lines with it, then run the cell\")\n\ncheck(ap)\n")
     with pytest.raises(ValueError, match="END SOLUTION"):
         course.without_solution_regions("### BEGIN SOLUTION\nanswer = 1\n")
 
@@ -78,11 +79,12 @@ def test_a_solution_region_becomes_the_stub_at_its_indentation():
 def test_a_student_check_cell_runs_the_check_once_the_stub_is_replaced():
     (cell,) = [s for s in check_cells(nbformat.read(NOTEBOOKS[0], as_version=4)) if "ap_one_positive" in s]
     stub = course.without_solution_regions(cell)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match="your answer goes here"):  # not a bare error: it says what to do
         exec(stub, {})
+    (line,) = [line for line in stub.splitlines() if "raise NotImplementedError" in line]
     with pytest.raises(course.NotYet, match="Hint: with one positive"):
-        exec(stub.replace("raise NotImplementedError", "return 1 / rank ** 2"), {})
-    exec(stub.replace("raise NotImplementedError", "return 1 / rank"), {})
+        exec(stub.replace(line, "    return 1 / rank ** 2"), {})
+    exec(stub.replace(line, "    return 1 / rank"), {})
 
 
 # (check, the right answer, a wrong one, words of its hint). The right answers are worked out independently of
@@ -131,8 +133,9 @@ def test_the_stronger_claim_is_read_from_the_transcribed_tables():
     leads = course.paper_leads()
     assert set(leads) == {"SimCLR", "SwAV"} and all(0 <= wins <= cells for wins, cells in leads.values())
     assert leads["SimCLR"][1] > leads["SwAV"][1]  # Table 2 prints no SwAV
-    with pytest.raises(course.NotYet):
-        course.check_stronger_claim("SimCLR and SwAV")  # naming both is not an answer
+    for both in ("SimCLR and SwAV", "S2R2 beats SimCLR much more than SwAV"):  # naming both is not an answer
+        with pytest.raises(TypeError, match="name one baseline"):
+            course.check_stronger_claim(both)
 
 
 def test_a_placeholder_answer_says_what_to_do():
@@ -140,3 +143,56 @@ def test_a_placeholder_answer_says_what_to_do():
         course.check_sigmoid_slope(...)
     with pytest.raises(TypeError, match="function of the positive's rank"):
         course.check_ap_one_positive(0.5)
+
+
+def test_answers_computed_with_numpy_or_torch_are_taken_as_the_numbers_they_hold(capsys):
+    import numpy as np
+    import torch
+
+    ids = torch.arange(16).repeat_interleave(8)
+    course.check_views_per_query(16, 8, (ids == ids[0]).sum() - 1, (ids != ids[0]).sum())  # 0-d tensors
+    course.check_views_per_query(64, 2, np.int64(1), np.float32(126))
+    course.check_sigmoid_slope(torch.tensor(0.25))
+    course.check_rescaling(np.False_, torch.tensor(True))
+    assert capsys.readouterr().out.count("Right.") == 4
+    with pytest.raises(TypeError, match="finite number"):
+        course.check_sigmoid_slope(torch.tensor([0.25]))  # a vector is not an answer
+    with pytest.raises(TypeError, match="True or False"):
+        course.check_rescaling(0, 1)
+
+
+def test_counting_the_query_itself_is_told_apart_from_other_wrong_counts():
+    with pytest.raises(course.NotYet, match="counts the query's own image"):
+        course.check_same_class_images(64 / 10)
+    for wrong in (6.2, 6.0, 7.0):
+        with pytest.raises(course.NotYet, match="1 / \\(number of classes\\)"):
+            course.check_same_class_images(wrong)
+
+
+# Each exercise's answer, in the forms a hint could give it away; the notebooks' exercise lists must hold none.
+ANSWERS_NOT_IN_HINTS = {
+    "01_loss_derivation": ["1/(4τ)", "1 / (4τ)", "1 / (its rank", "1/rank", "reciprocal rank"],
+    "02_training": ["7 positives", "ranks 7", "classifies 1", "120 negatives", "126 negatives"],
+    "03_linear_probe": ["standardises"],
+    "04_tables": ["SimCLR more", "more convincingly than SwAV"],
+    "05_figure1": ["6.3", "63 / 10", "(B − 1)/10", "(B - 1) / 10"],
+    "06_miniature_study": ["16/30", "16 / 30", "16 images over 30", "0.53"],
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_exercise_hint_gives_its_answer_away(path):
+    (cell,) = [c for c in nbformat.read(path, as_version=4).cells if "## Exercises" in c.source]
+    exercises = cell.source.split("## Exercises", 1)[1]
+    assert [answer for answer in ANSWERS_NOT_IN_HINTS[path.stem] if answer in exercises] == []
+
+
+def test_the_copies_never_overwrite_the_source_notebooks(tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "01_x.ipynb").write_bytes(NOTEBOOKS[0].read_bytes())
+    with pytest.raises(ValueError, match="the notebooks' own folder"):
+        course.write_copies("student", out=notebooks, notebooks=notebooks)
+    assert (notebooks / "01_x.ipynb").read_bytes() == NOTEBOOKS[0].read_bytes()
+    written = course.write_copies("student", out=tmp_path / "student", notebooks=notebooks)
+    assert [p.name for p in written] == ["01_x.ipynb"] and course.BEGIN not in written[0].read_text()
