@@ -103,6 +103,7 @@ def as_points(rows: list[dict], metric: str = "linear_top1") -> list[dict]:
 MIN_EFFECT_SHARE = 0.25
 MIN_EFFECT_POINTS = 0.01
 ALPHA = 0.05  # 95 % intervals, before Holm's correction within a claim
+MAX_LR_EXTENSIONS = 3  # the lr search adds one grid ratio beyond an edge winner, until it is inside, this often
 RERUN_TOLERANCE = 0.015  # a subset rerun agrees with the committed row within 2 seed SDs, at least 1.5 points
 
 METHODS = ("S2R2", "SimCLR", "SwAV", "MV-NT-Xent")  # MV-NT-Xent: the control, NT-Xent at S2R2's B x K
@@ -139,7 +140,7 @@ class StudyPlan:
 
     train_seconds: float             # measured training time of every main run, each method alike
     seeds: tuple = (0, 1, 2)
-    lrs: tuple = (3e-4, 1e-3, 3e-3)  # Adam; a winner at an edge adds one more lr beyond it
+    lrs: tuple = (3e-4, 1e-3, 3e-3)  # Adam; a winner at an edge adds lrs beyond it (MAX_LR_EXTENSIONS)
     main_sets: tuple = ("embedded-object", "embedded-cluttered")
     search_set: str = "embedded-object"
     data_n: int = 10000              # images of each embedded training set (the "full" set of claim 3)
@@ -656,16 +657,24 @@ def budget_table(rows, plan: StudyPlan, budget: dict | None = None) -> "pd.DataF
 # --- The whole study ---------------------------------------------------------------------------------
 
 def lr_extension(scores: dict[float, float], grid) -> float | None:
-    """The learning rate to add once when the best of ``scores`` (lr -> validation top-1) sits at an edge of
-    ``grid``: one grid ratio beyond it; None when the winner is inside (or the grid was already extended)."""
-    grid = sorted(grid)
-    if set(scores) - set(grid):
+    """The learning rate to add when the best of ``scores`` (lr -> validation top-1) sits at an edge of the lrs
+    scored so far: one ``grid`` ratio beyond it. None when the winner is inside, or once
+    :data:`MAX_LR_EXTENSIONS` lrs beyond ``grid`` have been scored (:func:`lr_at_edge` then says so)."""
+    grid, tried = sorted(grid), sorted(scores)
+    if len(set(tried) - set(grid)) >= MAX_LR_EXTENSIONS:
         return None
     best = max(scores, key=lambda lr: (scores[lr], -lr))
-    if best not in (grid[0], grid[-1]):
+    if best not in (tried[0], tried[-1]):
         return None
-    beyond = best * grid[-1] / grid[-2] if best == grid[-1] else best * grid[0] / grid[1]
+    beyond = best * grid[-1] / grid[-2] if best == tried[-1] else best * grid[0] / grid[1]
     return float(f"{beyond:.3g}")
+
+
+def lr_at_edge(scores: dict[float, float]) -> bool:
+    """Whether the best of ``scores`` is the smallest or largest lr scored: a search that ended there (after
+    :data:`MAX_LR_EXTENSIONS`) did not find the method's best lr."""
+    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    return best in (min(scores), max(scores))
 
 
 def _probe_settings(plan: StudyPlan, family: str, root: Path, data_root: str | None) -> dict:
@@ -689,8 +698,8 @@ def _job(plan, root, data_root, table, method, lr, steps, dataset, seed, label, 
 def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_root: str | None = None,
               dataset: str | None = None):
     """Every method at every lr of the grid (seed 0, the search set or ``dataset``, the full budget), scored
-    by the probe on the validation split; a winner at an edge adds one lr beyond it. Returns (rows,
-    {method: best lr})."""
+    by the probe on the validation split; a winner at an edge adds one lr beyond it, and again while the
+    winner is at an edge (:func:`lr_extension`). Returns (rows, {method: best lr})."""
     dataset = dataset or plan.search_set
     rows = []
     pending = [(m, lr) for m in METHODS for lr in plan.lrs]
@@ -707,6 +716,9 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     for method in METHODS:
         scores = {float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}
         best[method] = max(scores, key=lambda lr: (scores[lr], -lr))
+        if lr_at_edge(scores):
+            print(f"lr search: {method}'s best lr, {best[method]:g}, is still at an edge after {MAX_LR_EXTENSIONS} "
+                  f"extensions: its runs are not at its best lr", flush=True)
     print("lr search: " + ", ".join(f"{m} {lr:g}" for m, lr in best.items()), flush=True)
     return rows, best
 

@@ -372,12 +372,19 @@ def test_the_study_command_refuses_a_cuda_plan_without_cuda_and_a_run_without_a_
 
 # --- The lr search, the budget, the probe ---------------------------------------------------------------
 
-def test_lr_search_extends_the_grid_once_past_an_edge_winner():
+def test_lr_search_extends_the_grid_past_an_edge_winner_until_it_is_inside():
     grid = (3e-4, 1e-3, 3e-3)
     assert study.lr_extension({3e-4: 0.3, 1e-3: 0.4, 3e-3: 0.5}, grid) == pytest.approx(9e-3)
     assert study.lr_extension({3e-4: 0.5, 1e-3: 0.4, 3e-3: 0.3}, grid) == pytest.approx(9e-5)
     assert study.lr_extension({3e-4: 0.3, 1e-3: 0.5, 3e-3: 0.4}, grid) is None
-    assert study.lr_extension({3e-4: 0.3, 1e-3: 0.4, 3e-3: 0.5, 9e-3: 0.6}, grid) is None  # extended once
+    assert study.lr_extension({3e-4: 0.3, 1e-3: 0.4, 3e-3: 0.5, 9e-3: 0.6}, grid) == pytest.approx(2.7e-2)  # again
+    assert study.lr_extension({3e-4: 0.3, 1e-3: 0.4, 3e-3: 0.5, 9e-3: 0.6, 2.7e-2: 0.55}, grid) is None  # inside
+    assert study.lr_extension({9e-5: 0.6, 3e-4: 0.5, 1e-3: 0.4, 3e-3: 0.3}, grid) == pytest.approx(2.7e-5)
+    scores = {3e-4: 0.3, 1e-3: 0.4, 3e-3: 0.5}
+    while (extra := study.lr_extension(scores, grid)) is not None:  # a winner ever further out
+        scores[extra] = max(scores.values()) + 0.1
+    assert len(scores) == len(grid) + study.MAX_LR_EXTENSIONS and study.lr_at_edge(scores)
+    assert not study.lr_at_edge({3e-4: 0.3, 1e-3: 0.5, 3e-3: 0.4})
 
 
 class FakeWorkers:
@@ -1033,23 +1040,32 @@ def test_every_probe_of_the_study_defaults_to_the_probes_lbfgs_iterations():
     assert study.PLANS["full"].probe_max_iter == default  # the study's plans probe as notebook 03 does
 
 
-def test_lr_search_scores_every_method_at_every_lr_on_the_given_set_and_extends_edge_winners(monkeypatch, tmp_path):
+def test_lr_search_scores_every_method_at_every_lr_on_the_given_set_and_extends_edge_winners(monkeypatch, tmp_path,
+                                                                                              capsys):
     jobs = []
+    grid = sorted(QUICK.lrs)
+    up, down = grid[-1] / grid[-2], grid[0] / grid[1]
+    peak = float(f"{grid[-1] * up:.3g}")  # S2R2's best lr: one step past the grid
 
-    def fake_run_job(job):  # validation top-1 rises with the lr, except SwAV's, which falls
+    def fake_run_job(job):  # validation top-1 rises with the lr, except SwAV's, which falls, and S2R2's, which peaks
         jobs.append(job)
         lr = job["config"]["lr"]
-        value = 1 - lr if job["method"] == "SwAV" else lr
+        value = {"SwAV": 1 - lr, "S2R2": -abs(math.log(lr / peak))}.get(job["method"], lr)
         return [{"table": job["table"], "dataset": job["dataset"], "method": job["method"], "lr": f"{lr:g}",
                  "value": value}]
 
     monkeypatch.setattr(study, "run_job", fake_run_job)
     budget = {"steps": {m: 10 + i for i, m in enumerate(study.METHODS)}}
     rows, best = study.lr_search(QUICK, budget, tmp_path, study.Workers(1), dataset="embedded-cluttered")
-    grid = sorted(QUICK.lrs)
-    assert best == pytest.approx({**dict.fromkeys(study.METHODS, grid[-1] * grid[-1] / grid[-2]),
-                                  "SwAV": grid[0] * grid[0] / grid[1]}, rel=0.01)  # 3 significant digits
-    assert len(rows) == len(jobs) == len(study.METHODS) * (len(grid) + 1)  # the grid, then one lr beyond its edge
+    far = study.MAX_LR_EXTENSIONS
+    assert best == pytest.approx({"S2R2": peak, "SimCLR": grid[-1] * up ** far, "MV-NT-Xent": grid[-1] * up ** far,
+                                  "SwAV": grid[0] * down ** far}, rel=0.01)  # 3 significant digits
+    tried = {m: sorted(float(r["lr"]) for r in rows if r["method"] == m) for m in study.METHODS}
+    assert len(tried["S2R2"]) == len(grid) + 2  # past its peak once, then inside: the search stops
+    assert all(len(tried[m]) == len(grid) + far for m in ("SimCLR", "SwAV", "MV-NT-Xent"))  # stopped at the limit
+    assert len(rows) == len(jobs)
+    shown = capsys.readouterr().out
+    assert all((f"{m}'s best lr" in shown) == (m != "S2R2") for m in study.METHODS)  # still at an edge: said
     assert {(j["table"], j["dataset"], j["config"]["seed"]) for j in jobs} == {("study-lr", "embedded-cluttered", 0)}
     assert all(j["probe_steps"] == [budget["steps"][j["method"]]] == [j["config"]["max_steps"]] for j in jobs)
     default = study.lr_search(QUICK, budget, tmp_path, study.Workers(1))[0]
