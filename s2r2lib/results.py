@@ -93,8 +93,14 @@ def _folder(kind: str, published: bool | None = None) -> Path:
 
 # --- Provenance ----------------------------------------------------------------------------------------
 
+def code_dir() -> Path:
+    """The checkout this library was imported from, whose commit a measured number names (wherever the
+    process runs: another project's git repository in the working directory is not the code's)."""
+    return Path(__file__).resolve().parents[1]
+
+
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=project_dir(), capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["git", *args], cwd=code_dir(), capture_output=True, text=True, check=True).stdout
 
 
 def _notebook_sources(text: str) -> list[tuple[str, str]]:
@@ -117,7 +123,7 @@ def changed_sources() -> list[str]:
             before = _notebook_sources(_git("show", f"HEAD:{path}"))
         except subprocess.CalledProcessError:  # a new notebook
             before = None
-        now = project_dir() / path
+        now = code_dir() / path
         if before is None or not now.exists() or _notebook_sources(now.read_text()) != before:
             changed.append("notebooks")
             break
@@ -125,8 +131,8 @@ def changed_sources() -> list[str]:
 
 
 def git_commit(short: bool = True) -> str:
-    """The checkout's commit, with ``+modified:s2r2lib,notebooks`` naming the parts of the code that differ
-    from it (results, figures and a notebook's saved outputs never count); $S2R2_COMMIT where set (a copy of
+    """The commit of the library's checkout (:func:`code_dir`), with ``+modified:s2r2lib,notebooks`` naming the
+    parts of the code that differ from it (results, figures and a notebook's saved outputs never count); $S2R2_COMMIT where set (a copy of
     the checkout without git, e.g. on a lent GPU machine); ``unknown`` outside git."""
     if os.environ.get("S2R2_COMMIT"):
         return os.environ["S2R2_COMMIT"]

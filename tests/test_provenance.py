@@ -4,6 +4,7 @@ notebook's saved outputs, do not count), and "unknown" only outside git."""
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ def checkout(tmp_path, monkeypatch):
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "first")
     monkeypatch.chdir(repo / "notebooks")
+    monkeypatch.setattr(results, "code_dir", lambda: repo)  # as if the library were imported from it
     return repo
 
 
@@ -95,8 +97,17 @@ def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
     (tmp_path / "s2r2lib").mkdir()
     (tmp_path / "pyproject.toml").write_text("")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(results, "code_dir", lambda: tmp_path)  # a library installed outside any checkout
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path either
     assert results.git_commit() == "unknown"
+
+
+def test_the_commit_is_the_librarys_checkouts_not_the_working_directorys(checkout, monkeypatch):
+    library = Path(results.__file__).resolve().parents[1]  # this library's own checkout
+    monkeypatch.undo()  # the real code_dir, from inside another repository
+    monkeypatch.chdir(checkout)
+    assert results.git_commit().split("+")[0] == git(library, "rev-parse", "--short", "HEAD")
+    assert results.git_commit().split("+")[0] != git(checkout, "rev-parse", "--short", "HEAD")
 
 
 def test_a_notebook_outside_notebooks_does_not_count(checkout):
