@@ -3,6 +3,8 @@ tables, so that no number in it can drift from the rows:
 
 - ``measured``: what notebooks 03 and 05 measured (results/runs.csv, tables ``probe`` and ``figure1``),
   :func:`measured_lines`;
+- ``study lr search``: each method's learning-rate search (results/runs.csv, table ``study-lr``),
+  :func:`s2r2lib.study.lr_search_lines`;
 - ``study verdicts``: the study's verdicts (results/study_verdicts.csv), :func:`s2r2lib.study.readme_lines`.
 
 ``python -m s2r2lib.readme`` rewrites them (``make reproduce`` runs it after the notebooks); ``--check`` writes
@@ -134,7 +136,14 @@ def _study_lines(table: pd.DataFrame) -> list[str]:
     return study.readme_lines(table)
 
 
+def _lr_search_lines(runs: pd.DataFrame) -> list[str]:
+    from . import study
+
+    return study.lr_search_lines(runs)
+
+
 SECTIONS = (Section("measured rows", "runs", measured_lines),
+            Section("study lr search", "runs", _lr_search_lines),
             Section("study verdicts", "study_verdicts", _study_lines))
 
 

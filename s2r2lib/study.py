@@ -1174,6 +1174,38 @@ def readme_lines(table: "pd.DataFrame") -> list[str]:
                     *(f"- {line}" for line in summary_lines(table))]
 
 
+def lr_search_lines(rows) -> list[str]:
+    """The lr search (rows of table study-lr), a line per search set and method: the validation top-1 at each lr
+    scored, the winner in bold, and whether it lies inside the lrs scored (:func:`lr_at_edge`); then whether
+    every winner does."""
+    import pandas as pd
+
+    rows = pd.DataFrame(rows)
+    if rows.empty or not (rows["table"] == "study-lr").any():
+        return []
+    df = frame(rows[rows["table"] == "study-lr"])
+    search, lines, at_edge = df[df["table"] == "study-lr"], [], []
+    for (dataset, method), group in search.groupby(["dataset", "method"], sort=False):
+        scores = dict(zip(group["lr"], group["value"]))
+        best = max(scores, key=lambda lr: (scores[lr], -lr))
+        cells = ", ".join(f"**{_lr(lr)}: {100 * value:.1f} %**" if lr == best else f"{_lr(lr)}: {100 * value:.1f} %"
+                          for lr, value in sorted(scores.items()))
+        if lr_at_edge(scores):
+            at_edge.append(f"{method} on {dataset}")
+        where = "at an edge of the lrs scored, so not shown to be its best" if lr_at_edge(scores) else "inside them"
+        lines.append(f"- {dataset}, {method}: {cells}; the winner lies {where}.")
+    if lines:
+        lines += ["", "Every winner lies inside the learning rates scored." if not at_edge else
+                  f"Winners at an edge: {'; '.join(at_edge)}."]
+    return lines
+
+
+def _lr(lr: float) -> str:
+    """A learning rate as the code writes it: 3e-4, 2.7e-2."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def write_verdicts(table: "pd.DataFrame", plan: StudyPlan) -> Path:
     """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; the name is ``plan``'s
     :func:`output_name`, so a study at another scale writes its own): the verdicts, numbers as fractions with

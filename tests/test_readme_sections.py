@@ -6,7 +6,7 @@ import pytest
 from s2r2lib import readme, results, study
 from test_study import _verdict_rows
 
-MEASURED, VERDICTS = readme.SECTIONS
+MEASURED, LR_SEARCH, VERDICTS = readme.SECTIONS
 
 
 def _run_rows(table, method, value, images=None, views=None, views_seen=None, seed=0, knn=None, **extra):
@@ -38,11 +38,12 @@ def test_a_section_is_rewritten_between_its_markers_and_nowhere_else(tmp_path):
 
 def test_update_writes_every_stale_section_and_check_writes_nothing(tmp_path):
     path = tmp_path / "README.md"
-    stale = f"intro\n{MEASURED.begin}\nSTALE\n{MEASURED.end}\nmiddle\n{VERDICTS.begin}\nSTALE\n{VERDICTS.end}\n"
+    stale = (f"intro\n{MEASURED.begin}\nSTALE\n{MEASURED.end}\nmiddle\n{LR_SEARCH.begin}\n{LR_SEARCH.end}\n"
+             f"{VERDICTS.begin}\nSTALE\n{VERDICTS.end}\n")
     path.write_text(stale)
     tables = {"runs": _runs(_run_rows("probe", "S2R2", 0.6, 16, 8, 1280) + _run_rows("probe", "random-init", 0.3)),
               "study_verdicts": _verdict_rows(("1", "supported"))}
-    assert readme.update(path, tables, check=True) == ["measured rows", "study verdicts"]
+    assert readme.update(path, tables, check=True) == ["measured rows", "study verdicts"]  # no lr search: empty
     assert path.read_text() == stale
     assert readme.update(path, tables) == ["measured rows", "study verdicts"]
     text = path.read_text()
@@ -63,10 +64,12 @@ def test_the_command_rewrites_a_stale_section_and_check_says_so(tmp_path, monkey
     (tmp_path / "results").mkdir()
     _verdict_rows(("1", "inconclusive")).to_csv(tmp_path / "results" / "study_verdicts.csv", index=False)
     pd.DataFrame(_run_rows("probe", "S2R2", 0.6, 16, 8, 1280)).to_csv(tmp_path / "results" / "runs.csv", index=False)
-    (tmp_path / "README.md").write_text(f"{MEASURED.begin}\n{MEASURED.end}\n{VERDICTS.begin}\nstale\n{VERDICTS.end}\n")
+    (tmp_path / "README.md").write_text(f"{MEASURED.begin}\n{MEASURED.end}\n{LR_SEARCH.begin}\n{LR_SEARCH.end}\n"
+                                        f"{VERDICTS.begin}\nstale\n{VERDICTS.end}\n")
     monkeypatch.setattr(results, "project_dir", lambda start=None: tmp_path)
     assert readme.main(["--check"]) == 1 and "stale" in (tmp_path / "README.md").read_text()
     assert capsys.readouterr().out.endswith("README.md: measured rows stale\n"
+                                            f"{tmp_path / 'README.md'}: study lr search up to date\n"
                                             f"{tmp_path / 'README.md'}: study verdicts stale\n")
     assert readme.main([]) == 0 and "stale" not in (tmp_path / "README.md").read_text()
     assert capsys.readouterr().out.endswith("study verdicts rewritten\n")
@@ -123,3 +126,20 @@ def test_measured_lines_are_wrapped_as_the_readme_without_splitting_an_equation(
                                                  if at not in starts)
         assert not any(line.endswith(" =") or line.lstrip().startswith("= ") for line in lines), shift
         assert [" ".join(line.strip() for line in lines[a:b]) for a, b in ((0, starts[1]), (starts[1], None))] == items
+
+
+def test_the_lr_search_lines_mark_each_winner_and_say_whether_it_lies_inside_the_lrs_scored():
+    def search(method, scores, dataset="embedded-object"):
+        return [{**_run_rows("study-lr", method, value, 16, 8, 1280, lr=lr, steps=400, train_s=60.0)[0],
+                 "dataset": dataset} for lr, value in scores.items()]
+
+    inside = search("S2R2", {3e-4: 0.40, 1e-3: 0.55, 3e-3: 0.50})
+    edge = search("SimCLR", {3e-4: 0.30, 1e-3: 0.40, 3e-3: 0.45, 9e-3: 0.47, 2.7e-2: 0.49, 8.1e-2: 0.5, 0.243: 0.51})
+    lines = study.lr_search_lines(_runs(inside + edge + _run_rows("probe", "S2R2", 0.6, 16, 8, 1280)))
+    assert lines == [
+        "- embedded-object, S2R2: 3e-4: 40.0 %, **1e-3: 55.0 %**, 3e-3: 50.0 %; the winner lies inside them.",
+        "- embedded-object, SimCLR: 3e-4: 30.0 %, 1e-3: 40.0 %, 3e-3: 45.0 %, 9e-3: 47.0 %, 2.7e-2: 49.0 %, "
+        "8.1e-2: 50.0 %, **2.43e-1: 51.0 %**; the winner lies at an edge of the lrs scored, so not shown to be "
+        "its best.", "", "Winners at an edge: SimCLR on embedded-object."]
+    assert study.lr_search_lines(_runs(inside))[-1] == "Every winner lies inside the learning rates scored."
+    assert study.lr_search_lines(_runs(_run_rows("probe", "S2R2", 0.6, 16, 8, 1280))) == []
