@@ -8,7 +8,7 @@ This is what ``make reproduce`` runs (``make reproduce FRESH=1`` passes --fresh)
 ``build/notebooks/`` (git-ignored), never over the sources in ``notebooks/``. A profile is a set of papermill
 parameters per notebook: ``quick`` is what the tests run (test-sized, so it writes to ``build/scratch/``, never
 over the committed figures/ and results/), ``default`` runs on the embedded data on a CPU,
-``full`` adds notebook 06's whole study (about an hour), ``gpu`` that study with ResNet18 on a GPU, ``paper``
+``full`` adds notebook 06's whole study (about 150 minutes), ``gpu`` that study with ResNet18 on a GPU, ``paper``
 trains and probes at the paper's setting (STL10 under ``--data-root``, on a GPU), ``fashion`` on
 Fashion-MNIST (small real data). A notebook receives only the parameters its ``parameters`` cell declares.
 
@@ -85,7 +85,7 @@ PROFILES |= {
         "03_linear_probe": {"data": "fashion_mnist", "image_size": 32},
     },
 }
-# Notebook 06's whole study (s2r2lib.study.PLANS), the other notebooks as in default: "full" takes about an hour
+# Notebook 06's whole study (s2r2lib.study.PLANS), the other notebooks as in default: "full" takes about 150 minutes
 # for 06 on an idle 2-core CPU and resumes where it stopped; "gpu" is the same study with ResNet18, on a GPU.
 PROFILES["full"] = {**PROFILES["default"], "06_miniature_study": {"plan": "full"}}
 PROFILES["gpu"] = {**PROFILES["default"], "06_miniature_study": {"plan": "gpu"}}

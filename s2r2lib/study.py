@@ -15,7 +15,7 @@ initialisation and the data order of every method. A claim's effect is a per-see
 95 % t-interval is Holm-corrected within the claim, and :func:`classify` turns it into one of three
 verdicts against a threshold declared here before any run (:data:`MIN_EFFECT_SHARE`).
 
-Profiles (:data:`PLANS`): ``full`` (about two hours on a 2-core CPU), ``default`` (reruns a subset of the
+Profiles (:data:`PLANS`): ``full`` (about 150 minutes on an idle 2-core CPU), ``default`` (reruns a subset of the
 full runs and checks them against the committed rows), ``extend`` (more seeds), ``long`` (4x the budget),
 ``fashion`` (the main runs on Fashion-MNIST and its clutter, at the committed budget, lrs searched on
 Fashion-MNIST), ``quick`` (the tests), ``gpu`` (ResNet18).
@@ -204,7 +204,7 @@ class StudyPlan:
 
 _FULL = StudyPlan(train_seconds=60.0, seeds=(0, 1, 2, 3, 4))
 PLANS = {
-    # About 2 hours on an idle 2-core CPU (two 1-thread workers); the README gives the measured times.
+    # About 150 minutes on an idle 2-core CPU (two 1-thread workers); the README gives the measured times.
     "full": _FULL,
     # make reproduce: seed 0 of the main runs again, compared with the committed full rows.
     # (The object set only: with both sets make reproduce took 25 min on a fresh clone, over its 20.)

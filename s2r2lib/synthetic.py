@@ -10,8 +10,10 @@ one thing only, the number of objects:
 
 Objects have the same size in both modes: the radius of a disk of the same area is 16-22 % of the
 side (:data:`OBJECT_RADIUS`), so that four fit side by side. Two random crops of a cluttered image
-often show different objects: :func:`views_sharing_no_object` measures how often (by construction,
-from the crop boxes and the object centres).
+can show different objects: :func:`views_sharing_no_object` measures how often they share none (by
+construction, from the crop boxes and the object centres). Two crops of an object-centric image fail to
+share its one object about as often (a crop of background), so the modes differ in what such a pair
+shows, not in how often it shares nothing; notebook 06 prints both rates.
 
 A class is a shape or a texture, never a colour: disk, ring, square, frame, triangle, cross, star,
 crescent, stripes (a striped disk) and checker (a chequered disk); ``num_classes`` keeps the first few
