@@ -406,6 +406,7 @@ def test_provenance_counts_code_and_notebook_sources_but_never_saved_outputs(tmp
     git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(results, "code_dir", lambda: tmp_path)  # as if the library were imported from it
     assert re.fullmatch(r"[0-9a-f]{7,}", results.git_commit())
     notebook("print(1)", outputs=[{"output_type": "stream", "name": "stdout", "text": "1\n"}])
     (tmp_path / "README.md").write_text("other files never count")
