@@ -204,7 +204,7 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "runs": (RUN_DTYPES, RUN_KEY),
     "bench_loss": ({"impl": S, "N": I, "B": I, "K": I, "D": I, "tau": F, "device": S, "threads": I,
                     "fwd_bwd_s": F, "peak_mib": F, "memory_measure": S, "repeats": I, "time_vs_s2r2lib": F,
-                    "status": S, **_PROVENANCE}, ("device", "impl", "N")),
+                    "status": S, **_PROVENANCE}, ("device", "threads", "impl", "N", "K", "D", "tau")),
     "bench_train": ({"arch": S, "method": S, "preset": S, "scale": I, "images": I, "views": I, "view_sizes": S,
                      "precision": S, "channels_last": B, "device": S, "threads": I, "step_s": F, "views_per_s": F,
                      "peak_mib": F, "encoder_step_s": F, "encoder_views_per_s": F, "encoder_peak_mib": F,
@@ -219,7 +219,8 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "bench_probe": ({"impl": S, "train": I, "test": I, "dim": I, "classes": I, "device": S, "threads": I,
                      "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
                      "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,
-                     "commit": S, "torch": S, "date": S}, ("device", "impl", "threads")),
+                     "commit": S, "torch": S, "date": S}, ("device", "impl", "threads", "train", "test", "dim",
+                                                           "classes")),
     # notebook 06's verdicts (s2r2lib.study.verdicts): effects and intervals as fractions of top-1; and
     # its budget checks (s2r2lib.study.budget_checks): at the committed budget (1) and at the long profile's
     # (budget = its factor), with claims 1, 2 and the control there. The _gpu tables are the same two of the

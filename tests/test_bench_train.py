@@ -1,5 +1,7 @@
 """The training-step benchmark: one row per (arch, method), the method step beside the encoder-only step."""
 
+import re
+
 import pytest
 import torch
 
@@ -82,7 +84,7 @@ def test_the_study_benchmark_writes_its_rows_where_out_says(tmp_path, monkeypatc
     monkeypatch.setattr(bench_study, "measure", measure)
     out = tmp_path / "bench_study.csv"
     settings = ["today", "1 thread, channels_last", "2 x 1 thread (the study's)"]
-    assert bench_study.main(["--settings", *settings, "--out", str(out)]) == 0
+    assert bench_study.main(["--settings", *settings, "--out", str(out)]) == 1  # one setting not measured
     assert capsys.readouterr().out.endswith(f"wrote {out}\n")
     table = results.read_table(out, dtypes=bench_study.COLUMNS)
     assert table["setting"].tolist() == settings and set(table["method"]) == {"S2R2"}
@@ -107,3 +109,54 @@ def test_meets_goal_agrees_with_the_overhead_share_the_row_shows(monkeypatch):
     times[True] = 0.9006  # 0.0994: written 0.099, under the goal
     row = bench.measure_row("narrow_cnn", "s2r2", 64, "cpu", "fp32", 1, 1, 60)
     assert (row["overhead_share"], row["meets_goal"]) == ("0.099", "yes")
+
+
+@pytest.mark.parametrize("suite,argv,message", [
+    ("loss", ["--device", "gpu"], "--device 'gpu' is not a device; use cpu or cuda, or all"),
+    ("views", ["--device", "gpu"], "--device 'gpu' is not a device; use cpu or cuda"),
+    ("train", ["--device", "tpu:0"], "--device 'tpu:0' is not a device"),
+    ("probe", ["--out", "probe.txt"], "--out probe.txt: give a .csv file"),
+    ("loss", ["--out", "."], "--out .: give a .csv file"),
+    ("study", ["--out", "rows.txt"], "--out rows.txt: give a .csv file"),
+    ("loss", ["--sizes", "100", "--views", "3"], "--sizes: N = [100] not a multiple of K = 3"),
+])
+def test_a_bad_option_ends_a_suite_before_anything_is_measured(suite, argv, message, monkeypatch):
+    import importlib
+
+    from s2r2lib import bench as suites
+
+    module = importlib.import_module(f"s2r2lib.bench.{suite}")
+    monkeypatch.setattr(module, "run_worker", lambda *a, **k: pytest.fail("measured despite a bad option"),
+                        raising=False)  # (views measures in-process; it checks --device first)
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        module.main(argv)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="CUDA is not available here, so nothing would be measured"):
+            suites.checked_device("cuda")
+    assert suites.checked_device("all", allow_all=True) == "all" and suites.checked_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("argv", [["loss", "--views", "0"], ["probe", "--threads", "-1"], ["study", "--methods", "s2r2"]])
+def test_counts_below_one_and_unknown_methods_are_refused_by_the_parser(argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"s2r2lib.bench.{argv[0]}").main(argv[1:])
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_bench_all_takes_no_options_instead_of_failing_after_the_first_suite(capsys):
+    from s2r2lib.bench.__main__ import main
+
+    assert main(["all", "--threads", "1"]) == 2
+    assert "takes no options" in capsys.readouterr().err
+
+
+def test_a_suites_rows_go_to_any_csv_name_under_the_tables_columns_and_key(tmp_path):
+    from s2r2lib import bench as suites, results
+
+    path = suites.out_path(str(tmp_path / "my_loss.csv"), "bench_loss")
+    row = {"impl": "s2r2lib", "N": 40, "B": 2, "K": 20, "D": 8, "tau": 0.01, "device": "cpu:x", "threads": 1,
+           "status": "measured", "commit": "abc1234", "torch": "2", "date": "d"}
+    suites.write_rows(path, "bench_loss", [row, {**row, "threads": 2}])  # different threads: two rows
+    assert len(results.read_table(path, dtypes=results.TABLES["bench_loss"][0])) == 2

@@ -24,6 +24,65 @@ def suite_parser(suite: str, doc: str):
     return parser
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (sizes, views, threads, repeats)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def checked_device(device: str, allow_all: bool = False) -> str:
+    """``--device`` as given, once it names a device this machine has (or ``all``, where allowed); else the
+    command ends, naming the flag and what to use instead, before anything is measured."""
+    import torch
+
+    if allow_all and device == "all":
+        return device
+    choices = "cpu or cuda" + (", or all" if allow_all else "")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"--device {device!r} is not a device; use {choices}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available here, so nothing would be measured; use "
+                         f"--device cpu")
+    return device
+
+
+def out_path(out: str | None, table: str):
+    """Where a suite writes: ``--out`` (a .csv path) or ``results/<table>.csv`` (``build/scratch/results/``
+    unless S2R2_PUBLISH=1, as ``make bench`` sets). Checked before anything is measured."""
+    from pathlib import Path
+
+    from ..results import output_dir
+
+    if out is None:
+        return output_dir("results") / f"{table}.csv"
+    path = Path(out)
+    if path.suffix != ".csv" or path.is_dir():
+        raise SystemExit(f"--out {out}: give a .csv file to write the rows to, e.g. --out {table}.csv")
+    return path
+
+
+def write_rows(path, table: str, rows):
+    """``rows`` merged into ``path`` under the columns and key that :data:`s2r2lib.results.TABLES` declares
+    for ``table``, whatever the file is called."""
+    from ..results import TABLES, write_table
+
+    dtypes, key = TABLES[table]
+    return write_table(path, rows, key_columns=key, dtypes=dtypes)
+
+
+OUT_HELP = ("CSV to merge the rows into (default: results/{table}.csv with S2R2_PUBLISH=1, as make bench runs it; "
+            "else build/scratch/results/{table}.csv)")
+
+
 def serve_worker(args, measure) -> bool:
     """In a :func:`run_worker` subprocess (``args.worker`` set): print ``measure(**job)`` as the JSON line the
     parent reads, and return True (the suite's ``main`` then returns 0); else False."""

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import smooth_ap_loss
-from ..results import output_dir, provenance, write_table
-from . import run_worker, serve_worker, suite_parser
+from ..results import provenance
+from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
 
 IMPLS = ("s2r2lib", "naive", "pml")
 
@@ -109,29 +109,33 @@ def _pml_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("loss", __doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[160, 320, 640, 1280], help="N = B * K")
-    parser.add_argument("--views", type=int, default=20, help="K, views per image")
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[160, 320, 640, 1280], help="N = B * K")
+    parser.add_argument("--views", type=positive_int, default=20, help="K, views per image")
+    parser.add_argument("--dim", type=positive_int, default=128)
     parser.add_argument("--tau", type=float, default=0.01)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu, and cuda when present)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (this project's machines have 2)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (this project's machines have 2)")
     parser.add_argument("--max-gib", type=float, default=12.0,
                         help="skip a form whose estimated scratch memory passes this (recorded as not measured)")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per measurement")
-    parser.add_argument("--out", default=None, help="CSV path (default results/bench_loss.csv)")
+    parser.add_argument("--out", default=None, help=OUT_HELP.format(table="bench_loss"))
     args = parser.parse_args(argv)
     if serve_worker(args, _measure):
         return 0
-
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    uneven = [n for n in args.sizes if n % args.views]
+    if uneven:
+        raise SystemExit(f"--sizes: N = {uneven} not a multiple of K = {args.views} (--views); N = B * K")
+    path = out_path(args.out, "bench_loss")
+    devices = ["cpu", "cuda"] if checked_device(args.device, allow_all=True) == "all" else [args.device]
+    devices = [d for d in devices if torch.device(d).type == "cpu" or torch.cuda.is_available()]
     impls = [impl for impl in IMPLS if impl != "pml" or _pml_available()]
     rows = []
+    threads_before = torch.get_num_threads()
     for device in devices:
+        torch.set_num_threads(args.threads)  # so that provenance's device name states the workers' threads
         prov = provenance(device)
+        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
         for n in args.sizes:
-            if n % args.views:
-                raise SystemExit(f"--sizes: N = {n} is not a multiple of K = {args.views}")
             ours = None
             for impl in impls:
                 row = {"impl": impl, "N": n, "B": n // args.views, "K": args.views, "D": args.dim,
@@ -154,10 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{device:4s} N={n:5d} {impl:8s} "
                       + (f"{row['fwd_bwd_s']:>8s} s {row['peak_mib']:>9s} MiB  x{row['time_vs_s2r2lib']}"
                          if row["status"] == "measured" else row["status"]), flush=True)
-    path = args.out or output_dir("results") / "bench_loss.csv"
     columns = ["impl", "N", "B", "K", "D", "tau", "device", "threads", "fwd_bwd_s", "peak_mib",
                "memory_measure", "repeats", "time_vs_s2r2lib", "status", "commit", "torch", "date"]
-    write_table(path, [{c: row.get(c, "") for c in columns} for row in rows], key_columns=("device", "impl", "N"))
+    write_rows(path, "bench_loss", [{c: row.get(c, "") for c in columns} for row in rows])
     print(f"wrote {path}")
     return 0
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import probe
-from ..results import output_dir, provenance, write_table
-from . import run_worker, serve_worker, suite_parser
+from ..results import provenance
+from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
 
 IMPLS = ("s2r2lib", "before")
 GOAL_S = {"cpu": 60.0, "cuda": 10.0}  # the whole probe at STL10's size: on a 2-core CPU, on a GPU
@@ -107,27 +107,24 @@ def _measure(impl: str, device: str, threads: int, train: int, test: int, dim: i
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("probe", __doc__)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu, and cuda when present)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+    parser.add_argument("--threads", type=positive_int, nargs="+", default=[2],
                         help="CPU threads, one row each (this project's machines have 2)")
-    parser.add_argument("--train", type=int, default=5000)
-    parser.add_argument("--test", type=int, default=8000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--before-queries", type=int, default=200,
+    parser.add_argument("--train", type=positive_int, default=5000)
+    parser.add_argument("--test", type=positive_int, default=8000)
+    parser.add_argument("--dim", type=positive_int, default=512)
+    parser.add_argument("--classes", type=positive_int, default=10)
+    parser.add_argument("--before-queries", type=positive_int, default=200,
                         help="queries the replaced retrieval mAP is timed on (scaled to all)")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--timeout", type=int, default=600, help="seconds per measurement")
-    parser.add_argument("--out", default=None, help="CSV path (default results/bench_probe.csv)")
+    parser.add_argument("--out", default=None, help=OUT_HELP.format(table="bench_probe"))
     args = parser.parse_args(argv)
     if serve_worker(args, _measure):
         return 0
 
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    missing = [d for d in devices if d.startswith("cuda") and not torch.cuda.is_available()]
-    if missing and args.device != "all":
-        print(f"--device {args.device}: no CUDA device here; nothing measured")
-        return 1
-    devices = [d for d in devices if d not in missing]
+    path = out_path(args.out, "bench_probe")
+    devices = ["cpu", "cuda"] if checked_device(args.device, allow_all=True) == "all" else [args.device]
+    devices = [d for d in devices if torch.device(d).type == "cpu" or torch.cuda.is_available()]
     threads_before = torch.get_num_threads()
     rows = []
     for device in devices:
@@ -160,11 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             f"linear {row['linear_s']:>6s} s  kNN {row['knn_s']:>6s} s  mAP {row['map_s']:>6s} s  "
             f"total {row['total_s']:>6s} s  x{row['speedup_vs_before'] or '-'}  ({row['note']})"
             if measured else row["status"]), flush=True)
-    path = args.out or output_dir("results") / "bench_probe.csv"
     columns = ["impl", "train", "test", "dim", "classes", "device", "threads", "linear_s", "knn_s", "map_s", "total_s",
                "speedup_vs_before", "meets_goal", "linear_top1", "knn20_top1", "knn200_top1", "retrieval_map", "note",
                "status", "commit", "torch", "date"]
-    write_table(path, [{c: row.get(c, "") for c in columns} for row in rows])
+    write_rows(path, "bench_probe", [{c: row.get(c, "") for c in columns} for row in rows])
     print(f"wrote {path}")
     return 0
 

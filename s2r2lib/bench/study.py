@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import run_worker, serve_worker, suite_parser
+from . import positive_int, run_worker, serve_worker, suite_parser
 
 SETTINGS = {  # name -> (processes, threads per process, channels_last, compile)
     "today": (1, None, True, False),
@@ -100,13 +100,16 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("study", __doc__)
-    parser.add_argument("--methods", nargs="+", default=["S2R2"], help="study methods (S2R2 SimCLR SwAV MV-NT-Xent)")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per run, after 3 warm-up steps")
+    parser.add_argument("--methods", nargs="+", default=["S2R2"], choices=("S2R2", "SimCLR", "SwAV", "MV-NT-Xent"),
+                        metavar="METHOD", help="study methods: S2R2, SimCLR, SwAV, MV-NT-Xent")
+    parser.add_argument("--steps", type=positive_int, default=12, help="timed steps per run, after 3 warm-up steps")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING")
     parser.add_argument("--out", default=None, help="also write the rows to this CSV")
     args = parser.parse_args(argv)
     if serve_worker(args, _measure):
         return 0
+    if args.out is not None and (not args.out.endswith(".csv") or Path(args.out).is_dir()):
+        raise SystemExit(f"--out {args.out}: give a .csv file to write the rows to, e.g. --out bench_study.csv")
     rows = []
     for method in args.methods:
         today = None
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   if row["status"] == "measured" else row["status"]), flush=True)
     if args.out:
         print(f"wrote {write_rows(args.out, rows)}")
-    return 0
+    return 0 if all(row["status"] == "measured" for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ import torch
 from .. import train
 from ..distributed import resolve_device
 from ..models import ARCHS
-from ..results import output_dir, provenance, write_table
+from ..results import provenance
 from ..views import make_multicrop_views, make_views
-from . import run_worker, serve_worker, suite_parser
+from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
 
 GOAL = 0.10  # the views and the loss together: under this share of the step
 COLUMNS = ["arch", "method", "preset", "scale", "images", "views", "view_sizes", "precision", "channels_last",
@@ -174,27 +174,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", choices=ARCHS,
                         help="encoders (default: resnet18 resnet50 on CUDA, resnet18 on the CPU)")
     parser.add_argument("--methods", nargs="+", choices=train.METHODS, default=list(train.METHODS))
-    parser.add_argument("--scale", type=int, help="divide the paper's images per batch by this "
+    parser.add_argument("--scale", type=positive_int, help="divide the paper's images per batch by this "
                                                   "(default: 1 on CUDA, 8 on the CPU)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
                         help="default: bf16 (autocast) on CUDA as the presets say, fp32 on the CPU")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads (default 1: on a shared machine two threads waiting on each other "
                              "made steps 3-5x slower, and the views' many small ops most of all)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up (the median counts)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed steps after one warm-up (the median counts)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per measurement")
-    parser.add_argument("--out", default=None, help="CSV path (default results/bench_train.csv)")
+    parser.add_argument("--out", default=None, help=OUT_HELP.format(table="bench_train"))
     args = parser.parse_args(argv)
     if serve_worker(args, _measure):
         return 0
 
-    cuda = torch.device(args.device).type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    path = out_path(args.out, "bench_train")
+    cuda = torch.device(checked_device(args.device)).type == "cuda"
     archs = args.archs or (["resnet18", "resnet50"] if cuda else ["resnet18"])
     scale = args.scale or (1 if cuda else 8)
-    if scale < 1 or args.repeats < 1:
-        raise SystemExit(f"--scale and --repeats must be at least 1; got {scale} and {args.repeats}")
     precision = args.precision or ("bf16" if cuda else "fp32")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # so that provenance's device name states the workers' threads
@@ -218,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'meets' if row['meets_goal'] == 'yes' else 'misses'} the goal", flush=True)
             else:
                 print(f"{arch:9s} {method:7s} {row['views']:5d} {row['status']}", flush=True)
-    path = args.out or output_dir("results") / "bench_train.csv"
-    write_table(path, [{c: row.get(c, "") for c in COLUMNS} for row in rows],
-                key_columns=("device", "arch", "method", "scale"))
+    write_rows(path, "bench_train", [{c: row.get(c, "") for c in COLUMNS} for row in rows])
     print(f"wrote {path}")
     return 0 if all(row["status"] == "measured" for row in rows) else 1
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from .. import results
 from ..models import ARCHS, build_model
 from ..views import SIMCLR, ViewCollate, ViewRecipe, draw_view_parameters, make_views, render_stages
+from . import OUT_HELP, checked_device, out_path, positive_int, write_rows
 
 GOAL = 5.0  # batched views/s over ResNet18 images/s, on a GPU
 NO_KORNIA = "not measured: kornia not installed"
@@ -142,22 +143,24 @@ def encoder_images_per_second(arch: str, size: int, batch: int, device: torch.de
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2r2lib.bench views", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, nargs="+", default=[32, 96], help="view sizes in pixels")
+    parser.add_argument("--size", type=positive_int, nargs="+", default=[32, 96], help="view sizes in pixels")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the batched backend and the encoder run")
-    parser.add_argument("--images", type=int, default=64, help="B, images per batch (paper: 64)")
-    parser.add_argument("--views", type=int, default=20, help="K, views per image (paper: 20)")
+    parser.add_argument("--images", type=positive_int, default=64, help="B, images per batch (paper: 64)")
+    parser.add_argument("--views", type=positive_int, default=20, help="K, views per image (paper: 20)")
     parser.add_argument("--arch", choices=ARCHS, help="encoder (default: narrow_cnn <= 64 px, resnet18 above)")
-    parser.add_argument("--encoder-batch", type=int,
+    parser.add_argument("--encoder-batch", type=positive_int,
                         help="views per encoder step (default: B*K on CUDA, 64 on CPU to keep the run short)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (the fastest counts)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed calls per measurement (the fastest counts)")
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend of the batched-compiled row ('none' skips the row)")
     parser.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the batched backend's stages one by one (rows stage:<name>, ms per batch)")
-    parser.add_argument("--out", default=None, help="CSV path (default results/bench_views.csv)")
+    parser.add_argument("--out", default=None, help=OUT_HELP.format(table="bench_views"))
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    path = out_path(args.out, "bench_views")
+    device = torch.device(checked_device(args.device))
     workers = os.cpu_count() or 1
     encoder_batch = args.encoder_batch or (args.images * args.views if device.type == "cuda" else 64)
 
@@ -183,11 +186,15 @@ def main(argv: list[str]) -> int:
                                  lambda: batched_views_per_second(images.to(device), args.views, size, args.repeats,
                                                                   args.compile_backend)))
         if args.stages:
-            stages = stage_milliseconds(images.to(device), args.views, size, args.repeats)
-            measurements += [(f"stage:{name}", "", "", device, "ms/batch", lambda ms=ms: ms)
-                             for name, ms in stages.items()]
+            try:
+                stages = stage_milliseconds(images.to(device), args.views, size, args.repeats)
+                measurements += [(f"stage:{name}", "", "", device, "ms/batch", lambda ms=ms: ms)
+                                 for name, ms in stages.items()]
+            except Exception as error:  # recorded as a failed row by the loop below, like any other
+                measurements.append(("stage:all", "", "", device, "ms/batch", lambda error=error: _raise(error)))
         encoder_rate = None
         for backend, row_arch, row_workers, row_device, unit, measure in measurements:
+            print(f"{size} px: measuring {backend}", flush=True)  # a compile or a worker pool takes minutes
             try:
                 rate, status = measure(), "ok"
             except Exception as error:  # a failed measurement is a row, not a lost run
@@ -205,9 +212,13 @@ def main(argv: list[str]) -> int:
                          **results.provenance(row_device)})
 
     _print_table(rows, device)
-    path = results.write_table(args.out or "bench_views", rows)  # merged by key: a GPU run keeps the CPU rows
+    write_rows(path, "bench_views", rows)  # merged by key: a GPU run keeps the CPU rows
     print(f"wrote {path}")
     return 0 if all(row["status"] in ("ok", NO_KORNIA) for row in rows) else 1
+
+
+def _raise(error: Exception):
+    raise error
 
 
 def _print_table(rows: list[dict], device: torch.device) -> None:
