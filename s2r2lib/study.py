@@ -89,6 +89,43 @@ def batch_sweep(base: TrainConfig, images_grid: list[int], views_grid: list[int]
     return rows
 
 
+def figure1_sweep(base: TrainConfig, images_grid: list[int], views_grid: list[int], n_train: int, n_test: int,
+                  output: str | Path | None = None) -> list[dict]:
+    """Notebook 05's sweep: :func:`batch_sweep` through ``base`` on the embedded data, in ``output`` or the run
+    cache's folder for ``base``, probed on ``n_train`` labelled and ``n_test`` test images, with its random-init
+    floor; the rows are written to runs.csv (table figure1) and returned."""
+    from . import data as datasets
+    from .reproduce import cached_run
+    from .results import runs_path, write_runs
+
+    root = output or cached_run("05_figure1", base).output
+    probe_sets = [datasets.load("embedded", split=split, size=base.image_size, n=n, seed=base.seed)
+                  for split, n in (("train", n_train), ("test", n_test))]
+    rows = batch_sweep(base, images_grid, views_grid, root, *probe_sets)
+    rows += floor_rows(base, *probe_sets, "figure1", "embedded")
+    write_runs(rows)
+    print(f"trained and probed the grid B in {images_grid} at K = {base.views_per_image}, K in {views_grid} at "
+          f"B = {base.images_per_batch}, {base.max_steps} steps each; rows written to {runs_path()}")
+    return rows
+
+
+def committed_figure1() -> tuple[list[dict], int, int]:
+    """The committed figure1 rows of results/runs.csv, and the point on both of their axes (the commonest B and
+    K): (rows, B, K). FileNotFoundError when there are none."""
+    from .results import committed_table
+
+    committed = committed_table("runs")
+    committed = committed[(committed["table"] == "figure1") & (committed["source"] == "measured")]
+    if committed.empty:
+        raise FileNotFoundError("results/runs.csv holds no figure1 rows yet: set retrain = True, or run make reproduce")
+    trained = committed[committed["method"] != "random-init"]
+    images, views = int(trained["images"].mode()[0]), int(trained["views"].mode()[0])
+    print(f"the {len(committed)} committed figure1 rows of results/runs.csv (commit "
+          f"{', '.join(committed['commit'].unique())}): B in {sorted(trained['images'].unique().tolist())}, "
+          f"K in {sorted(trained['views'].unique().tolist())}; set retrain = True to train your own grid")
+    return committed.to_dict("records"), images, views
+
+
 def as_points(rows: list[dict], metric: str = "linear_top1") -> list[dict]:
     """runs.csv rows of one metric as plottable points: images, views, value (float)."""
     return [{"images": int(row["images"]), "views": int(row["views"]), "value": float(row["value"]), "seed": row["seed"]}
