@@ -144,13 +144,25 @@ def tally(status: dict[str, str], listed: set[str]) -> tuple[int, int, list[str]
             equivalent, sum(s == "no tests" for s in status.values()))
 
 
+def tested_provenance() -> dict:
+    """:func:`provenance` of the scratch copy about to be taken: a score measures the tests as much as the code,
+    so uncommitted edits under tests/ or mutation/ mark the commit ``+modified:tests`` too."""
+    prov = provenance("cpu")
+    edited = subprocess.run(["git", "status", "--porcelain", "--", "tests", "mutation"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if edited:
+        commit = prov["commit"]
+        prov["commit"] = f"{commit},tests" if "+modified:" in commit else f"{commit}+modified:tests"
+    return prov
+
+
 def run_module(module: str, sample: int | None, seed: int, max_children: int, show: bool,
                timeout_s: float | None = None) -> dict:
     tests = MODULES[module]
     missing = [t for t in tests if not (ROOT / t).is_file()]
     if missing:
         raise FileNotFoundError(f"mutation: test files {missing} of module {module} do not exist; fix MODULES")
-    prov = provenance("cpu")  # the commit the scratch copy is taken from, not the one at the end of the run
+    prov = tested_provenance()  # the commit the scratch copy is taken from, not the one at the end of the run
     scratch = scratch_copy(module, tests)
     began = time.perf_counter()
     pattern = [f"s2r2lib.{module}.*"]

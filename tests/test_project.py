@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -360,3 +361,24 @@ def test_a_long_notebook_says_how_far_it_is_while_it_runs(tmp_path, monkeypatch,
     assert reproduce.cells_done(tmp_path / "absent.ipynb") is None
     (tmp_path / "cut.ipynb").write_text('{"cells": [')  # caught mid-write
     assert reproduce.cells_done(tmp_path / "cut.ipynb") is None
+
+
+def test_a_mutation_score_names_edited_tests_in_its_commit(mutation_run, tmp_path, monkeypatch):
+    """A score measures the tests: uncommitted test edits must not pass for the clean commit."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test(): pass\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(mutation_run, "ROOT", tmp_path)
+    commit = {"commit": "abc1234"}
+    monkeypatch.setattr(mutation_run, "provenance", lambda device: dict(commit))
+    assert mutation_run.tested_provenance()["commit"] == "abc1234"
+    (tmp_path / "tests" / "test_a.py").write_text("def test(): assert True\n")
+    assert mutation_run.tested_provenance()["commit"] == "abc1234+modified:tests"
+    commit["commit"] = "abc1234+modified:s2r2lib"
+    assert mutation_run.tested_provenance()["commit"] == "abc1234+modified:s2r2lib,tests"
