@@ -178,8 +178,13 @@ def make_multicrop_views(images: torch.Tensor, crops: Sequence[tuple[int, int, t
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are one: ``cuda`` (no index, as ``torch.Generator("cuda")`` reports it) is the
-    current device, so it matches ``cuda:0`` there; only types that differ, or two indices that differ, do not."""
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+    current CUDA device, so it matches ``cuda:0`` while that is current, and not ``cuda:1``."""
+    def indexed(device: torch.device) -> torch.device:
+        if device.type == "cuda" and device.index is None:
+            return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+        return device
+
+    return indexed(a) == indexed(b)
 
 
 def _check_images(images, size: int, allow_upscale: bool) -> None:

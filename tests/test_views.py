@@ -270,7 +270,7 @@ def test_a_generator_device_written_without_its_index_matches_the_images_device(
     from s2r2lib.views import _same_device
 
     assert _same_device(torch.device("cuda"), torch.device("cuda:0"))  # torch.Generator("cuda").device
-    assert _same_device(torch.device("cuda:1"), torch.device("cuda"))
+    assert not _same_device(torch.device("cuda:1"), torch.device("cuda"))  # "cuda" is the current device, 0
     assert not _same_device(torch.device("cuda:1"), torch.device("cuda:0"))
     assert not _same_device(torch.device("cpu"), torch.device("cuda:0"))
 
@@ -589,3 +589,13 @@ def test_a_try_fits_when_its_box_is_at_least_one_pixel_and_at_most_the_image(are
 
     _, _, crop_h, crop_w = views._sample_crop_boxes(1, 40, 40, SIMCLR, uniform)
     assert (crop_w.item(), crop_h.item()) == box and shapes[:2] == [(1, 10), (1, 10)]  # ten tries, as torchvision's
+
+
+def test_a_generator_on_cuda_without_an_index_is_the_current_device_not_any(monkeypatch):
+    from s2r2lib.views import _same_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # a process whose current device is cuda:1
+    assert _same_device(torch.device("cuda"), torch.device("cuda:1"))
+    assert not _same_device(torch.device("cuda"), torch.device("cuda:0"))
+    assert _same_device(torch.device("cpu"), torch.device("cpu"))
