@@ -216,6 +216,9 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     # python -m s2r2lib.bench gpu: one row per measurement; value is text (numbers, yes/no, a device name).
     "bench_gpu": ({"suite": S, "config": S, "metric": S, "value": S, "unit": S, "status": S, "note": S, "wall_s": F,
                    "commit": S, "device": S, "torch": S, "date": S}, ("device", "suite", "config", "metric")),
+    # python -m s2r2lib.bench study: notebook 06's step per setting, "ratio" today's step time over it
+    "bench_study": ({"setting": S, "method": S, "processes": I, "threads": I, "s_per_step": F, "ratio": F,
+                     "first_step_s": F, "wall_s": F, "load_avg": F, "status": S, **_PROVENANCE}, ("device", "method", "setting")),
     "bench_probe": ({"impl": S, "train": I, "test": I, "dim": I, "classes": I, "device": S, "threads": I,
                      "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
                      "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,

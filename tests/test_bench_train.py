@@ -86,13 +86,13 @@ def test_the_study_benchmark_writes_its_rows_where_out_says(tmp_path, monkeypatc
     settings = ["today", "1 thread, channels_last", "2 x 1 thread (the study's)"]
     assert bench_study.main(["--settings", *settings, "--out", str(out)]) == 1  # one setting not measured
     assert capsys.readouterr().out.endswith(f"wrote {out}\n")
-    table = results.read_table(out, dtypes=bench_study.COLUMNS)
+    table = results.read_table(out, dtypes=results.TABLES["bench_study"][0])
     assert table["setting"].tolist() == settings and set(table["method"]) == {"S2R2"}
     assert table["ratio"].tolist()[:2] == [1.0, 2.0] and math.isnan(table["ratio"].astype(float).iloc[2])
     assert table["status"].tolist()[2] == "not measured: timed out" and table["commit"].notna().all()
     timed["today"] = 1.0  # a second run replaces its own rows
     assert bench_study.main(["--settings", "today", "--out", str(out)]) == 0
-    again = results.read_table(out, dtypes=bench_study.COLUMNS)
+    again = results.read_table(out, dtypes=results.TABLES["bench_study"][0])
     assert len(again) == 3 and again["s_per_step"].tolist()[0] == 1.0
 
 

@@ -17,8 +17,8 @@ run's log (the views, forward, loss, backward and optimiser step; not the checkp
 
 ``s_per_step`` is per step of one run, ``ratio`` today's over it (above 1: faster than today). Timings on a
 shared machine move with the neighbours' load: ``load_avg`` (1-minute) is printed beside each; rerun where it
-passes the core count. Nothing is written unless ``--out`` names a CSV: its rows are merged in by method and
-setting (:data:`COLUMNS`), with their provenance.
+passes the core count. The rows are merged into results/bench_study.csv (or ``--out``) by device, method and
+setting, with their provenance.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from . import positive_int, run_worker, serve_worker, suite_parser
+from . import OUT_HELP, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
 
 SETTINGS = {  # name -> (processes, threads per process, channels_last, compile)
     "today": (1, None, True, False),
@@ -84,32 +83,17 @@ def measure(name: str, method: str, steps: int) -> dict:
             "load_avg": load, "status": "measured"}
 
 
-# --out's columns (s2r2lib.results' types), keyed by method and setting
-COLUMNS = {"setting": "string", "method": "string", "processes": "Int64", "threads": "Int64", "s_per_step": "Float64",
-           "ratio": "Float64", "first_step_s": "Float64", "wall_s": "Float64", "load_avg": "Float64",
-           "status": "string", "commit": "string", "device": "string", "torch": "string", "date": "string"}
-
-
-def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """``rows`` merged into the CSV ``path`` by method and setting (locked, atomic), with their provenance."""
-    from ..results import provenance, write_table
-
-    return write_table(Path(path), [{**row, **provenance()} for row in rows], key_columns=("method", "setting"),
-                       dtypes=COLUMNS)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("study", __doc__)
     parser.add_argument("--methods", nargs="+", default=["S2R2"], choices=("S2R2", "SimCLR", "SwAV", "MV-NT-Xent"),
                         metavar="METHOD", help="study methods: S2R2, SimCLR, SwAV, MV-NT-Xent")
     parser.add_argument("--steps", type=positive_int, default=12, help="timed steps per run, after 3 warm-up steps")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING")
-    parser.add_argument("--out", default=None, help="also write the rows to this CSV")
+    parser.add_argument("--out", default=None, help=OUT_HELP.format(table="bench_study"))
     args = parser.parse_args(argv)
     if serve_worker(args, _measure):
         return 0
-    if args.out is not None and (not args.out.endswith(".csv") or Path(args.out).is_dir()):
-        raise SystemExit(f"--out {args.out}: give a .csv file to write the rows to, e.g. --out bench_study.csv")
+    path = out_path(args.out, "bench_study")
     rows = []
     for method in args.methods:
         today = None
@@ -122,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method:10s} {name:28s} " + (f"{row['s_per_step']:.3f} s/step  x{row['ratio']:.2f} vs today  "
                                                   f"(first step {row['first_step_s']:.1f} s, load {row['load_avg']:.1f})"
                                                   if row["status"] == "measured" else row["status"]), flush=True)
-    if args.out:
-        print(f"wrote {write_rows(args.out, rows)}")
+    from ..results import provenance
+
+    prov = provenance("cpu")
+    write_rows(path, "bench_study", [{**row, **prov} for row in rows])
+    print(f"wrote {path}")
     return 0 if all(row["status"] == "measured" for row in rows) else 1
 
 
