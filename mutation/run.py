@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mutmut.stats import status_by_exit_code  # noqa: E402
 
+from s2r2lib.bench import positive_int  # noqa: E402
 from s2r2lib.results import provenance, write_table  # noqa: E402
 
 # module -> the test files that own it (and nothing else: a run stays within about an hour here).
@@ -202,9 +203,10 @@ def run_module(module: str, sample: int | None, seed: int, max_children: int, sh
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python mutation/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
-    parser.add_argument("--sample", type=int, help="run a seeded random sample of this many mutants per module")
+    parser.add_argument("--sample", type=positive_int,
+                        help="run a seeded random sample of this many mutants per module (at least 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
+    parser.add_argument("--max-children", type=positive_int, default=1, help="mutants tested at once")
     parser.add_argument("--show", action="store_true", help="print each surviving mutant's diff")
     parser.add_argument("--timeout-min", type=float, default=240,
                         help="stop a module's mutmut run (and its children) after this many minutes of wall time")

@@ -20,8 +20,10 @@ _METADATA = {
 def save_figure(fig: "matplotlib.figure.Figure", name: str, formats: tuple[str, ...] = ("png", "pdf"),
                 dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``<figures>/<name>.<fmt>`` for each format, atomically; return the paths."""
-    if not name or Path(name).name != name:
-        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    if not name or Path(name).name != name or name.strip(".") == "":
+        raise ValueError(f"figure name must be a plain file stem, e.g. '03_confusion', got {name!r}")
+    if isinstance(formats, str):
+        formats = (formats,)  # formats="png": one format, not the letters p, n, g
     paths = []
     for fmt in formats:
         buffer = io.BytesIO()

@@ -326,6 +326,7 @@ def _heartbeat(label: str, target: Path):
 def _execute(path: Path, number: int, count: int, profile: str, data_root: str | None, output: Path,
              publish: bool) -> Path:
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     params = parameters_for(path, profile, data_root, publish=publish)
     print(f"[{number}/{count}] {path.stem} (profile {profile}) ...", flush=True)
@@ -337,6 +338,9 @@ def _execute(path: Path, number: int, count: int, profile: str, data_root: str |
     except papermill.PapermillExecutionError as error:
         raise SystemExit(f"{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
                          f"the executed copy, with the traceback, is {target}") from None
+    except (DeadKernelError, CellTimeoutError) as error:  # a kernel killed (out of memory, say) or a cell stuck
+        raise SystemExit(f"{path.name} stopped: {type(error).__name__}: {str(error).strip()[:300]}\nthe executed "
+                         f"copy, as far as it got, is {target}; rerun: finished runs are reused") from None
     print(f"[{number}/{count}] {path.stem} done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
     return target
 

@@ -86,8 +86,8 @@ def _folder(kind: str, published: bool | None = None) -> Path:
     if kind not in _DIRS:
         raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(_DIRS)}")
     env, public, scratch = _DIRS[kind]
-    if os.environ.get(env):
-        return Path(os.environ[env])
+    if os.environ.get(env):  # a relative one is the checkout's, wherever the process runs (a kernel: notebooks/)
+        return project_dir() / os.environ[env]
     return project_dir() / (public if (publishing() if published is None else published) else scratch)
 
 

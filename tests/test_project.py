@@ -69,6 +69,10 @@ def test_saved_figures_are_byte_identical_on_a_rerun():
     second = [p.read_bytes() for p in plots.save_figure(fig, "rerun")]
     assert first == second
     assert results.output_dir("figures") != ROOT / "figures"  # tests never write the committed figures
+    assert [p.name for p in plots.save_figure(fig, "one", formats="png")] == ["one.png"]  # not p, n and g
+    for name in ("..", ".", "", "a/b"):
+        with pytest.raises(ValueError, match="plain file stem"):
+            plots.save_figure(fig, name)
 
 
 # --- The run cache: a run is reused while its config, data and training code are unchanged -------------
@@ -382,3 +386,28 @@ def test_a_mutation_score_names_edited_tests_in_its_commit(mutation_run, tmp_pat
     assert mutation_run.tested_provenance()["commit"] == "abc1234+modified:tests"
     commit["commit"] = "abc1234+modified:s2r2lib"
     assert mutation_run.tested_provenance()["commit"] == "abc1234+modified:s2r2lib,tests"
+
+
+def test_a_dead_kernel_ends_the_pipeline_with_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from nbclient.exceptions import DeadKernelError
+
+    def killed(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(reproduce, "execute_notebook", killed)
+    with pytest.raises(SystemExit, match=r"01_loss_derivation.ipynb stopped: DeadKernelError: Kernel died"):
+        reproduce.run("quick", only=["01"], output=tmp_path)
+
+
+def test_a_relative_output_folder_is_the_checkouts_wherever_the_process_runs(monkeypatch):
+    monkeypatch.setenv("S2R2_RESULTS_DIR", "build/scratch/relative")
+    for where in (ROOT, ROOT / "notebooks"):  # a notebook's kernel runs in notebooks/
+        monkeypatch.chdir(where)
+        assert results._folder("results") == ROOT / "build" / "scratch" / "relative"
+
+
+def test_a_mutation_sample_of_zero_is_refused_not_run_as_the_whole_census(mutation_run, capsys):
+    for sample in ("0", "-3"):
+        with pytest.raises(SystemExit):
+            mutation_run.main(["--modules", "losses", "--sample", sample])
+        assert "argument --sample" in capsys.readouterr().err

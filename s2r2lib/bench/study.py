@@ -30,6 +30,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..results import provenance
 from . import OUT_HELP, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
 
 SETTINGS = {  # name -> (processes, threads per process, channels_last, compile)
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if serve_worker(args, _measure):
         return 0
     path = out_path(args.out, "bench_study")
+    prov = provenance("cpu")  # the code the workers start from, not whatever the checkout holds at the end
     rows = []
     for method in args.methods:
         today = None
@@ -106,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method:10s} {name:28s} " + (f"{row['s_per_step']:.3f} s/step  x{row['ratio']:.2f} vs today  "
                                                   f"(first step {row['first_step_s']:.1f} s, load {row['load_avg']:.1f})"
                                                   if row["status"] == "measured" else row["status"]), flush=True)
-    from ..results import provenance
-
-    prov = provenance("cpu")
-    write_rows(path, "bench_study", [{**row, **prov} for row in rows])
+    rounded = {"s_per_step": 4, "ratio": 3, "first_step_s": 2, "wall_s": 1, "load_avg": 2}
+    write_rows(path, "bench_study", [{**{k: round(v, rounded[k]) if k in rounded and v == v else v
+                                         for k, v in row.items()}, **prov} for row in rows])
     print(f"wrote {path}")
     return 0 if all(row["status"] == "measured" for row in rows) else 1
 
