@@ -197,8 +197,10 @@ RUN_COLUMNS = list(RUN_DTYPES)
 RUN_KEY = ("table", "arch", "dataset", "method", "images", "views", "epochs", "seed", "lr", "steps", "metric",
            "source")
 
+# a verdict is judged from runs.csv rows: rows_commits names the commits that made them, commit, device and date
+# the code that judged them (s2r2lib.study.judged_provenance)
 _VERDICT = {"claim": S, "data": S, "verdict": S, "effect": F, "ci_low": F, "ci_high": F, "threshold": F, "seeds": I,
-            "comparison": S, "level": F}
+            "comparison": S, "level": F, "rows_commits": S, "commit": S, "device": S, "date": S}
 # name (the file's stem in results/) -> (column -> dtype, key columns)
 TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "runs": (RUN_DTYPES, RUN_KEY),

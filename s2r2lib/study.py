@@ -1243,13 +1243,25 @@ def _lr(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def write_verdicts(table: "pd.DataFrame", plan: StudyPlan) -> Path:
+def judged_provenance(rows) -> dict[str, str]:
+    """How a table judged from study ``rows`` was made: ``rows_commits``, the commits of the rows it read
+    (their devices, dates and times are in runs.csv), and the judging code's commit, device and date."""
+    from .results import provenance
+
+    prov = provenance("cpu")
+    commits = sorted({str(row["commit"]) for row in rows if str(row.get("commit", "")).strip()})
+    return {"rows_commits": " ".join(commits), "commit": prov["commit"], "device": prov["device"],
+            "date": prov["date"]}
+
+
+def write_verdicts(table: "pd.DataFrame", plan: StudyPlan, rows) -> Path:
     """results/study_verdicts.csv (a table of :data:`s2r2lib.results.TABLES`; the name is ``plan``'s
-    :func:`output_name`, so a study at another scale writes its own): the verdicts, numbers as fractions with
-    4 decimals, merged by (claim, data, comparison) under the file's lock."""
+    :func:`output_name`, so a study at another scale writes its own): the verdicts judged from ``rows``, numbers
+    as fractions with 4 decimals, with :func:`judged_provenance`, merged by (claim, data, comparison) under the
+    file's lock."""
     from .results import write_table
 
-    return write_table(output_name(plan, "study_verdicts"), table.round(4))
+    return write_table(output_name(plan, "study_verdicts"), table.round(4).assign(**judged_provenance(rows)))
 
 
 # --- The long profile: is the budget long enough? -------------------------------------------------------
@@ -1297,12 +1309,13 @@ def budget_checks(rows, plan: StudyPlan) -> "pd.DataFrame":
     return pd.concat(tables, ignore_index=True)[["budget", *VERDICT_COLUMNS]]
 
 
-def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan) -> Path:
+def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan, rows) -> Path:
     """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`, named by ``plan``'s
-    :func:`output_name`), merged by (budget, claim, data, comparison) under the file's lock."""
+    :func:`output_name`): the checks judged from ``rows``, with :func:`judged_provenance`, merged by (budget,
+    claim, data, comparison) under the file's lock."""
     from .results import write_table
 
-    return write_table(output_name(plan, "study_budget"), table.round(4))
+    return write_table(output_name(plan, "study_budget"), table.round(4).assign(**judged_provenance(rows)))
 
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------
@@ -1412,8 +1425,8 @@ def run_and_publish(plan: StudyPlan, root: str | Path, data_root: str | None = N
     are the notebook's. Returns the verdicts."""
     run = run_and_collect(plan, root, data_root)
     table = verdicts(run.rows, run.plan, run.outcome["not_measured"])
-    write_verdicts(table, run.plan)
-    write_budget_checks(budget_checks(run.rows, run.plan), run.plan)
+    write_verdicts(table, run.plan, run.rows)
+    write_budget_checks(budget_checks(run.rows, run.plan), run.plan, run.rows)
     return table
 
 

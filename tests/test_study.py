@@ -559,7 +559,9 @@ def test_notebook_06_runs_the_quick_study_and_writes_every_verdict(tmp_path, ses
     assert "timing pass: " not in progress and "lr search: " in progress and "runs: " in progress  # labelled
     assert "budget: " not in progress and re.search(r"lr search: S2R2 [\d.e-]+, SimCLR ", progress)  # the winners
     assert {name: (tmp_path / "results" / f"{name}.csv").read_bytes() for name in published} == published
-    assert (tmp_path / "results" / "study_verdicts_gpu.csv").read_bytes() == published["study_verdicts"]
+    same = [pd.read_csv(source).drop(columns="date") for source in  # the same verdicts, judged a moment apart
+            (io.BytesIO(published["study_verdicts"]), tmp_path / "results" / "study_verdicts_gpu.csv")]
+    assert same[0].equals(same[1])
     assert (tmp_path / "results" / "study_budget_gpu.csv").is_file()
     tables = results.read_runs()["table"].value_counts()
     assert (tables["study-gpu"], tables["study-gpu-lr"]) == (tables["study"], tables["study-lr"])
@@ -1135,11 +1137,12 @@ def test_s2r2s_lead_is_not_a_number_where_a_set_has_no_baseline():
 def test_run_and_publish_judges_a_rerun_beside_the_committed_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("S2R2_RESULTS_DIR", str(tmp_path / "results"))
     plan = dataclasses.replace(QUICK, seeds=(0, 1, 2), rerun="extend")
-    committed = synthetic_rows(plan, lead=0.1)
+    committed = [dict(r, commit="aaa1111") for r in synthetic_rows(plan, lead=0.1)]
     monkeypatch.setattr(study, "committed_rows", lambda: committed)
     five = dataclasses.replace(plan, seeds=(0, 1, 2, 3, 4))
     # seeds 3 and 4, with S2R2 far behind: judged beside the committed seeds 0-2, they change the verdicts
-    extension = [r for r in synthetic_rows(five, lead=-0.3, noise=(0, 0, 0, 0.002, -0.002)) if r["seed"] in (3, 4)]
+    extension = [dict(r, commit="bbb2222") for r in synthetic_rows(five, lead=-0.3, noise=(0, 0, 0, 0.002, -0.002))
+                 if r["seed"] in (3, 4)]
     monkeypatch.setattr(study, "run_study", lambda *a: {"search": [], "rows": extension, "budget": {},
                                                         "not_measured": {}})
     table = study.run_and_publish(plan, tmp_path / "study")
@@ -1152,6 +1155,10 @@ def test_run_and_publish_judges_a_rerun_beside_the_committed_rows(tmp_path, monk
     written = results.read_table(tmp_path / "results" / "study_verdicts.csv")
     assert written["verdict"].tolist() == table["verdict"].tolist() and len(written) == len(table)
     assert (tmp_path / "results" / "study_budget.csv").is_file()
+    budget = results.read_table(tmp_path / "results" / "study_budget.csv")
+    for judged_table in (written, budget):  # how they were made: the rows' commits, and the judging's
+        assert set(judged_table["rows_commits"]) == {"aaa1111 bbb2222"}
+        assert set(judged_table["commit"]) == {results.git_commit()} and judged_table["date"].str.len().min() == 20
 
 
 # --- The journal: a study stopped on one machine goes on on another --------------------------------------
