@@ -72,8 +72,9 @@ class ViewRecipe:
 
 
 SIMCLR = ViewRecipe()
-# SimCLR's CIFAR-10 setting (App. B.9): colour strength s = 0.5, for 32-px images; this project's CPU miniature
-# (32-px views) trains with it, the paper presets (96 px) with SIMCLR.
+# SimCLR's colour strength for CIFAR-10 (App. B.9), s = 0.5, for 32-px images; the rest of the recipe, the blur
+# included, is SIMCLR's. This project's CPU miniature (32-px views) trains with it, the paper presets (96 px)
+# with SIMCLR.
 SIMCLR_CIFAR = dataclasses.replace(SIMCLR, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 RECIPES = {"simclr": SIMCLR, "simclr-cifar": SIMCLR_CIFAR}  # TrainConfig.recipe names these
 # SwAV's multi-crop (Caron et al. 2020) at S2R2's 96 px: (views per image, size, crop area range).
