@@ -53,7 +53,7 @@ gpu-check:
 ## Notebook 06's study on one GPU (python -m s2r2lib.study run --plan gpu; more than one 10-minute device call
 ## by estimate): rows to results/runs.csv (table study-gpu), verdicts to results/study_verdicts_gpu.csv; the
 ## results/ folder can be moved with S2R2_RESULTS_DIR=.... Stopped, it keeps each finished job's rows in
-## build/study/journal.jsonl: put that file and build/study/budget.json into another machine's build/study/, and
+## build/study/journal.jsonl: put that file and build/study/budget-*.json into another machine's build/study/, and
 ## the study goes on there from where it stopped. Same Python as gpu-check; it installs nothing.
 gpu-study:
 	S2R2_PUBLISH=1 $(if $(wildcard $(PY)),$(PY),python3) -m s2r2lib.study run --plan gpu

@@ -203,11 +203,12 @@ def run(profile: str = "default", data_root: str | None = None, only: list[str] 
         os.environ[FRESH_ENV] = f"{time.time_ns()}"
         shutil.rmtree(project_dir() / "build" / "features", ignore_errors=True)  # probe caches, recreated as needed
         if any(path.stem.startswith("06") for path in paths):  # the study's runs, probes and journal
-            from .study import default_root
+            from .study import clear_for_fresh, default_root
 
             if default_root().exists():
-                print(f"--fresh: removing {default_root()}, so that notebook 06 trains and probes its study again")
-                shutil.rmtree(default_root())
+                print(f"--fresh: emptying {default_root()} (a GPU study's journal and budget kept), so that notebook "
+                      f"06 trains and probes its study again")
+                clear_for_fresh(default_root())
     try:
         return [_execute(path, number, len(paths), profile, data_root, output, publish)
                 for number, path in enumerate(paths, start=1)]

@@ -22,8 +22,8 @@ Fashion-MNIST), ``quick`` (the tests), ``gpu`` (ResNet18).
 Every run folder is keyed by its config's content, and every probe result is cached beside the runs:
 an interrupted study resumes where it stopped, and a finished one is read back, not retrained. Each
 finished job's rows also go, as it finishes, to ``<root>/journal.jsonl`` (:class:`Journal`), keyed by the
-job and not by where it ran: with ``budget.json``, that one small file lets a study stopped on one machine
-(a GPU lent for minutes) go on from where it stopped on another.
+job and not by where it ran: with the plan's ``budget-*.json`` (:func:`budget_path`), that one small file lets a
+study stopped on one machine (a GPU lent for minutes) go on from where it stopped on another.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -274,7 +275,7 @@ PLANS = {
     # that load (eight ResNet18s sharing the GPU: a slower step than one alone), and 12 s of training a run
     # to keep the steps near the CPU study's ~400. Its probes fit on the GPU (fit_probe on the plan's device).
     # It needs more than one device call by estimate: each finished job's rows are in build/study's journal
-    # (Journal), which with budget.json lets the next call, on any machine, go on from there. Resume
+    # (Journal), which with its budget-*.json lets the next call, on any machine, go on from there. Resume
     # checkpoints only at the snapshots: about 60 runs would otherwise write some 50 GB. Fashion-MNIST's files
     # are not on the device machine.
     "gpu": dataclasses.replace(_FULL, table="study-gpu", train_seconds=12.0, seeds=(0, 1, 2), arch="resnet18",
@@ -500,6 +501,37 @@ class Journal:
         return [done[key] if key in done else next(fresh) for key in keys]
 
 
+def clear_for_fresh(root: str | Path) -> None:
+    """Empty the study folder ``root`` for ``make reproduce FRESH=1`` (every run trained and probed again),
+    keeping what this machine could not remake: the journal's jobs that ran on a GPU and the budgets of plans
+    on a GPU (carried here from a lent device; ``--fresh`` retrains the CPU study only)."""
+    from .fileio import atomic_write_bytes, locked
+
+    root = Path(root)
+    if not root.exists():
+        return
+    journal = Journal(root).path
+    with locked(journal):
+        lines = journal.read_text().splitlines() if journal.is_file() else []
+        kept = [line for line in lines if _ran_on_gpu(line)]
+        budgets = {path.name: path.read_bytes() for path in root.glob("budget-*.json")
+                   if str(json.loads(path.read_text())["plan"].get("device", "")).startswith("cuda")}
+        for path in root.iterdir():
+            if path != journal and not path.name.startswith(f".{journal.name}"):  # (the lock stays while held)
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for name, data in budgets.items():
+            atomic_write_bytes(root / name, data)
+        atomic_write_bytes(journal, "".join(f"{line}\n" for line in kept).encode())
+
+
+def _ran_on_gpu(line: str) -> bool:
+    try:
+        rows = json.loads(line)["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False  # a line cut short by a kill
+    return bool(rows) and all(str(row.get("device", "")).startswith("cuda") for row in rows)
+
+
 # --- The probe: one for every encoder and every floor ------------------------------------------------
 
 @functools.lru_cache(maxsize=2)
@@ -643,14 +675,23 @@ def time_job(job: dict) -> dict[str, float]:
     return out
 
 
+def budget_path(plan: StudyPlan, root: str | Path) -> Path:
+    """``<root>/budget-<digest>.json``: the timing pass of ``plan``, named by what it times (the plan but for
+    the fields that name its rows and files), one file per plan."""
+    timed = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("table", "checkpoint_every")}
+    digest = hashlib.sha256(json.dumps(timed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(root) / f"budget-{digest}.json"
+
+
 def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
     """Steps per method for equal measured training time: every worker times every method at once (the
     load they will train under), the medians averaged over workers; steps = train_seconds / step time.
-    Saved in ``<root>/budget.json`` and read back on a rerun of the same plan (whatever table its rows go
-    to), so a resumed study keeps its runs."""
-    path = Path(root) / "budget.json"
+    Saved in ``<root>/budget-<plan digest>.json`` (:func:`budget_path`) and read back on a rerun of the same
+    plan (whatever table its rows go to), so a resumed study keeps its runs, and a study of another plan in
+    the same root (the quick one, say) never replaces it: a new timing would change every run's steps."""
     wanted = {"plan": {k: v for k, v in dataclasses.asdict(plan).items()  # (these name rows and files, not runs)
                        if k not in ("table", "checkpoint_every")}}
+    path = budget_path(plan, root)
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved["plan"] == json.loads(json.dumps(wanted["plan"])):

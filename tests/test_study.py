@@ -407,7 +407,10 @@ def test_budget_gives_every_method_the_same_measured_time_and_is_reused(tmp_path
         {m: 60.0 for m in study.METHODS})
     assert study.measure_budget(plan, tmp_path, workers) == budget and workers.calls == 1  # read back
     study.measure_budget(dataclasses.replace(plan, train_seconds=30.0), tmp_path, workers)
-    assert workers.calls == 2  # another plan is timed again
+    assert workers.calls == 2  # another plan is timed again ...
+    assert study.measure_budget(plan, tmp_path, workers) == budget and workers.calls == 2  # ... beside the first
+    assert study.measure_budget(dataclasses.replace(plan, table="study-gpu"), tmp_path, workers) == budget
+    assert workers.calls == 2 and len(list(tmp_path.glob("budget-*.json"))) == 2  # (the table names only rows)
     short = study.measure_budget(dataclasses.replace(plan, train_seconds=0.45), tmp_path, workers)
     assert short["steps"] == {m: 4 for m in study.METHODS}  # at least 4, however short the budget
 
@@ -1191,7 +1194,7 @@ def test_a_stopped_study_goes_on_elsewhere_from_its_journal_and_budget(tmp_path,
     assert len(study.Journal(tmp_path / "first").read()) == stop_after  # each job written as it finished
     elsewhere = tmp_path / "second"  # another machine: only the two small files travel
     elsewhere.mkdir()
-    for name in (study.JOURNAL, "budget.json"):
+    for name in (study.JOURNAL, study.budget_path(QUICK, "").name):
         (elsewhere / name).write_bytes((tmp_path / "first" / name).read_bytes())
     monkeypatch.setattr(study, "time_job", None)  # the budget is read back, not timed again
     rest = []
@@ -1295,3 +1298,21 @@ def test_the_studys_probe_fits_on_the_studys_device(tmp_path, monkeypatch, spy):
                         torch.zeros(len(images), 4))
     study.probe_encoder(None, "embedded", 40, 20, 10, False, tmp_path / "encoder", device="cuda")
     assert seen == ["cuda", "cuda"] and asked == ["cuda", "cuda"]
+
+
+def test_fresh_empties_the_study_folder_but_keeps_the_gpu_studys_journal_and_budget(tmp_path):
+    root = tmp_path / "study"
+    (root / "embedded-object" / "S2R2-abc").mkdir(parents=True)
+    (root / "embedded-object" / "S2R2-abc" / "checkpoint.pt").write_bytes(b"run")
+    cpu = json.dumps({"job": "a", "rows": [{"device": "cpu:AMD EPYC (2 cores, 1 threads)", "value": "0.5"}]})
+    gpu = json.dumps({"job": "b", "rows": [{"device": "cuda:NVIDIA H200", "value": "0.6"}]})
+    (root / study.JOURNAL).write_text(f"{cpu}\n{gpu}\n{{\"job\": \"c\", \"ro\n")  # the last cut short by a kill
+    gpu_budget = study.budget_path(study.PLANS["gpu"], root)
+    for plan in (study.PLANS["full"], study.PLANS["gpu"]):
+        study.budget_path(plan, root).write_text(json.dumps({"plan": dataclasses.asdict(plan), "steps": {}}))
+    study.clear_for_fresh(root)
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted([study.JOURNAL,
+                                                                                            gpu_budget.name])
+    assert (root / study.JOURNAL).read_text() == f"{gpu}\n"
+    assert study.Journal(root).read() == {"b": [{"device": "cuda:NVIDIA H200", "value": "0.6"}]}
+    study.clear_for_fresh(tmp_path / "none")  # nothing there: nothing to do
