@@ -149,8 +149,8 @@ def tested_provenance() -> dict:
     """:func:`provenance` of the scratch copy about to be taken: a score measures the tests as much as the code,
     so uncommitted edits under tests/ or mutation/ mark the commit ``+modified:tests`` too."""
     prov = provenance("cpu")
-    edited = subprocess.run(["git", "status", "--porcelain", "--", "tests", "mutation"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.strip()
+    edited = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "tests", "mutation"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()  # (tracked: copied)
     if edited:
         commit = prov["commit"]
         prov["commit"] = f"{commit},tests" if "+modified:" in commit else f"{commit}+modified:tests"

@@ -32,6 +32,10 @@ class NotYet(AssertionError):
     """A wrong answer to an exercise; the message is its hint."""
 
 
+class OverSources(ValueError):
+    """Copies asked to be written over the source notebooks."""
+
+
 def _judge(right: bool, hint: str, why: str) -> str:
     if not right:
         raise NotYet(f"Not yet. Hint: {hint}")
@@ -227,8 +231,8 @@ def write_copies(kind: str, out: str | Path | None = None, notebooks: Path | Non
     sources = notebook_paths(notebooks)
     out = Path(out) if out is not None else project_dir(sources[0].parent) / "build" / kind
     if out.resolve() == sources[0].parent.resolve():
-        raise ValueError(f"out {str(out)!r} is the notebooks' own folder: the {kind} copies would overwrite the "
-                         f"sources; write them elsewhere, e.g. build/{kind} (the default)")
+        raise OverSources(f"out {str(out)!r} is the notebooks' own folder: the {kind} copies would overwrite the "
+                          f"sources; write them elsewhere, e.g. build/{kind} (the default)")
     written = []
     for path in sources:
         copied = nbformat.writes(copy_for(nbformat.read(path, as_version=4), kind))
@@ -244,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = write_copies(args.kind, args.out)
-    except ValueError as error:
-        parser.error(str(error).replace("out ", "--out ", 1))
+    except OverSources as error:
+        parser.error(f"--{error}")
     for path in written:
         print(path)
     return 0

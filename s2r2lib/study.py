@@ -120,9 +120,12 @@ def committed_figure1() -> tuple[list[dict], int, int]:
     if committed.empty:
         raise FileNotFoundError("results/runs.csv holds no figure1 rows yet: set retrain = True, or run make reproduce")
     trained = committed[committed["method"] != "random-init"]
+    if trained.empty:
+        raise FileNotFoundError("results/runs.csv holds only the floor of figure1, no trained point: set retrain = "
+                                "True, or run make reproduce")
     images, views = int(trained["images"].mode()[0]), int(trained["views"].mode()[0])
     print(f"the {len(committed)} committed figure1 rows of results/runs.csv (commit "
-          f"{', '.join(committed['commit'].unique())}): B in {sorted(trained['images'].unique().tolist())}, "
+          f"{', '.join(committed['commit'].dropna().astype(str).unique())}): B in {sorted(trained['images'].unique().tolist())}, "
           f"K in {sorted(trained['views'].unique().tolist())}; set retrain = True to train your own grid")
     return committed.to_dict("records"), images, views
 
@@ -734,6 +737,11 @@ def budget_table(rows, plan: StudyPlan, budget: dict | None = None) -> "pd.DataF
 
 # --- The whole study ---------------------------------------------------------------------------------
 
+def winning_lr(scores: dict[float, float]) -> float:
+    """The winner of an lr search's ``scores`` (lr -> validation top-1): the best score, the smaller lr on a tie."""
+    return max(scores, key=lambda lr: (scores[lr], -lr))
+
+
 def lr_extension(scores: dict[float, float], grid) -> float | None:
     """The learning rate to add when the best of ``scores`` (lr -> validation top-1) sits at an edge of the lrs
     scored so far: one ``grid`` ratio beyond it. None when the winner is inside, or once
@@ -741,7 +749,7 @@ def lr_extension(scores: dict[float, float], grid) -> float | None:
     grid, tried = sorted(grid), sorted(scores)
     if len(set(tried) - set(grid)) >= MAX_LR_EXTENSIONS:
         return None
-    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    best = winning_lr(scores)
     if best not in (tried[0], tried[-1]):
         return None
     beyond = best * grid[-1] / grid[-2] if best == tried[-1] else best * grid[0] / grid[1]
@@ -751,7 +759,7 @@ def lr_extension(scores: dict[float, float], grid) -> float | None:
 def lr_at_edge(scores: dict[float, float]) -> bool:
     """Whether the best of ``scores`` is the smallest or largest lr scored: a search that ended there (after
     :data:`MAX_LR_EXTENSIONS`) did not find the method's best lr."""
-    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    best = winning_lr(scores)
     return best in (min(scores), max(scores))
 
 
@@ -793,7 +801,7 @@ def lr_search(plan: StudyPlan, budget: dict, root: Path, workers: Workers, data_
     best = {}
     for method in METHODS:
         scores = {float(r["lr"]): float(r["value"]) for r in rows if r["method"] == method}
-        best[method] = max(scores, key=lambda lr: (scores[lr], -lr))
+        best[method] = winning_lr(scores)
         if lr_at_edge(scores):
             print(f"lr search: {method}'s best lr, {best[method]:g}, is still at an edge after {MAX_LR_EXTENSIONS} "
                   f"extensions: its runs are not at its best lr", flush=True)
@@ -1261,16 +1269,15 @@ def lr_search_lines(rows) -> list[str]:
     rows = pd.DataFrame(rows)
     if rows.empty or not (rows["table"] == "study-lr").any():
         return []
-    df = frame(rows[rows["table"] == "study-lr"])
-    search, lines, at_edge = df[df["table"] == "study-lr"], [], []
-    for (dataset, method), group in search.groupby(["dataset", "method"], sort=False):
+    lines, at_edge = [], []
+    for (dataset, method), group in frame(rows[rows["table"] == "study-lr"]).groupby(["dataset", "method"], sort=False):
         scores = dict(zip(group["lr"], group["value"]))
-        best = max(scores, key=lambda lr: (scores[lr], -lr))
+        best, edge = winning_lr(scores), lr_at_edge(scores)
         cells = ", ".join(f"**{_lr(lr)}: {100 * value:.1f} %**" if lr == best else f"{_lr(lr)}: {100 * value:.1f} %"
                           for lr, value in sorted(scores.items()))
-        if lr_at_edge(scores):
+        if edge:
             at_edge.append(f"{method} on {dataset}")
-        where = "at an edge of the lrs scored, so not shown to be its best" if lr_at_edge(scores) else "inside them"
+        where = "at an edge of the lrs scored, so not shown to be its best" if edge else "inside them"
         lines.append(f"- {dataset}, {method}: {cells}; the winner lies {where}.")
     if lines:
         lines += ["", "Every winner lies inside the learning rates scored." if not at_edge else

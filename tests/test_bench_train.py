@@ -115,6 +115,8 @@ def test_meets_goal_agrees_with_the_overhead_share_the_row_shows(monkeypatch):
     ("loss", ["--device", "gpu"], "--device 'gpu' is not a device; use cpu or cuda, or all"),
     ("views", ["--device", "gpu"], "--device 'gpu' is not a device; use cpu or cuda"),
     ("train", ["--device", "tpu:0"], "--device 'tpu:0' is not a device"),
+    ("loss", ["--device", "mps"], "--device mps: the benchmarks measure on cpu or cuda only"),
+    ("probe", ["--device", "meta"], "--device meta: the benchmarks measure on cpu or cuda only"),
     ("probe", ["--out", "probe.txt"], "--out probe.txt: give a .csv file"),
     ("loss", ["--out", "."], "--out .: give a .csv file"),
     ("study", ["--out", "rows.txt"], "--out rows.txt: give a .csv file"),
@@ -160,3 +162,13 @@ def test_a_suites_rows_go_to_any_csv_name_under_the_tables_columns_and_key(tmp_p
            "status": "measured", "commit": "abc1234", "torch": "2", "date": "d"}
     suites.write_rows(path, "bench_loss", [row, {**row, "threads": 2}])  # different threads: two rows
     assert len(results.read_table(path, dtypes=results.TABLES["bench_loss"][0])) == 2
+
+
+def test_a_cuda_index_this_machine_lacks_is_refused(monkeypatch):
+    from s2r2lib import bench as suites
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert suites.checked_device("cuda:0") == "cuda:0" and suites.checked_device("cuda") == "cuda"
+    with pytest.raises(SystemExit, match="this machine has 1 CUDA device"):
+        suites.checked_device("cuda:7")

@@ -191,8 +191,21 @@ def test_the_copies_never_overwrite_the_source_notebooks(tmp_path, capsys):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     (notebooks / "01_x.ipynb").write_bytes(NOTEBOOKS[0].read_bytes())
-    with pytest.raises(ValueError, match="the notebooks' own folder"):
+    with pytest.raises(course.OverSources, match="the notebooks' own folder"):
         course.write_copies("student", out=notebooks, notebooks=notebooks)
     assert (notebooks / "01_x.ipynb").read_bytes() == NOTEBOOKS[0].read_bytes()
     written = course.write_copies("student", out=tmp_path / "student", notebooks=notebooks)
     assert [p.name for p in written] == ["01_x.ipynb"] and course.BEGIN not in written[0].read_text()
+
+
+def test_the_course_command_names_out_only_for_its_own_refusal(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(NOTEBOOKS[0].parents[1])
+    with pytest.raises(SystemExit):
+        course.main(["student", "--out", "notebooks"])
+    assert "error: --out 'notebooks' is the notebooks' own folder" in capsys.readouterr().err
+    def broken(kind, out):
+        raise ValueError("a '### BEGIN SOLUTION' without its '### END SOLUTION' (or the reverse) in: x")
+
+    monkeypatch.setattr(course, "write_copies", broken)
+    with pytest.raises(ValueError, match="without its '### END SOLUTION'"):  # the notebook's fault, said as is
+        course.main(["student"])

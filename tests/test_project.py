@@ -383,6 +383,8 @@ def test_a_mutation_score_names_edited_tests_in_its_commit(mutation_run, tmp_pat
     commit = {"commit": "abc1234"}
     monkeypatch.setattr(mutation_run, "provenance", lambda device: dict(commit))
     assert mutation_run.tested_provenance()["commit"] == "abc1234"
+    (tmp_path / "tests" / "scratch.py").write_text("x = 1\n")  # untracked: the scratch copy leaves it out
+    assert mutation_run.tested_provenance()["commit"] == "abc1234"
     (tmp_path / "tests" / "test_a.py").write_text("def test(): assert True\n")
     assert mutation_run.tested_provenance()["commit"] == "abc1234+modified:tests"
     commit["commit"] = "abc1234+modified:s2r2lib"

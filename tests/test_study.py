@@ -1316,3 +1316,14 @@ def test_fresh_empties_the_study_folder_but_keeps_the_gpu_studys_journal_and_bud
     assert (root / study.JOURNAL).read_text() == f"{gpu}\n"
     assert study.Journal(root).read() == {"b": [{"device": "cuda:NVIDIA H200", "value": "0.6"}]}
     study.clear_for_fresh(tmp_path / "none")  # nothing there: nothing to do
+
+
+def test_figure1_without_a_trained_point_asks_for_a_retrain(monkeypatch):
+    floor_only = pd.DataFrame([{"table": "figure1", "source": "measured", "method": "random-init", "images": None,
+                                "views": None, "commit": "abc1234"}])
+    monkeypatch.setattr(results, "committed_table", lambda name: floor_only)
+    with pytest.raises(FileNotFoundError, match="only the floor of figure1, no trained point: set retrain = True"):
+        study.committed_figure1()
+    monkeypatch.setattr(results, "committed_table", lambda name: floor_only.iloc[:0])
+    with pytest.raises(FileNotFoundError, match="holds no figure1 rows yet"):
+        study.committed_figure1()

@@ -46,12 +46,17 @@ def checked_device(device: str, allow_all: bool = False) -> str:
         return device
     choices = "cpu or cuda" + (", or all" if allow_all else "")
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except RuntimeError:
         raise SystemExit(f"--device {device!r} is not a device; use {choices}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if parsed.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {device}: the benchmarks measure on cpu or cuda only; use {choices}")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: CUDA is not available here, so nothing would be measured; use "
                          f"--device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise SystemExit(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); use "
+                         f"--device cuda")
     return device
 
 
