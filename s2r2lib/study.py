@@ -1211,7 +1211,7 @@ def verdict_sentence(row) -> str:
         return (f"{data}: {comparison} is {interval}, against a seed noise (SD) of {100 * row['threshold']:.1f} points: "
                 f"{verdict}.")
     what = f"Claim {claim} ({_CLAIMS[claim]})" if claim != "control" else "The control"
-    threshold = f"the threshold of {100 * row['threshold']:.1f} points declared before the runs"
+    threshold = f"the threshold of {100 * row['threshold']:.1f} points (set by a rule declared before the runs)"
     rule = {"supported": f"the interval lies above 0 and the effect reaches {threshold}",
             "contradicted": f"the whole interval lies below {threshold}",
             "inconclusive": f"the interval reaches below 0 or the effect falls short of {threshold}, "
