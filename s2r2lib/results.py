@@ -132,8 +132,9 @@ def changed_sources() -> list[str]:
 
 def git_commit(short: bool = True) -> str:
     """The commit of the library's checkout (:func:`code_dir`), with ``+modified:s2r2lib,notebooks`` naming the
-    parts of the code that differ from it (results, figures and a notebook's saved outputs never count); $S2R2_COMMIT where set (a copy of
-    the checkout without git, e.g. on a lent GPU machine); ``unknown`` outside git."""
+    parts of the code that differ from it (results, figures and a notebook's saved outputs never count);
+    $S2R2_COMMIT where set (a copy of the checkout without git, e.g. on a lent GPU machine); ``unknown`` outside
+    git."""
     if os.environ.get("S2R2_COMMIT"):
         return os.environ["S2R2_COMMIT"]
     try:
@@ -221,7 +222,8 @@ TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
                    "commit": S, "device": S, "torch": S, "date": S}, ("device", "suite", "config", "metric")),
     # python -m s2r2lib.bench study: notebook 06's step per setting, "ratio" today's step time over it
     "bench_study": ({"setting": S, "method": S, "processes": I, "threads": I, "s_per_step": F, "ratio": F,
-                     "first_step_s": F, "wall_s": F, "load_avg": F, "status": S, **_PROVENANCE}, ("device", "method", "setting")),
+                     "first_step_s": F, "wall_s": F, "load_avg": F, "status": S, **_PROVENANCE},
+                    ("device", "method", "setting")),
     "bench_probe": ({"impl": S, "train": I, "test": I, "dim": I, "classes": I, "device": S, "threads": I,
                      "linear_s": F, "knn_s": F, "map_s": F, "total_s": F, "speedup_vs_before": F, "meets_goal": S,
                      "linear_top1": F, "knn20_top1": F, "knn200_top1": F, "retrieval_map": F, "note": S, "status": S,

@@ -124,9 +124,10 @@ def committed_figure1() -> tuple[list[dict], int, int]:
         raise FileNotFoundError("results/runs.csv holds only the floor of figure1, no trained point: set retrain = "
                                 "True, or run make reproduce")
     images, views = int(trained["images"].mode()[0]), int(trained["views"].mode()[0])
-    print(f"the {len(committed)} committed figure1 rows of results/runs.csv (commit "
-          f"{', '.join(committed['commit'].dropna().astype(str).unique())}): B in {sorted(trained['images'].unique().tolist())}, "
-          f"K in {sorted(trained['views'].unique().tolist())}; set retrain = True to train your own grid")
+    commits = ", ".join(committed["commit"].dropna().astype(str).unique())
+    print(f"the {len(committed)} committed figure1 rows of results/runs.csv (commit {commits}): B in "
+          f"{sorted(trained['images'].unique().tolist())}, K in {sorted(trained['views'].unique().tolist())}; set "
+          f"retrain = True to train your own grid")
     return committed.to_dict("records"), images, views
 
 
@@ -513,25 +514,21 @@ def clear_for_fresh(root: str | Path) -> None:
     root = Path(root)
     if not root.exists():
         return
-    journal = Journal(root).path
-    with locked(journal):
-        lines = journal.read_text().splitlines() if journal.is_file() else []
-        kept = [line for line in lines if _ran_on_gpu(line)]
+    journal = Journal(root)
+    with locked(journal.path):
+        kept = {key: rows for key, rows in journal.read().items() if _ran_on_gpu(rows)}
         budgets = {path.name: path.read_bytes() for path in root.glob("budget-*.json")
                    if str(json.loads(path.read_text())["plan"].get("device", "")).startswith("cuda")}
         for path in root.iterdir():
-            if path != journal and not path.name.startswith(f".{journal.name}"):  # (the lock stays while held)
+            if path != journal.path and not path.name.startswith(f".{journal.path.name}"):  # (the lock stays held)
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         for name, data in budgets.items():
             atomic_write_bytes(root / name, data)
-        atomic_write_bytes(journal, "".join(f"{line}\n" for line in kept).encode())
+        atomic_write_bytes(journal.path, "".join(f"{json.dumps({'job': key, 'rows': rows})}\n"  # as append writes
+                                                 for key, rows in kept.items()).encode())
 
 
-def _ran_on_gpu(line: str) -> bool:
-    try:
-        rows = json.loads(line)["rows"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return False  # a line cut short by a kill
+def _ran_on_gpu(rows: list[dict]) -> bool:
     return bool(rows) and all(str(row.get("device", "")).startswith("cuda") for row in rows)
 
 
@@ -678,11 +675,15 @@ def time_job(job: dict) -> dict[str, float]:
     return out
 
 
+def _timed_plan(plan: StudyPlan) -> dict:
+    """What a timing pass of ``plan`` depends on: the plan but for the fields that name its rows and files."""
+    return {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("table", "checkpoint_every")}
+
+
 def budget_path(plan: StudyPlan, root: str | Path) -> Path:
-    """``<root>/budget-<digest>.json``: the timing pass of ``plan``, named by what it times (the plan but for
-    the fields that name its rows and files), one file per plan."""
-    timed = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("table", "checkpoint_every")}
-    digest = hashlib.sha256(json.dumps(timed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """``<root>/budget-<digest>.json``: the timing pass of ``plan``, named by what it times
+    (:func:`_timed_plan`), one file per plan."""
+    digest = hashlib.sha256(json.dumps(_timed_plan(plan), sort_keys=True, default=str).encode()).hexdigest()[:8]
     return Path(root) / f"budget-{digest}.json"
 
 
@@ -692,8 +693,7 @@ def measure_budget(plan: StudyPlan, root: str | Path, workers: Workers) -> dict:
     Saved in ``<root>/budget-<plan digest>.json`` (:func:`budget_path`) and read back on a rerun of the same
     plan (whatever table its rows go to), so a resumed study keeps its runs, and a study of another plan in
     the same root (the quick one, say) never replaces it: a new timing would change every run's steps."""
-    wanted = {"plan": {k: v for k, v in dataclasses.asdict(plan).items()  # (these name rows and files, not runs)
-                       if k not in ("table", "checkpoint_every")}}
+    wanted = {"plan": _timed_plan(plan)}
     path = budget_path(plan, root)
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -1267,10 +1267,11 @@ def lr_search_lines(rows) -> list[str]:
     import pandas as pd
 
     rows = pd.DataFrame(rows)
-    if rows.empty or not (rows["table"] == "study-lr").any():
+    search = rows[rows["table"] == "study-lr"] if not rows.empty else rows
+    if search.empty:
         return []
     lines, at_edge = [], []
-    for (dataset, method), group in frame(rows[rows["table"] == "study-lr"]).groupby(["dataset", "method"], sort=False):
+    for (dataset, method), group in frame(search).groupby(["dataset", "method"], sort=False):
         scores = dict(zip(group["lr"], group["value"]))
         best, edge = winning_lr(scores), lr_at_edge(scores)
         cells = ", ".join(f"**{_lr(lr)}: {100 * value:.1f} %**" if lr == best else f"{_lr(lr)}: {100 * value:.1f} %"
@@ -1307,9 +1308,15 @@ def write_verdicts(table: "pd.DataFrame", plan: StudyPlan, rows) -> Path:
     :func:`output_name`, so a study at another scale writes its own): the verdicts judged from ``rows``, numbers
     as fractions with 4 decimals, with :func:`judged_provenance`, merged by (claim, data, comparison) under the
     file's lock."""
+    return _write_judged("study_verdicts", table, plan, rows)
+
+
+def _write_judged(name: str, table: "pd.DataFrame", plan: StudyPlan, rows) -> Path:
+    """``table``, judged from ``rows``, into results/<name> under ``plan``'s :func:`output_name`: 4 decimals,
+    with :func:`judged_provenance`."""
     from .results import write_table
 
-    return write_table(output_name(plan, "study_verdicts"), table.round(4).assign(**judged_provenance(rows)))
+    return write_table(output_name(plan, name), table.round(4).assign(**judged_provenance(rows)))
 
 
 # --- The long profile: is the budget long enough? -------------------------------------------------------
@@ -1361,9 +1368,7 @@ def write_budget_checks(table: "pd.DataFrame", plan: StudyPlan, rows) -> Path:
     """results/study_budget.csv (a table of :data:`s2r2lib.results.TABLES`, named by ``plan``'s
     :func:`output_name`): the checks judged from ``rows``, with :func:`judged_provenance`, merged by (budget,
     claim, data, comparison) under the file's lock."""
-    from .results import write_table
-
-    return write_table(output_name(plan, "study_budget"), table.round(4).assign(**judged_provenance(rows)))
+    return _write_judged("study_budget", table, plan, rows)
 
 
 # --- The default profile: a subset rerun against the committed rows ------------------------------------

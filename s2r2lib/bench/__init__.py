@@ -60,6 +60,30 @@ def checked_device(device: str, allow_all: bool = False) -> str:
     return device
 
 
+def measured_devices(device: str) -> list[str]:
+    """The devices ``--device`` asks for (:func:`checked_device`): ``all`` is the CPU, and CUDA where present."""
+    import torch
+
+    if checked_device(device, allow_all=True) != "all":
+        return [device]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def provenance_at(device: str, threads: int) -> dict:
+    """:func:`s2r2lib.results.provenance` of ``device`` as a worker with ``threads`` torch threads sees it (its
+    device name states them); the caller's thread count is left as it was (main() may run inside the tests)."""
+    import torch
+
+    from ..results import provenance
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return provenance(device)
+    finally:
+        torch.set_num_threads(before)
+
+
 def out_path(out: str | None, table: str):
     """Where a suite writes: ``--out`` (a .csv path) or ``results/<table>.csv`` (``build/scratch/results/``
     unless S2R2_PUBLISH=1, as ``make bench`` sets). Checked before anything is measured."""

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import smooth_ap_loss
-from ..results import provenance
-from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
+from . import (OUT_HELP, measured_devices, out_path, positive_int, provenance_at, run_worker, serve_worker,
+               suite_parser, write_rows)
 
 IMPLS = ("s2r2lib", "naive", "pml")
 
@@ -126,15 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if uneven:
         raise SystemExit(f"--sizes: N = {uneven} not a multiple of K = {args.views} (--views); N = B * K")
     path = out_path(args.out, "bench_loss")
-    devices = ["cpu", "cuda"] if checked_device(args.device, allow_all=True) == "all" else [args.device]
-    devices = [d for d in devices if torch.device(d).type == "cpu" or torch.cuda.is_available()]
     impls = [impl for impl in IMPLS if impl != "pml" or _pml_available()]
     rows = []
-    threads_before = torch.get_num_threads()
-    for device in devices:
-        torch.set_num_threads(args.threads)  # so that provenance's device name states the workers' threads
-        prov = provenance(device)
-        torch.set_num_threads(threads_before)  # main() may run inside another program (the tests)
+    for device in measured_devices(args.device):
+        prov = provenance_at(device, args.threads)
         for n in args.sizes:
             ours = None
             for impl in impls:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import probe
-from ..results import provenance
-from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
+from . import (OUT_HELP, measured_devices, out_path, positive_int, provenance_at, run_worker, serve_worker,
+               suite_parser, write_rows)
 
 IMPLS = ("s2r2lib", "before")
 GOAL_S = {"cpu": 60.0, "cuda": 10.0}  # the whole probe at STL10's size: on a 2-core CPU, on a GPU
@@ -123,22 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     path = out_path(args.out, "bench_probe")
-    devices = ["cpu", "cuda"] if checked_device(args.device, allow_all=True) == "all" else [args.device]
-    devices = [d for d in devices if torch.device(d).type == "cpu" or torch.cuda.is_available()]
-    threads_before = torch.get_num_threads()
     rows = []
-    for device in devices:
+    for device in measured_devices(args.device):
         impls = [impl for impl in args.impls if impl == "s2r2lib" or device == "cpu"]  # the old probe had no device
         for threads in args.threads:
-            torch.set_num_threads(threads)  # so that provenance's device name states the worker's threads
-            prov = provenance(device)
+            prov = provenance_at(device, threads)
             for impl in impls:
                 job = dict(impl=impl, device=device, threads=threads, train=args.train, test=args.test, dim=args.dim,
                            classes=args.classes, before_queries=args.before_queries)
                 row = {"impl": impl, "train": args.train, "test": args.test, "dim": args.dim, "classes": args.classes,
                        "threads": threads, **run_worker("s2r2lib.bench.probe", job, args.timeout), **prov}
                 rows.append(row)
-    torch.set_num_threads(threads_before)
     for row in rows:
         before = next((r for r in rows if r["impl"] == "before" and r["threads"] == row["threads"]
                        and r["status"] == "measured"), None)

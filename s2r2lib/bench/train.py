@@ -41,9 +41,9 @@ import torch
 from .. import train
 from ..distributed import resolve_device
 from ..models import ARCHS
-from ..results import provenance
 from ..views import make_multicrop_views, make_views
-from . import OUT_HELP, checked_device, out_path, positive_int, run_worker, serve_worker, suite_parser, write_rows
+from . import (OUT_HELP, checked_device, out_path, positive_int, provenance_at, run_worker, serve_worker,
+               suite_parser, write_rows)
 
 GOAL = 0.10  # the views and the loss together: under this share of the step
 COLUMNS = ["arch", "method", "preset", "scale", "images", "views", "view_sizes", "precision", "channels_last",
@@ -194,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = args.archs or (["resnet18", "resnet50"] if cuda else ["resnet18"])
     scale = args.scale or (1 if cuda else 8)
     precision = args.precision or ("bf16" if cuda else "fp32")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)  # so that provenance's device name states the workers' threads
-    try:
-        prov = provenance(args.device)
-    finally:
-        torch.set_num_threads(threads)  # main() may run inside another program (the tests)
+    prov = provenance_at(args.device, args.threads)
     print(f"{prov['device']}, scale {scale}, {precision}; goal: views + loss under {GOAL:.0%} of the step")
     print(f"{'arch':9s} {'method':7s} {'views':>5s} {'step s':>8s} {'views/s':>8s} {'MiB':>7s} "
           f"{'enc s':>8s} {'enc MiB':>7s} {'x enc':>6s} {'overhead':>8s} {'load':>5s}")
